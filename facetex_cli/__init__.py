@@ -1,0 +1,1 @@
+"""The ``facetex`` command line: thin typer commands over :mod:`stages`."""

@@ -1,0 +1,57 @@
+"""Options and lookups shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stages.core.errors import MissingArtifactError
+
+OUT_OPTION = typer.Option(Path("facetex_out"), "--out", "-o", help="Output root; each input writes OUT/<stem>/.")
+SKIP_OPTION = typer.Option(False, "--skip-existing/--no-skip-existing",
+                           help="Skip inputs whose outputs already exist (resume a batch).")
+DEBUG_OPTION = typer.Option(False, "--debug/--no-debug", help="Show tracebacks and native library logs.")
+
+
+def outputs_exist(out: Path, stem: str, marker: str) -> bool:
+    """True when ``OUT/<stem>/<marker>`` (or, for multi-face runs, ``OUT/<stem>_face*/<marker>``) exists."""
+    return (out / stem / marker).is_file() or any(out.glob(f"{glob_escape(stem)}_face*/{marker}"))
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def find_artifacts(root: Path, stem: str, name: str) -> list[Path]:
+    """Locate an earlier stage's artifact for a photo stem.
+
+    ``root`` is either the artifact file itself or an output root holding ``<stem>/<name>`` (or
+    ``<stem>_face<i>/<name>`` for multi-face fits).
+    """
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise MissingArtifactError(root, "no such file or folder")
+    direct = root / stem / name
+    if direct.is_file():
+        return [direct]
+    if (root / name).is_file() and root.name == stem:
+        return [root / name]
+    faces = sorted(root.glob(f"{glob_escape(stem)}_face*/{name}"))
+    if faces:
+        return faces
+    raise MissingArtifactError(root / stem / name, f"not found (run the stage that writes {name} first)")
+
+
+class Lazy:
+    """Build an expensive object on first use (inside the batch loop, so its native logs are silenced)."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._value = None
+
+    def get(self):
+        if self._value is None:
+            self._value = self._factory()
+        return self._value

@@ -1,0 +1,57 @@
+"""``facetex complete``: photo -> complete UV texture + textured mesh + previews, in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from facetex_cli.batch import expand_inputs, print_summary, run_batch
+from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, Lazy, outputs_exist
+from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
+from stages.completion import available_methods
+from stages.complete import DEFAULT_METHOD, CompleteOptions, Completer
+from stages.core.image_io import DEFAULT_MAX_SIDE
+from stages.unwrap import UV_SIZE_RANGE
+
+
+def _method_help() -> str:
+    return "Completion method: " + "; ".join(f"'{n}': {m.description}" for n, m in sorted(available_methods().items()))
+
+
+def complete_command(
+    photos: list[str] = typer.Argument(..., help="Photo files, folders or globs."),
+    out: Path = OUT_OPTION,
+    method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help=_method_help()),
+    uv_size: int = typer.Option(512, "--uv-size", min=UV_SIZE_RANGE[0], max=UV_SIZE_RANGE[1],
+                                help="UV texture side in texels."),
+    face: str = typer.Option("largest", "--face", help=FACE_HELP),
+    subdivide: int = typer.Option(1, "--subdivide", min=0, max=3, help="Loop subdivision levels of the exported mesh."),
+    glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
+    previews: bool = typer.Option(True, "--previews/--no-previews", help="Write render_fitted.png and views.png."),
+    max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
+    skip_existing: bool = SKIP_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Recover a complete UV texture from each photo and export a textured mesh.
+
+    Writes into OUT/<stem>/: fit.json, fit_overlay.png, uv_texture.png, uv_mask.png, uv_position.npy,
+    uv_complete.png, uv_provenance.png, textured.obj/.mtl/.glb, render_fitted.png, views.png and
+    complete.json.
+    """
+    if method not in available_methods():
+        raise typer.BadParameter(f"unknown method {method!r}; choose from {', '.join(sorted(available_methods()))}",
+                                 param_hint="--method")
+    inputs = expand_inputs(photos)
+    options = CompleteOptions(method=method, uv_size=uv_size, face=face, subdivide=subdivide, glb=glb,
+                              previews=previews, max_side=max_side)
+    completer = Lazy(lambda: Completer(options))
+
+    def process(path: Path) -> str:
+        dirs = completer.get().run(path, out)
+        return ", ".join(str(d / "uv_complete.png") for d in dirs)
+
+    results = run_batch(inputs.files, process, name_of=lambda p: p.name, missing=inputs.missing,
+                        skip=(lambda p: outputs_exist(out, p.stem, "complete.json")) if skip_existing else None,
+                        description="complete", debug=debug)
+    raise typer.Exit(print_summary(results, "complete"))

@@ -1,0 +1,46 @@
+"""``facetex fit``: landmarks, pose, per-image shape and SH lighting -> ``fit.json`` + overlay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from facetex_cli.batch import expand_inputs, print_summary, run_batch
+from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, Lazy, outputs_exist
+from stages.core.face_model import load_builtin_face_model
+from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
+from stages.fit import MediaPipeLandmarker, fit_photo, save_fit
+
+FACE_HELP = "Which face to fit: 'largest', 'all' (writes OUT/<stem>_face<i>/), or an index (0 = largest)."
+MAX_SIDE_HELP = "Photos whose long side exceeds this are downscaled on load."
+
+
+def fit_command(
+    photos: list[str] = typer.Argument(..., help="Photo files, folders or globs."),
+    out: Path = OUT_OPTION,
+    face: str = typer.Option("largest", "--face", help=FACE_HELP),
+    max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
+    skip_existing: bool = SKIP_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Detect face landmarks (MediaPipe, offline) and fit pose, shape and lighting.
+
+    Writes OUT/<stem>/fit.json and fit_overlay.png.
+    """
+    inputs = expand_inputs(photos)
+    model = load_builtin_face_model()
+    landmarker = Lazy(MediaPipeLandmarker)
+
+    def process(path: Path) -> str:
+        photo = load_photo(path, max_side=max_side)
+        fits = fit_photo(photo, landmarker.get(), model=model, face=face)
+        for fit in fits:
+            save_fit(fit, photo.rgb, out / fit.stem, model)
+        yaw, pitch, _ = fits[0].pose.euler
+        return f"{len(fits)} of {fits[0].num_faces} face(s); yaw {yaw:+.0f} pitch {pitch:+.0f}"
+
+    results = run_batch(inputs.files, process, name_of=lambda p: p.name, missing=inputs.missing,
+                        skip=(lambda p: outputs_exist(out, p.stem, "fit.json")) if skip_existing else None,
+                        description="fit", debug=debug)
+    raise typer.Exit(print_summary(results, "fit"))

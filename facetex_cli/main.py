@@ -1,0 +1,42 @@
+"""Entry point of the ``facetex`` command (console script ``facetex = facetex_cli.main:app``)."""
+
+from __future__ import annotations
+
+import os
+
+# Quiet the native libraries before anything imports them.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import warnings  # noqa: E402
+
+import typer  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
+
+from facetex_cli.complete import complete_command  # noqa: E402
+from facetex_cli.fit import fit_command  # noqa: E402
+from facetex_cli.render import render_command  # noqa: E402
+from facetex_cli.unwrap import unwrap_command  # noqa: E402
+
+app = typer.Typer(
+    name="facetex", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Recover a complete facial UV texture from a single photo. Each stage reads and writes files, "
+         "so stages chain in a Makefile; `facetex complete photo.jpg` runs the whole path.")
+app.command("fit")(fit_command)
+app.command("unwrap")(unwrap_command)
+app.command("complete")(complete_command)
+app.command("render")(render_command)
+
+
+@app.callback(invoke_without_command=True)
+def _main(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        from stages import __version__
+
+        typer.echo(f"facetex {__version__}")
+        raise typer.Exit()
+
+
+if __name__ == "__main__":
+    app()

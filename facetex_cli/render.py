@@ -1,0 +1,97 @@
+"""``facetex render``: novel views, relighting, turntable and textured-mesh export of a UV texture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from facetex_cli.batch import expand_inputs, print_summary, run_batch
+from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, find_artifacts, outputs_exist
+from stages.core.errors import BadInputError
+from stages.core.face_model import load_builtin_face_model
+from stages.core.image_io import load_photo, load_texture, save_png
+from stages.fit import FitResult
+from stages.render import compose_views, export_textured_mesh, render_on_photo, render_views, write_turntable
+
+
+def texture_stem(path: Path) -> str:
+    """Output name of a texture: its folder's name for stage outputs (``<stem>/uv_*.png``), else its stem."""
+    return path.parent.name if path.name.startswith("uv_") else path.stem
+
+
+def load_sh(path: Path) -> np.ndarray:
+    """SH lighting ``(9, 3)`` from a JSON list, or from a fit.json's ``lighting_sh``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(path, f"cannot read SH lighting ({exc})") from None
+    coeffs = np.asarray(data.get("lighting_sh") if isinstance(data, dict) else data, dtype=np.float32)
+    if coeffs.shape != (9, 3):
+        raise BadInputError(path, f"SH lighting must be a 9x3 list (or a fit.json), got shape {coeffs.shape}")
+    return coeffs
+
+
+def parse_angles(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated degrees, got {text!r}") from None
+
+
+def render_command(
+    textures: list[str] = typer.Argument(..., help="UV texture PNGs, folders (e.g. OUT/<stem>/) or globs."),
+    fit: Path = typer.Argument(..., help="A fit.json, or an output root holding <stem>/fit.json."),
+    out: Path = OUT_OPTION,
+    yaws: str = typer.Option("-60,-30,0,30,60", "--yaws", help="Comma-separated novel-view yaw angles (degrees)."),
+    pitch: float = typer.Option(0.0, "--pitch", help="Pitch of the novel views (degrees, + looks down)."),
+    size: int = typer.Option(512, "--size", min=64, max=4096, help="Side of each novel view in pixels."),
+    sh: Path = typer.Option(None, "--sh", help="Relight with these SH coefficients (9x3 JSON, or a fit.json)."),
+    turntable: bool = typer.Option(True, "--turntable/--no-turntable", help="Write turntable.gif."),
+    subdivide: int = typer.Option(1, "--subdivide", min=0, max=3, help="Loop subdivision levels for smoother meshes."),
+    glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
+    skip_existing: bool = SKIP_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Render a UV texture on the fitted face and export a textured mesh.
+
+    Writes OUT/<stem>/render_fitted.png (over the photo, if it is still where fit found it),
+    render_yaw<+A>.png per angle, views.png, turntable.gif, textured.obj/.mtl/.png and textured.glb.
+    """
+    angles = parse_angles(yaws)
+    inputs = expand_inputs(textures, suffixes={".png"})
+    # A folder of stage outputs holds several uv_*.png; render the completed one.
+    files = [p for p in inputs.files if not p.name.startswith("uv_") or p.name == "uv_complete.png"
+             or len([q for q in inputs.files if q.parent == p.parent]) == 1]
+    model = load_builtin_face_model()
+    light = load_sh(sh) if sh is not None else None
+
+    def process(path: Path) -> str:
+        stem = texture_stem(path)
+        texture = load_texture(path)[..., :3]
+        notes = []
+        for fit_path in find_artifacts(fit, stem, "fit.json"):
+            result = FitResult.load(fit_path)
+            target = out / (result.stem if len(find_artifacts(fit, stem, "fit.json")) > 1 else stem)
+            views = render_views(texture, result, model, yaws=angles, pitch=pitch, size=size, sh=light,
+                                 subdivide=subdivide)
+            for yaw, view in zip(angles, views):
+                save_png(target / f"render_yaw{yaw:+04.0f}.png", view)
+            save_png(target / "views.png", compose_views(views))
+            if turntable:
+                write_turntable(target / "turntable.gif", texture, result, model, sh=light, subdivide=subdivide)
+            export_textured_mesh(target, texture, result.vertices, model, subdivide=subdivide, glb=glb)
+            if Path(result.source).is_file():
+                photo = load_photo(result.source)
+                save_png(target / "render_fitted.png",
+                         render_on_photo(photo.rgb, texture, result, model, sh=light, subdivide=subdivide))
+            else:
+                notes.append(f"photo {result.source} not found: no render_fitted.png")
+        return "; ".join(notes)
+
+    results = run_batch(files, process, name_of=lambda p: str(p), missing=inputs.missing,
+                        skip=(lambda p: outputs_exist(out, texture_stem(p), "textured.obj")) if skip_existing else None,
+                        description="render", debug=debug)
+    raise typer.Exit(print_summary(results, "render"))

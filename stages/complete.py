@@ -1,0 +1,121 @@
+"""``complete``: photo -> complete UV texture and textured mesh, in one process.
+
+:class:`Completer` holds everything that is expensive to build (face model, landmark detector,
+the completion method and its weights) and runs fit -> unwrap -> fill -> export + previews for
+each photo, writing every intermediate artifact into ``OUT/<stem>/`` so a person can inspect it:
+
+    fit.json, fit_overlay.png                      (fit)
+    uv_texture.png, uv_mask.png, uv_position.*     (unwrap)
+    uv_complete.png, uv_provenance.png             (completion; provenance: green visible,
+                                                    blue mirrored, orange smooth-filled)
+    textured.obj/.mtl (+ .glb)                     (mesh with the completed texture)
+    render_fitted.png, views.png                   (previews)
+    complete.json                                  (settings and numbers; written last)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stages.completion import Completion, get_method
+from stages.core.atomic import write_json
+from stages.core.face_model import FaceModel, load_builtin_face_model
+from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo, save_png
+from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, save_fit
+from stages.render import DEFAULT_YAWS, compose_views, export_textured_mesh, render_on_photo, render_views
+from stages.unwrap import UnwrapResult, unwrap_photo
+
+DEFAULT_METHOD = "mirror"
+
+
+@dataclass
+class CompleteOptions:
+    """Settings of a ``complete`` run (all have CLI flags of the same name)."""
+
+    method: str = DEFAULT_METHOD
+    uv_size: int = 512
+    face: str = "largest"
+    max_side: int = DEFAULT_MAX_SIDE
+    subdivide: int = 1
+    yaws: tuple[float, ...] = DEFAULT_YAWS
+    view_size: int = 384
+    glb: bool = True
+    previews: bool = True
+    method_options: dict = field(default_factory=dict)
+
+
+class Completer:
+    """Runs ``complete`` on many photos with models loaded once.
+
+    Args:
+        options: run settings.
+        model: face model (default: built-in).
+        landmarker: landmark detector (default: MediaPipe face mesh).
+    """
+
+    def __init__(self, options: CompleteOptions | None = None, *, model: FaceModel | None = None,
+                 landmarker: MediaPipeLandmarker | None = None):
+        self.options = options or CompleteOptions()
+        self.model = model or load_builtin_face_model()
+        self.method = get_method(self.options.method).load(self.model, **self.options.method_options)
+        self.landmarker = landmarker or MediaPipeLandmarker()
+
+    def complete_unwrap(self, unwrap: UnwrapResult) -> Completion:
+        """Fill one partial texture with the configured method."""
+        return self.method.complete(unwrap)
+
+    def run(self, photo_path: str | Path, out_root: str | Path) -> list[Path]:
+        """Process one photo; returns the output folder of each face processed.
+
+        Raises:
+            FacetexError: bad photo or no usable face (nothing is written for that photo).
+        """
+        opts = self.options
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        photo = load_photo(photo_path, max_side=opts.max_side)
+        fits = fit_photo(photo, self.landmarker, model=self.model, face=opts.face)
+        timings["load+fit"] = time.perf_counter() - t0
+        out_dirs = []
+        for fit in fits:
+            out_dir = Path(out_root) / fit.stem
+            out_dirs.append(out_dir)
+            self._complete_face(photo.rgb, fit, out_dir, dict(timings))
+        return out_dirs
+
+    def _complete_face(self, rgb: np.ndarray, fit: FitResult, out_dir: Path, timings: dict) -> None:
+        opts = self.options
+        t = time.perf_counter()
+        unwrap = unwrap_photo(rgb, fit, model=self.model, uv_size=opts.uv_size)
+        timings["unwrap"] = time.perf_counter() - t
+        t = time.perf_counter()
+        completion = self.complete_unwrap(unwrap)
+        timings["fill"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        save_fit(fit, rgb, out_dir, self.model)
+        unwrap.save(out_dir)
+        save_png(out_dir / "uv_complete.png", completion.texture)
+        save_png(out_dir / "uv_provenance.png", completion.provenance_image())
+        export_textured_mesh(out_dir, completion.texture, fit.vertices, self.model, subdivide=opts.subdivide,
+                             glb=opts.glb, texture_file="uv_complete.png")
+        timings["write"] = time.perf_counter() - t
+        if opts.previews:
+            t = time.perf_counter()
+            save_png(out_dir / "render_fitted.png",
+                     render_on_photo(rgb, completion.texture, fit, self.model, subdivide=opts.subdivide))
+            views = render_views(completion.texture, fit, self.model, yaws=opts.yaws, size=opts.view_size,
+                                 subdivide=opts.subdivide)
+            save_png(out_dir / "views.png", compose_views(views))
+            timings["previews"] = time.perf_counter() - t
+        write_json(out_dir / "complete.json", {
+            "schema": "facetex.complete", "schema_version": 1, "source": fit.source, "stem": fit.stem,
+            "method": opts.method, "uv_size": opts.uv_size, "subdivide": opts.subdivide,
+            "completion": completion.info, "unwrap": unwrap.info,
+            "seconds": {k: round(v, 4) for k, v in timings.items()},
+        })
+

@@ -1,0 +1,90 @@
+"""Completion methods: turn a partial UV texture (an ``unwrap``) into a complete one.
+
+Every method is a class registered under a name with :func:`register_method`; ``complete
+--method NAME`` looks it up here. A method is built once per run (:meth:`CompletionMethod.load`,
+where a learned method loads its weights) and then called per texture, so a batch never reloads a
+model. Later methods (``pca``, ``blend``, ``unet``, ``diffusion``) plug in the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from stages.core.face_model import FaceModel
+from stages.unwrap import UnwrapResult
+
+#: Provenance codes written into ``provenance.png`` (as colours, see PROVENANCE_COLOURS).
+VISIBLE, MIRRORED, MODEL, OUTSIDE = 1, 2, 3, 0
+PROVENANCE_COLOURS = {OUTSIDE: (0, 0, 0), VISIBLE: (70, 200, 90), MIRRORED: (70, 130, 240), MODEL: (235, 120, 60)}
+
+
+@dataclass
+class Completion:
+    """A complete UV texture.
+
+    Attributes:
+        texture: ``(S, S, 3)`` float32 RGB in ``[0, 1]``, padded beyond the layout.
+        provenance: ``(S, S)`` uint8, where each texel came from (VISIBLE, MIRRORED, MODEL, OUTSIDE).
+        info: method name and numbers worth logging.
+    """
+
+    texture: np.ndarray
+    provenance: np.ndarray
+    info: dict
+
+    def provenance_image(self) -> np.ndarray:
+        """``(S, S, 3)`` uint8 colour-coded provenance for people to look at."""
+        out = np.zeros(self.provenance.shape + (3,), dtype=np.uint8)
+        for code, colour in PROVENANCE_COLOURS.items():
+            out[self.provenance == code] = colour
+        return out
+
+
+class CompletionMethod:
+    """Base class: subclasses set ``name`` and ``description`` and implement :meth:`complete`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def load(cls, model: FaceModel, **options) -> "CompletionMethod":
+        """Build the method once per run (load weights here). Options are method-specific."""
+        return cls(model, **options)
+
+    def __init__(self, model: FaceModel, **options):
+        self.model = model
+        self.options = options
+
+    def complete(self, unwrap: UnwrapResult) -> Completion:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[CompletionMethod]] = {}
+
+
+def register_method(cls: type[CompletionMethod]) -> type[CompletionMethod]:
+    """Class decorator: make ``cls`` available as ``complete --method cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_methods() -> dict[str, type[CompletionMethod]]:
+    """Registered methods by name (importing the built-in ones first)."""
+    from stages.completion import mirror  # noqa: F401  (registers itself)
+
+    return dict(_REGISTRY)
+
+
+def get_method(name: str) -> type[CompletionMethod]:
+    methods = available_methods()
+    if name not in methods:
+        raise KeyError(f"unknown completion method {name!r}; available: {', '.join(sorted(methods))}")
+    return methods[name]
+
+
+Factory = Callable[..., CompletionMethod]

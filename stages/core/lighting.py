@@ -1,0 +1,73 @@
+"""Spherical-harmonics lighting estimated from the visible skin of a fitted face.
+
+Model: a skin pixel's colour ``c`` (sRGB in [0, 1], treated as linear-in-shading for simplicity)
+is ``c = sh_basis(n) @ L`` with ``L`` of shape ``(9, 3)``: the mean skin albedo is folded into
+``L`` (albedo and light cannot be separated from one photo without an albedo prior). Dividing a
+texture by ``sh_basis(n) @ L / mean_albedo`` therefore removes shading while keeping the colour;
+see :func:`shading_normalised`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: SH constants for the real 2nd-order basis; the order matches stages.core.shading.sh_basis.
+_C0 = 0.2820948
+_C1 = 0.4886025
+_C2 = 1.0925484
+_C3 = 0.3153916
+_C4 = 0.5462742
+
+
+def sh_basis_np(normals: np.ndarray) -> np.ndarray:
+    """Numpy twin of :func:`stages.core.shading.sh_basis`: ``(N, 3)`` unit normals -> ``(N, 9)``.
+
+    Order: ``Y00, Y1-1 (y), Y10 (z), Y11 (x), Y2-2 (xy), Y2-1 (yz), Y20 (3z^2-1), Y21 (xz), Y22 (x^2-y^2)``.
+    """
+    x, y, z = normals[:, 0], normals[:, 1], normals[:, 2]
+    return np.stack([
+        np.full_like(x, _C0), _C1 * y, _C1 * z, _C1 * x,
+        _C2 * x * y, _C2 * y * z, _C3 * (3 * z * z - 1), _C2 * x * z, _C4 * (x * x - y * y),
+    ], axis=1)
+
+
+def fit_sh_lighting(colors: np.ndarray, normals: np.ndarray, *, ridge: float = 1e-3,
+                    outlier_sigma: float = 2.5) -> tuple[np.ndarray, dict]:
+    """Least-squares SH lighting from skin samples, with one round of outlier rejection.
+
+    Args:
+        colors: ``(N, 3)`` RGB in ``[0, 1]`` of visible skin pixels.
+        normals: ``(N, 3)`` unit camera-space normals (x right, y up, z to camera) at those pixels.
+        ridge: Tikhonov weight on the first- and second-order coefficients (keeps the fit tame
+            when the visible normals span a small cone, e.g. profiles).
+        outlier_sigma: samples with residual above this many robust sigmas (hair, specular
+            highlights, glasses) are dropped before the final fit.
+
+    Returns:
+        ``(coeffs, info)``: ``(9, 3)`` coefficients and ``{"samples", "inliers", "rms"}``.
+    """
+    if len(colors) < 30:
+        raise ValueError(f"too few skin samples ({len(colors)}) to estimate lighting")
+    basis = sh_basis_np(np.asarray(normals, dtype=np.float64))
+    target = np.asarray(colors, dtype=np.float64)
+    reg = np.full(9, ridge * len(basis))
+    reg[0] = 0.0
+    keep = np.ones(len(basis), dtype=bool)
+    for _ in range(2):
+        a = basis[keep]
+        coeffs = np.linalg.solve(a.T @ a + np.diag(reg), a.T @ target[keep])
+        resid = np.linalg.norm(basis @ coeffs - target, axis=1)
+        sigma = 1.4826 * np.median(resid) + 1e-6
+        keep = resid < outlier_sigma * sigma
+    rms = float(np.sqrt(np.mean(resid[keep] ** 2)))
+    return coeffs.astype(np.float32), {"samples": int(len(basis)), "inliers": int(keep.sum()), "rms": rms}
+
+
+def shading_normalised(normals: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """Shading ``(N, 3)`` of the lighting divided by its ambient term, so its mean level is ~1.
+
+    Dividing a photo texture by this removes the directional part of the light but keeps colour.
+    """
+    shade = sh_basis_np(normals) @ coeffs
+    ambient = coeffs[0] * _C0
+    return shade / np.maximum(ambient, 1e-6)

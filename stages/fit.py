@@ -1,0 +1,333 @@
+"""``fit``: detect faces and landmarks, then estimate pose, per-image shape and SH lighting.
+
+Pipeline for one photo:
+
+1. MediaPipe face mesh (offline; the models ship inside the pinned wheel) gives 478 points per
+   face: the 468 vertices of the built-in topology plus 10 iris points, as pixel ``x, y`` and a
+   relative depth in ``x``'s scale.
+2. A similarity pose (rotation, scale, translation) of the built-in mean shape onto those points
+   (Umeyama least squares) in a scaled-orthographic camera: MediaPipe's points are themselves
+   weak-perspective, so a perspective camera would add unknowns without information.
+3. The per-image shape: the 468 points mapped back into model space. Texture sampling uses the
+   detected geometry itself, which aligns with the photo better than any mean shape could.
+4. Second-order SH lighting (9 x 3) fitted to the visible skin pixels (eyes, brows and lips
+   excluded, robust to hair and highlights).
+
+The result is a :class:`FitResult`, saved as ``fit.json`` (schema-versioned) plus
+``fit_overlay.png`` (landmarks and mesh wireframe on the photo).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stages.core.atomic import write_json
+from stages.core.camera import Pose, fit_pose, screen_to_model
+from stages.core.errors import BadInputError, MissingArtifactError, NoFaceError
+from stages.core.face_model import FaceModel, load_builtin_face_model
+from stages.core.image_io import Photo, save_png
+from stages.core.lighting import fit_sh_lighting
+
+SCHEMA_VERSION = 1
+#: A face narrower than this (pixels) carries too little texture to unwrap.
+MIN_FACE_PX = 40
+#: Skin samples used for the lighting fit (random subset of visible skin pixels).
+LIGHTING_SAMPLES = 20000
+
+
+@dataclass
+class FitResult:
+    """Everything ``unwrap``/``render`` need to know about one face in one photo.
+
+    Attributes:
+        source: path of the photo.
+        stem: name of the output folder (photo stem, plus ``_face<i>`` with ``--face all``).
+        image_size: ``(width, height)`` of the photo as loaded (after EXIF rotation/downscale).
+        face_index: which detected face (0 = largest).
+        num_faces: how many faces the detector found.
+        landmarks: ``(478, 3)`` screen points: pixel ``x, y`` and depth (smaller is closer).
+        face_box: ``(x0, y0, x1, y1)`` pixel box around the landmarks.
+        pose: similarity pose of the model in the camera.
+        vertices: ``(V, 3)`` the per-image shape in model space.
+        lighting: ``(9, 3)`` SH coefficients (mean skin albedo folded in).
+        model_id: name of the face model (``FaceModel.name``).
+        detector: which landmark backend produced the points.
+        quality: diagnostics (landmark residual of the rigid fit, lighting fit rms, ...).
+    """
+
+    source: str
+    stem: str
+    image_size: tuple[int, int]
+    face_index: int
+    num_faces: int
+    landmarks: np.ndarray
+    face_box: tuple[float, float, float, float]
+    pose: Pose
+    vertices: np.ndarray
+    lighting: np.ndarray
+    model_id: str
+    detector: str
+    quality: dict = field(default_factory=dict)
+
+    def screen_vertices(self) -> np.ndarray:
+        """``(V, 3)`` the per-image shape in screen space (equals the detected mesh points)."""
+        return self.pose.to_screen(self.vertices)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": "facetex.fit",
+            "schema_version": SCHEMA_VERSION,
+            "source": self.source,
+            "stem": self.stem,
+            "image_size": list(self.image_size),
+            "face_index": self.face_index,
+            "num_faces": self.num_faces,
+            "model_id": self.model_id,
+            "detector": self.detector,
+            "camera": {"type": "scaled_orthographic",
+                       "convention": "x_img = s*(R X)_x + tx; y_img = -s*(R X)_y + ty; depth = -s*(R X)_z + tz"},
+            "pose": self.pose.to_dict(),
+            "face_box": [round(float(v), 2) for v in self.face_box],
+            "lighting_sh": np.asarray(self.lighting, dtype=float).round(6).tolist(),
+            "quality": self.quality,
+            "landmarks": np.asarray(self.landmarks, dtype=float).round(3).tolist(),
+            "vertices": np.asarray(self.vertices, dtype=float).round(6).tolist(),
+        }
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FitResult":
+        """Read ``fit.json``; raises :class:`MissingArtifactError` naming the file on any problem."""
+        path = Path(path)
+        if not path.is_file():
+            raise MissingArtifactError(path, "fit file not found (run `facetex fit` first)")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MissingArtifactError(path, f"not a readable fit.json ({exc})") from None
+        if not isinstance(data, dict) or data.get("schema") != "facetex.fit":
+            raise MissingArtifactError(path, "not a facetex fit.json")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise MissingArtifactError(
+                path, f"fit.json schema version {data.get('schema_version')} is not {SCHEMA_VERSION}; re-run `facetex fit`")
+        try:
+            result = cls(
+                source=str(data["source"]), stem=str(data["stem"]),
+                image_size=tuple(int(v) for v in data["image_size"]),
+                face_index=int(data["face_index"]), num_faces=int(data["num_faces"]),
+                landmarks=np.asarray(data["landmarks"], dtype=np.float64),
+                face_box=tuple(float(v) for v in data["face_box"]),
+                pose=Pose.from_dict(data["pose"]),
+                vertices=np.asarray(data["vertices"], dtype=np.float64),
+                lighting=np.asarray(data["lighting_sh"], dtype=np.float32),
+                model_id=str(data["model_id"]), detector=str(data["detector"]),
+                quality=dict(data.get("quality", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MissingArtifactError(path, f"fit.json is incomplete or malformed ({exc!r})") from None
+        if result.vertices.ndim != 2 or result.vertices.shape[1] != 3 or result.lighting.shape != (9, 3):
+            raise MissingArtifactError(path, "fit.json has arrays of the wrong shape")
+        return result
+
+
+class MediaPipeLandmarker:
+    """MediaPipe face mesh with iris refinement, loaded once and reused for a whole batch.
+
+    Args:
+        max_faces: how many faces to look for per photo.
+        min_confidence: detector threshold.
+    """
+
+    name = "mediapipe-facemesh"
+
+    def __init__(self, max_faces: int = 8, min_confidence: float = 0.5):
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import mediapipe as mp  # heavy import: only when a landmarker is built
+
+        self.version = getattr(mp, "__version__", "?")
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=min_confidence)
+
+    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Find faces in ``(H, W, 3)`` uint8 RGB; returns a list of ``(478, 3)`` screen points."""
+        height, width = rgb.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(rgb))
+        faces = []
+        for face in result.multi_face_landmarks or []:
+            pts = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
+            # Normalised -> continuous pixels; MediaPipe's z is in x's scale, smaller = closer.
+            faces.append(pts * np.array([width, height, width]))
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+def face_box(points: np.ndarray) -> tuple[float, float, float, float]:
+    """Axis-aligned ``(x0, y0, x1, y1)`` box of ``(N, 2+)`` pixel points."""
+    return (float(points[:, 0].min()), float(points[:, 1].min()),
+            float(points[:, 0].max()), float(points[:, 1].max()))
+
+
+def select_faces(faces: list[np.ndarray], which: str) -> list[int]:
+    """Indices of the faces to fit, after sorting largest first.
+
+    Args:
+        faces: detected point sets.
+        which: ``"largest"``, ``"all"`` or a 0-based index into the size-sorted list.
+    """
+    if which == "largest":
+        return [0] if faces else []
+    if which == "all":
+        return list(range(len(faces)))
+    try:
+        index = int(which)
+    except ValueError:
+        raise ValueError(f"--face must be 'largest', 'all' or an index, got {which!r}") from None
+    if not 0 <= index < len(faces):
+        raise IndexError(f"face {index} requested but {len(faces)} found")
+    return [index]
+
+
+def estimate_lighting(rgb: np.ndarray, screen_vertices: np.ndarray, normals_cam: np.ndarray,
+                      model: FaceModel, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Fit SH lighting to the visible skin pixels of a posed face.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 photo.
+        screen_vertices: ``(V, 3)`` posed vertices in screen space.
+        normals_cam: ``(V, 3)`` unit vertex normals in camera space.
+        model: the face model (its ``regions["skin"]`` selects the triangles used).
+        rng: random generator for the pixel subset.
+
+    Returns:
+        ``(coeffs (9, 3), info)`` as from :func:`stages.core.lighting.fit_sh_lighting`.
+    """
+    from stages.core.raster import rasterize
+
+    height, width = rgb.shape[:2]
+    skin = np.zeros(model.n_vertices, dtype=bool)
+    skin[model.regions["skin"]] = True
+    skin_tris = np.flatnonzero(skin[model.triangles].all(axis=1))
+    frags = rasterize(screen_vertices, model.triangles, height, width, cull_backfaces=True)
+    ids = frags.triangle_id
+    on_skin = np.zeros(len(model.triangles) + 1, dtype=bool)
+    on_skin[skin_tris] = True
+    rows, cols = np.nonzero(on_skin[ids])  # ids == -1 indexes the trailing False
+    if len(rows) > LIGHTING_SAMPLES:
+        pick = rng.choice(len(rows), LIGHTING_SAMPLES, replace=False)
+        rows, cols = rows[pick], cols[pick]
+    tri = model.triangles[ids[rows, cols]]
+    bary = frags.bary[rows, cols]
+    normals = (normals_cam[tri] * bary[..., None]).sum(axis=1)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+    colors = rgb[rows, cols].astype(np.float64) / 255.0
+    return fit_sh_lighting(colors, normals)
+
+
+def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel | None = None,
+              face: str = "largest", min_face_px: int = MIN_FACE_PX, seed: int = 0) -> list[FitResult]:
+    """Fit the face model to one photo.
+
+    Args:
+        photo: a loaded photo.
+        landmarker: a reusable landmark detector.
+        model: face model (default: the built-in MediaPipe-topology model).
+        face: ``"largest"``, ``"all"`` or an index into the faces sorted by size.
+        min_face_px: refuse faces narrower than this.
+        seed: seed for the lighting-fit pixel subset (results are deterministic).
+
+    Returns:
+        One :class:`FitResult` per selected face.
+
+    Raises:
+        NoFaceError: no face, or only faces that are too small.
+    """
+    model = model or load_builtin_face_model()
+    faces = landmarker.detect(photo.rgb)
+    if not faces:
+        raise NoFaceError(photo.path, "no face found")
+    faces.sort(key=lambda pts: -(np.ptp(pts[:, 0]) * np.ptp(pts[:, 1])))
+    try:
+        chosen = select_faces(faces, face)
+    except (ValueError, IndexError) as exc:
+        raise BadInputError(photo.path, str(exc)) from None
+    results = []
+    for index in chosen:
+        points = faces[index]
+        box = face_box(points)
+        if box[2] - box[0] < min_face_px:
+            if face == "all":
+                continue
+            raise NoFaceError(photo.path, f"face too small ({box[2] - box[0]:.0f} px wide; need {min_face_px})")
+        mesh_points = points[: model.n_vertices]
+        pose = fit_pose(model.vertices, mesh_points)
+        vertices = screen_to_model(pose, mesh_points)
+        residual = np.linalg.norm(pose.to_screen(model.vertices)[:, :2] - mesh_points[:, :2], axis=1)
+        normals_cam = pose.rotate_normals(model.vertex_normals(vertices))
+        lighting, light_info = estimate_lighting(
+            photo.rgb, pose.to_screen(vertices), normals_cam, model, np.random.default_rng(seed))
+        stem = photo.path.stem if face != "all" else f"{photo.path.stem}_face{index}"
+        results.append(FitResult(
+            source=str(photo.path), stem=stem, image_size=(photo.width, photo.height),
+            face_index=index, num_faces=len(faces), landmarks=points, face_box=box, pose=pose,
+            vertices=vertices, lighting=lighting, model_id=model.name,
+            detector=f"{landmarker.name}-{landmarker.version}",
+            quality={
+                "rigid_fit_rms_px": round(float(np.sqrt(np.mean(residual**2))), 3),
+                "rigid_fit_rms_rel": round(float(np.sqrt(np.mean(residual**2)) / pose.scale), 5),
+                "face_width_px": round(box[2] - box[0], 1),
+                "load_scale": photo.scale,
+                "lighting": light_info,
+            }))
+    if not results:
+        raise NoFaceError(photo.path, f"all {len(faces)} faces are too small (need {min_face_px} px)")
+    return results
+
+
+def draw_overlay(rgb: np.ndarray, fit: FitResult, model: FaceModel) -> np.ndarray:
+    """The photo with the fitted mesh wireframe, landmarks, iris points and face box drawn on it.
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    import cv2
+
+    canvas = rgb.copy()
+    size = max(fit.face_box[2] - fit.face_box[0], fit.face_box[3] - fit.face_box[1])
+    thick = max(1, int(round(size / 400)))
+    shift = 4  # sub-pixel precision for cv2 drawing
+    pts = np.round((fit.screen_vertices()[:, :2] - 0.5) * (1 << shift)).astype(np.int32)
+    edges = np.concatenate([model.triangles[:, [0, 1]], model.triangles[:, [1, 2]], model.triangles[:, [2, 0]]])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    lines = canvas.copy()
+    for a, b in edges:
+        cv2.line(lines, tuple(pts[a]), tuple(pts[b]), (90, 220, 255), thick, cv2.LINE_AA, shift)
+    canvas = cv2.addWeighted(lines, 0.55, canvas, 0.45, 0)
+    for p in np.round((fit.landmarks[model.n_vertices:, :2] - 0.5) * (1 << shift)).astype(np.int32):
+        cv2.circle(canvas, tuple(p), (thick + 1) << shift, (255, 80, 80), -1, cv2.LINE_AA, shift)
+    x0, y0, x1, y1 = (int(round(v)) for v in fit.face_box)
+    cv2.rectangle(canvas, (x0, y0), (x1, y1), (80, 255, 120), thick, cv2.LINE_AA)
+    yaw, pitch, roll = fit.pose.euler
+    label = f"face {fit.face_index}  yaw {yaw:+.0f}  pitch {pitch:+.0f}  roll {roll:+.0f}"
+    scale = max(0.4, size / 700)
+    cv2.putText(canvas, label, (x0, max(12, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, scale, (80, 255, 120),
+                max(1, thick), cv2.LINE_AA)
+    return canvas
+
+
+def save_fit(fit: FitResult, rgb: np.ndarray, out_dir: str | Path, model: FaceModel) -> list[Path]:
+    """Write ``fit.json`` and ``fit_overlay.png`` (drawn on ``rgb``) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    save_png(out_dir / "fit_overlay.png", draw_overlay(rgb, fit, model))
+    fit.save(out_dir / "fit.json")  # last: its presence marks the stage as done
+    return [out_dir / "fit.json", out_dir / "fit_overlay.png"]

@@ -1,0 +1,213 @@
+"""``render``: show a UV texture on the fitted face, and export it as a textured mesh.
+
+- :func:`render_on_photo`: the textured face at the fitted pose, composited over the photo.
+- :func:`render_views`: the face at novel yaw (and pitch) angles, optionally relit.
+- :func:`write_turntable`: an animated GIF sweeping the yaw.
+- :func:`export_textured_mesh`: ``textured.obj`` + ``.mtl`` + texture PNG (with ``vt``, opens in
+  Blender with the texture applied) and a binary glTF ``.glb`` via trimesh.
+
+Rendering is deferred: the numba rasterizer gives per-pixel triangle ids, and
+:func:`stages.core.shading.render` (differentiable torch code, the same used for training) looks
+the texture up and applies SH shading.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.core import shading
+from stages.core.atomic import atomic_path
+from stages.core.camera import Pose, euler_to_matrix
+from stages.core.face_model import FaceModel
+from stages.core.image_io import save_png, to_uint8
+from stages.core.lighting import _C0
+from stages.core.raster import rasterize
+from stages.fit import FitResult
+
+DEFAULT_YAWS = (-60, -30, 0, 30, 60)
+
+
+@lru_cache(maxsize=4)
+def _subdivided(model: FaceModel, levels: int) -> FaceModel:
+    return model if levels <= 0 else model.subdivided(levels)
+
+
+def normalised_light(sh: np.ndarray) -> np.ndarray:
+    """SH coefficients ``(9, 3)`` scaled per channel so the ambient term shades by exactly 1.
+
+    Relighting with the result changes the directional shading but keeps the texture's own level
+    and colour (the texture already carries the photo's mean light).
+    """
+    sh = np.asarray(sh, dtype=np.float32)
+    if sh.shape != (9, 3):
+        raise ValueError(f"SH lighting must have shape (9, 3), got {sh.shape}")
+    return sh / np.maximum(sh[0] * _C0, 1e-6)
+
+
+def render_mesh(texture: np.ndarray, screen_vertices: np.ndarray, model: FaceModel, height: int, width: int,
+                *, normals_cam: np.ndarray | None = None, sh: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render a textured mesh given in screen space.
+
+    Args:
+        texture: ``(S, S, 3)`` float RGB in ``[0, 1]`` (v up: row 0 is the top of the UV square).
+        screen_vertices: ``(V, 3)`` pixel ``x, y`` and depth (smaller is closer) for ``model``.
+        model: the face model whose triangles/UVs to use.
+        height, width: output size.
+        normals_cam: ``(V, 3)`` camera-space normals, needed with ``sh``.
+        sh: ``(9, 3)`` SH lighting applied as :func:`normalised_light` (None = unlit).
+
+    Returns:
+        ``(rgb (H, W, 3) float32 in [0, 1], mask (H, W) bool)``.
+    """
+    frags = rasterize(screen_vertices, model.triangles, height, width)
+    tex = torch.from_numpy(np.ascontiguousarray(texture[..., :3], dtype=np.float32)).permute(2, 0, 1)[None]
+    kwargs = {}
+    if sh is not None:
+        if normals_cam is None:
+            raise ValueError("relighting needs normals")
+        kwargs = {"vert_normals": torch.from_numpy(np.asarray(normals_cam, dtype=np.float32)),
+                  "sh_coeffs": torch.from_numpy(normalised_light(sh))}
+    with torch.no_grad():
+        image, mask = shading.render(
+            torch.from_numpy(np.asarray(screen_vertices, dtype=np.float32)),
+            torch.from_numpy(model.triangles.astype(np.int64)),
+            torch.from_numpy(model.uv), tex, torch.from_numpy(frags.triangle_id).long(), **kwargs)
+    rgb = image[0].permute(1, 2, 0).clamp(0, 1).numpy()
+    return rgb, mask[0, 0].numpy() > 0.5
+
+
+def _posed(fit: FitResult, model: FaceModel, subdivide: int) -> tuple[FaceModel, np.ndarray]:
+    """The (optionally subdivided) model and the fit's per-image vertices lifted onto it."""
+    fine = _subdivided(model, subdivide)
+    vertices = np.asarray(fit.vertices, dtype=np.float64)
+    if fine is not model:
+        vertices = fine.upsample_vertices(vertices)
+    return fine, vertices
+
+
+def render_on_photo(photo_rgb: np.ndarray, texture: np.ndarray, fit: FitResult, model: FaceModel, *,
+                    sh: np.ndarray | None = None, subdivide: int = 1) -> np.ndarray:
+    """The textured face rendered at the fitted pose over the photo: ``(H, W, 3)`` uint8."""
+    fine, vertices = _posed(fit, model, subdivide)
+    height, width = photo_rgb.shape[:2]
+    normals = fit.pose.rotate_normals(fine.vertex_normals(vertices)) if sh is not None else None
+    rgb, mask = render_mesh(texture, fit.pose.to_screen(vertices), fine, height, width, normals_cam=normals, sh=sh)
+    out = photo_rgb.astype(np.float32) / 255.0
+    out[mask] = rgb[mask]
+    return to_uint8(out)
+
+
+def view_pose(vertices: np.ndarray, yaw: float, pitch: float, size: int, fill: float = 0.8) -> Pose:
+    """A pose showing ``vertices`` at ``(yaw, pitch)`` degrees, centred in a ``size`` square image."""
+    rotation = euler_to_matrix(yaw, pitch, 0.0)
+    cam = vertices @ rotation.T
+    extent = max(np.ptp(cam[:, 0]), np.ptp(cam[:, 1]))
+    scale = fill * size / max(extent, 1e-9)
+    centre = (cam.max(axis=0) + cam.min(axis=0)) / 2
+    translation = np.array([size / 2 - scale * centre[0], size / 2 + scale * centre[1], 10 * size])
+    return Pose(rotation=rotation, scale=scale, translation=translation)
+
+
+def render_views(texture: np.ndarray, fit: FitResult, model: FaceModel, *, yaws=DEFAULT_YAWS,
+                 pitch: float = 0.0, size: int = 512, sh: np.ndarray | None = None,
+                 subdivide: int = 1) -> list[np.ndarray]:
+    """Render the per-image shape at novel angles.
+
+    Every view uses the same scale (fitted to the frontal view), so the turntable does not pump.
+
+    Returns:
+        One ``(size, size, 4)`` float32 RGBA image per yaw (alpha = coverage).
+    """
+    fine, vertices = _posed(fit, model, subdivide)
+    reference = view_pose(vertices, 0.0, pitch, size)
+    normals_model = fine.vertex_normals(vertices)
+    views = []
+    for yaw in yaws:
+        pose = view_pose(vertices, float(yaw), pitch, size)
+        pose = Pose(pose.rotation, reference.scale, np.array([size / 2, reference.translation[1], 10 * size]))
+        screen = pose.to_screen(vertices)
+        screen[:, 0] += size / 2 - (screen[:, 0].max() + screen[:, 0].min()) / 2
+        rgb, mask = render_mesh(texture, screen, fine, size, size,
+                                normals_cam=pose.rotate_normals(normals_model), sh=sh)
+        views.append(np.concatenate([rgb, mask[..., None].astype(np.float32)], axis=2))
+    return views
+
+
+def compose_views(views: list[np.ndarray], background: float = 0.16) -> np.ndarray:
+    """Side-by-side sheet of RGBA views over a flat background: ``(size, n * size, 3)`` float."""
+    tiles = [v[..., :3] * v[..., 3:] + background * (1 - v[..., 3:]) for v in views]
+    return np.concatenate(tiles, axis=1)
+
+
+def write_turntable(path: str | Path, texture: np.ndarray, fit: FitResult, model: FaceModel, *,
+                    max_yaw: float = 60.0, step: float = 5.0, size: int = 320, sh: np.ndarray | None = None,
+                    subdivide: int = 1, frame_ms: int = 60) -> None:
+    """Write an animated GIF sweeping the yaw ``-max_yaw -> max_yaw -> -max_yaw``, atomically."""
+    from PIL import Image
+
+    forward = list(np.arange(-max_yaw, max_yaw + 1e-6, step))
+    yaws = forward + forward[-2:0:-1]
+    frames = render_views(texture, fit, model, yaws=yaws, size=size, sh=sh, subdivide=subdivide)
+    images = [Image.fromarray(to_uint8(compose_views([f]))) for f in frames]
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+
+
+def export_textured_mesh(out_dir: str | Path, texture: np.ndarray, vertices: np.ndarray, model: FaceModel, *,
+                         name: str = "textured", subdivide: int = 1, glb: bool = True,
+                         texture_file: str | None = None) -> list[Path]:
+    """Write ``NAME.obj`` + ``NAME.mtl`` + ``NAME.png`` (and ``NAME.glb``) into ``out_dir``.
+
+    Args:
+        out_dir: output folder.
+        texture: ``(S, S, 3)`` float RGB in ``[0, 1]``.
+        vertices: ``(V, 3)`` model-space vertices of the base model (the per-image shape).
+        model: base face model.
+        name: file stem.
+        subdivide: Loop subdivision levels for a smoother mesh.
+        glb: also write a binary glTF.
+        texture_file: name of a PNG already in ``out_dir`` holding ``texture``; the MTL points to it
+            instead of writing ``NAME.png``.
+
+    Returns:
+        The paths written. Coordinates are model space (y up, z to the front, unit RMS radius);
+        ``vt`` follow the OBJ convention (v up), faces are counter-clockwise seen from outside.
+    """
+    out_dir = Path(out_dir)
+    fine = _subdivided(model, subdivide)
+    verts = np.asarray(vertices, dtype=np.float64)
+    if fine is not model:
+        verts = fine.upsample_vertices(verts)
+    normals = fine.vertex_normals(verts)
+    tex_name = texture_file or f"{name}.png"
+    if texture_file is None:
+        save_png(out_dir / tex_name, texture[..., :3])
+    with atomic_path(out_dir / f"{name}.mtl") as tmp:
+        tmp.write_text(f"# facetex material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 1\nd 1\nillum 1\n"
+                       f"map_Kd {tex_name}\n")
+    lines = [f"# facetex textured face ({fine.name}); model units, y up, z towards the viewer",
+             f"mtllib {name}.mtl", f"o {name}"]
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
+    lines += [f"vt {u:.6f} {v:.6f}" for u, v in fine.uv]
+    lines += [f"vn {x:.5f} {y:.5f} {z:.5f}" for x, y, z in normals]
+    lines += ["usemtl face", "s 1"]
+    lines += [f"f {a}/{a}/{a} {b}/{b}/{b} {c}/{c}/{c}" for a, b, c in fine.triangles + 1]
+    with atomic_path(out_dir / f"{name}.obj") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    written = [out_dir / f"{name}.obj", out_dir / f"{name}.mtl", out_dir / tex_name]
+    if glb:
+        import trimesh
+        from PIL import Image
+
+        material = trimesh.visual.material.PBRMaterial(
+            baseColorTexture=Image.fromarray(to_uint8(texture[..., :3])), metallicFactor=0.0, roughnessFactor=0.9)
+        mesh = trimesh.Trimesh(vertices=verts, faces=fine.triangles, vertex_normals=normals, process=False,
+                               visual=trimesh.visual.TextureVisuals(uv=fine.uv, material=material))
+        with atomic_path(out_dir / f"{name}.glb") as tmp:
+            tmp.write_bytes(mesh.export(file_type="glb"))
+        written.append(out_dir / f"{name}.glb")
+    return written

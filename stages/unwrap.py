@@ -1,0 +1,249 @@
+"""``unwrap``: sample the visible texels of the UV map from the photo through the fitted mesh.
+
+For every texel of the model's UV layout (seed 001, §3.1, the "traditional" sampler):
+
+1. its position on the fitted mesh in the photo (barycentric interpolation of the posed vertices);
+2. visibility from an image-space z-buffer of the same mesh: the texel is visible when it lies on
+   the front triangle at its pixel, or in front of that triangle's plane (evaluated at the texel's
+   exact position, so grazing surfaces whose depth changes fast within a pixel are not rejected);
+3. confidence = cos(angle between the surface normal and the view ray) (orthographic camera, so
+   the view ray is +z in camera space), i.e. texels seen at grazing angles count less;
+4. the face-region mask (the rasterized mesh silhouette) eroded by a few percent of the face size,
+   so texels near the silhouette, where landmark error smears background and hair into the
+   texture (seed 001, Fig. 4), are dropped;
+5. colour: bilinear lookup in the photo, pre-filtered to the UV map's texel density so a large
+   face does not alias.
+
+Outputs (``UnwrapResult.save``): ``uv_texture.png`` (RGBA, alpha = confidence), ``uv_mask.png``
+(visible texels), ``uv_position.npy`` (``(S, S, 3)`` float32 model-space position of each texel on
+the per-image shape) with a ``uv_position.png`` preview, and ``unwrap.json`` (settings, coverage).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stages.core.atomic import write_json, write_npy
+from stages.core.errors import MissingArtifactError
+from stages.core.face_model import FaceModel, load_builtin_face_model
+from stages.core.image_io import load_texture, save_png
+from stages.core.raster import rasterize
+from stages.core.uv import uv_layout
+from stages.fit import FitResult
+
+SCHEMA_VERSION = 1
+UV_SIZE_RANGE = (256, 2048)
+#: Depth tolerance of the visibility test, as a fraction of the model's RMS radius.
+DEPTH_TOLERANCE = 0.01
+#: Silhouette erosion, as a fraction of the face width in pixels (seed 001, Fig. 4).
+EROSION_FRACTION = 0.03
+#: Texels whose confidence falls below this count as not visible.
+MIN_CONFIDENCE = 0.05
+
+
+@dataclass
+class UnwrapResult:
+    """A partial UV texture sampled from one photo.
+
+    Attributes:
+        texture: ``(S, S, 3)`` float32 RGB in ``[0, 1]`` (zero where not visible).
+        confidence: ``(S, S)`` float32 in ``[0, 1]``: 0 where not visible.
+        position: ``(S, S, 3)`` float32 model-space position of each texel on the per-image shape.
+        layout_mask: ``(S, S)`` bool texels that belong to the face model's UV layout.
+        stem: the photo's output name.
+        info: settings and coverage numbers.
+    """
+
+    texture: np.ndarray
+    confidence: np.ndarray
+    position: np.ndarray
+    layout_mask: np.ndarray
+    stem: str
+    info: dict
+
+    @property
+    def size(self) -> int:
+        return int(self.texture.shape[0])
+
+    @property
+    def visible(self) -> np.ndarray:
+        """``(S, S)`` bool: texels with usable colour."""
+        return self.confidence > 0
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """Write the unwrap artifacts into ``out_dir``; ``unwrap.json`` last (marks completion)."""
+        out_dir = Path(out_dir)
+        rgba = np.concatenate([self.texture, self.confidence[..., None]], axis=2)
+        save_png(out_dir / "uv_texture.png", rgba)
+        save_png(out_dir / "uv_mask.png", self.visible)
+        write_npy(out_dir / "uv_position.npy", self.position.astype(np.float32))
+        save_png(out_dir / "uv_position.png", position_preview(self.position, self.layout_mask))
+        write_json(out_dir / "unwrap.json", {"schema": "facetex.unwrap", "schema_version": SCHEMA_VERSION,
+                                              "stem": self.stem, **self.info})
+        return [out_dir / n for n in ("uv_texture.png", "uv_mask.png", "uv_position.npy",
+                                      "uv_position.png", "unwrap.json")]
+
+    @classmethod
+    def load(cls, out_dir: str | Path, model: FaceModel | None = None) -> "UnwrapResult":
+        """Read the artifacts :meth:`save` wrote; raises :class:`MissingArtifactError` if incomplete."""
+        out_dir = Path(out_dir)
+        meta_path = out_dir / "unwrap.json"
+        if not meta_path.is_file():
+            raise MissingArtifactError(out_dir, "no unwrap.json here (run `facetex unwrap` first)")
+        try:
+            info = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MissingArtifactError(meta_path, f"unreadable ({exc})") from None
+        rgba = load_texture(out_dir / "uv_texture.png")
+        if rgba.shape[2] != 4:
+            raise MissingArtifactError(out_dir / "uv_texture.png", "expected RGBA (alpha = confidence)")
+        position_path = out_dir / "uv_position.npy"
+        try:
+            position = np.load(position_path)
+        except (OSError, ValueError) as exc:
+            raise MissingArtifactError(position_path, f"unreadable ({exc})") from None
+        size = rgba.shape[0]
+        if position.shape != (size, size, 3):
+            raise MissingArtifactError(position_path, f"shape {position.shape} does not match the {size}^2 texture")
+        layout = uv_layout(model or load_builtin_face_model(), size)
+        return cls(texture=rgba[..., :3], confidence=rgba[..., 3], position=position,
+                   layout_mask=layout.mask.copy(), stem=str(info.get("stem", out_dir.name)), info=info)
+
+
+def position_preview(position: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Normalise a ``(S, S, 3)`` position map to RGB ``[0, 1]`` for viewing (black outside ``mask``)."""
+    if not mask.any():
+        return np.zeros_like(position)
+    lo = position[mask].min(axis=0)
+    hi = position[mask].max(axis=0)
+    out = (position - lo) / np.maximum(hi - lo, 1e-9)
+    out[~mask] = 0
+    return np.clip(out, 0, 1)
+
+
+def _prefilter(rgb: np.ndarray, texel_px: float) -> tuple[np.ndarray, float]:
+    """Downscale the photo when one texel spans several pixels (anti-aliasing).
+
+    Returns the (possibly smaller) image and the factor to multiply pixel coordinates by.
+    """
+    if texel_px <= 1.5:
+        return rgb, 1.0
+    factor = 1.0 / texel_px
+    h, w = rgb.shape[:2]
+    small = cv2.resize(rgb, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    # Use the realised factor per axis (rounding), x and y separately would be exact; the
+    # difference is below a tenth of a pixel for photos larger than a few hundred pixels.
+    return small, small.shape[1] / w
+
+
+def triangle_plane_depth(screen: np.ndarray, triangles: np.ndarray, triangle_id: np.ndarray, x: np.ndarray,
+                         y: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Depth of each given triangle's plane at screen points ``(x, y)``.
+
+    Args:
+        screen: ``(V, 3)`` screen-space vertices.
+        triangles: ``(F, 3)``.
+        triangle_id: ``(...)`` triangle per query (-1 = none).
+        x, y: ``(...)`` continuous pixel coordinates of the queries.
+        fallback: ``(...)`` depth used where the triangle is missing or seen edge-on.
+
+    Returns:
+        ``(...)`` float depth.
+    """
+    p0, p1, p2 = (screen[triangles[:, k]] for k in range(3))
+    normal = np.cross(p1 - p0, p2 - p0)                       # (F, 3)
+    edge_on = np.abs(normal[:, 2]) < 1e-9 * (np.abs(normal).sum(axis=1) + 1e-30)
+    nz = np.where(edge_on, 1.0, normal[:, 2])
+    a, b = -normal[:, 0] / nz, -normal[:, 1] / nz
+    c = p0[:, 2] - a * p0[:, 0] - b * p0[:, 1]
+    ids = np.where(triangle_id >= 0, triangle_id, 0)
+    depth = a[ids] * x + b[ids] * y + c[ids]
+    return np.where((triangle_id >= 0) & ~edge_on[ids], depth, fallback)
+
+
+def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = None, uv_size: int = 512,
+                 erosion: float = EROSION_FRACTION, depth_tolerance: float = DEPTH_TOLERANCE,
+                 min_confidence: float = MIN_CONFIDENCE) -> UnwrapResult:
+    """Sample the visible part of the face's UV texture from the photo.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 photo, loaded the same way ``fit`` loaded it.
+        fit: the fit of one face in that photo.
+        model: face model (default built-in); must match ``fit.model_id``.
+        uv_size: ``S``, texture side in texels (256..2048).
+        erosion: silhouette erosion as a fraction of the face width (0 disables it).
+        depth_tolerance: z-buffer tolerance as a fraction of the model's RMS radius.
+        min_confidence: confidences below this are set to 0 (not visible).
+
+    Returns:
+        An :class:`UnwrapResult`.
+    """
+    model = model or load_builtin_face_model()
+    if not UV_SIZE_RANGE[0] <= uv_size <= UV_SIZE_RANGE[1]:
+        raise ValueError(f"uv_size must be in {UV_SIZE_RANGE}, got {uv_size}")
+    if fit.model_id != model.name:
+        raise MissingArtifactError(fit.source, f"fit was made with model {fit.model_id!r}, not {model.name!r}")
+    height, width = rgb.shape[:2]
+    screen = fit.screen_vertices()
+    if (width, height) != tuple(fit.image_size):
+        # The photo was loaded at another size than at fit time (e.g. other --max-side): rescale.
+        screen = screen * np.array([width / fit.image_size[0], height / fit.image_size[1],
+                                    width / fit.image_size[0]])
+    layout = uv_layout(model, uv_size)
+    tris = model.triangles
+
+    # Per-texel screen position and camera-space normal.
+    texel_screen = layout.interpolate(screen, tris)                              # (S, S, 3)
+    normals_cam = fit.pose.rotate_normals(model.vertex_normals(fit.vertices))
+    texel_normal = layout.interpolate(normals_cam, tris)
+    texel_normal /= np.linalg.norm(texel_normal, axis=2, keepdims=True) + 1e-12
+    facing = np.clip(texel_normal[..., 2], 0.0, 1.0)
+
+    # Image-space z-buffer of the same mesh, and the eroded face-region mask.
+    frags = rasterize(screen, tris, height, width)
+    face_width = float(np.ptp(screen[:, 0]))
+    region = frags.mask.astype(np.uint8)
+    radius = int(round(erosion * face_width))
+    if radius > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        region = cv2.erode(region, kernel)
+
+    px = np.clip(np.floor(texel_screen[..., 0]).astype(np.int64), 0, width - 1)
+    py = np.clip(np.floor(texel_screen[..., 1]).astype(np.int64), 0, height - 1)
+    inside = ((texel_screen[..., 0] >= 0) & (texel_screen[..., 0] < width)
+              & (texel_screen[..., 1] >= 0) & (texel_screen[..., 1] < height))
+    tolerance = depth_tolerance * fit.pose.scale
+    front = frags.triangle_id[py, px]
+    front_depth = triangle_plane_depth(screen, tris, front, texel_screen[..., 0], texel_screen[..., 1],
+                                       fallback=frags.depth[py, px])
+    unoccluded = (front == layout.triangle_id) | (texel_screen[..., 2] <= front_depth + tolerance)
+    visible = layout.mask & inside & (region[py, px] > 0) & (front >= 0) & unoccluded
+
+    confidence = np.where(visible, facing, 0.0).astype(np.float32)
+    confidence[confidence < min_confidence] = 0.0
+
+    # Colour, with the photo pre-filtered to about one pixel per texel.
+    texel_px = face_width / max(1.0, np.ptp(model.uv[:, 0]) * uv_size)
+    source, factor = _prefilter(rgb, texel_px)
+    map_x = (texel_screen[..., 0] * factor - 0.5).astype(np.float32)  # cv2.remap: pixel centres at integers
+    map_y = (texel_screen[..., 1] * factor - 0.5).astype(np.float32)
+    colour = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    texture = colour.astype(np.float32) / 255.0
+    texture[confidence <= 0] = 0.0
+
+    position = layout.interpolate(np.asarray(fit.vertices, dtype=np.float64), tris)
+    n_layout = int(layout.mask.sum())
+    info = {
+        "uv_size": uv_size, "model_id": model.name, "source": fit.source,
+        "erosion_px": radius, "depth_tolerance_px": round(float(tolerance), 3),
+        "min_confidence": min_confidence, "texel_px": round(float(texel_px), 3),
+        "coverage": round(float((confidence > 0).sum()) / max(1, n_layout), 4),
+        "mean_confidence": round(float(confidence[confidence > 0].mean()) if (confidence > 0).any() else 0.0, 4),
+    }
+    return UnwrapResult(texture=texture, confidence=confidence, position=position,
+                        layout_mask=layout.mask.copy(), stem=fit.stem, info=info)
