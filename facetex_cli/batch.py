@@ -26,6 +26,8 @@ from stages.core.errors import FacetexError
 from stages.core.image_io import PHOTO_SUFFIXES
 
 console = Console(stderr=True)
+#: Batches longer than this list only their failures in the summary table.
+SUMMARY_ROWS = 30
 
 
 @dataclass
@@ -144,14 +146,16 @@ def run_batch(items: list, process: Callable[[object], str | None], *, name_of: 
 def print_summary(results: list[ItemResult], title: str) -> int:
     """Print a summary table (and failures); return the exit code (1 if anything failed)."""
     failed = [r for r in results if r.status == "failed"]
-    if len(results) > 1 or failed:
-        table = Table(title=title, show_lines=False)
+    # Long batches list only their failures; the counts line below covers the rest.
+    shown = results if len(results) <= SUMMARY_ROWS else failed
+    if (len(results) > 1 or failed) and shown:
+        table = Table(title=title if shown is results else f"{title}: failures", show_lines=False)
         table.add_column("input")
         table.add_column("status")
         table.add_column("seconds", justify="right")
         table.add_column("detail", overflow="fold")
         colours = {"ok": "green", "skipped": "yellow", "failed": "red"}
-        for r in results:
+        for r in shown:
             table.add_row(r.name, f"[{colours[r.status]}]{r.status}[/]", f"{r.seconds:.2f}" if r.seconds else "",
                           r.detail)
         console.print(table)

@@ -20,7 +20,9 @@ def _method_help() -> str:
 
 
 def complete_command(
-    photos: list[str] = typer.Argument(..., help="Photo files, folders or globs."),
+    photos: list[str] = typer.Argument(
+        ..., help="Photo files, folders or globs; or `facetex unwrap` output folders (OUT/<stem>/ holding "
+                  "unwrap.json and fit.json), which are filled without re-fitting."),
     out: Path = OUT_OPTION,
     method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help=_method_help()),
     uv_size: int = typer.Option(512, "--uv-size", min=UV_SIZE_RANGE[0], max=UV_SIZE_RANGE[1],
@@ -42,16 +44,21 @@ def complete_command(
     if method not in available_methods():
         raise typer.BadParameter(f"unknown method {method!r}; choose from {', '.join(sorted(available_methods()))}",
                                  param_hint="--method")
-    inputs = expand_inputs(photos)
+    unwrap_dirs = [Path(p) for p in photos if (Path(p) / "unwrap.json").is_file()]
+    inputs = expand_inputs([p for p in photos if Path(p) not in unwrap_dirs])
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, subdivide=subdivide, glb=glb,
                               previews=previews, max_side=max_side)
     completer = Lazy(lambda: Completer(options))
 
     def process(path: Path) -> str:
-        dirs = completer.get().run(path, out)
-        return ", ".join(str(d / "uv_complete.png") for d in dirs)
+        if path in unwrap_dirs:
+            return str(completer.get().run_from_unwrap(path, out))
+        return ", ".join(str(d) for d in completer.get().run(path, out))
 
-    results = run_batch(inputs.files, process, name_of=lambda p: p.name, missing=inputs.missing,
-                        skip=(lambda p: outputs_exist(out, p.stem, "complete.json")) if skip_existing else None,
+    def stem_of(path: Path) -> str:
+        return path.name if path in unwrap_dirs else path.stem
+
+    results = run_batch(unwrap_dirs + inputs.files, process, name_of=lambda p: p.name, missing=inputs.missing,
+                        skip=(lambda p: outputs_exist(out, stem_of(p), "complete.json")) if skip_existing else None,
                         description="complete", debug=debug)
     raise typer.Exit(print_summary(results, "complete"))

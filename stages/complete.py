@@ -84,21 +84,39 @@ class Completer:
         for fit in fits:
             out_dir = Path(out_root) / fit.stem
             out_dirs.append(out_dir)
-            self._complete_face(photo.rgb, fit, out_dir, dict(timings))
+            face_timings = dict(timings)
+            t = time.perf_counter()
+            unwrap = unwrap_photo(photo.rgb, fit, model=self.model, uv_size=opts.uv_size)
+            face_timings["unwrap"] = time.perf_counter() - t
+            save_fit(fit, photo.rgb, out_dir, self.model)
+            unwrap.save(out_dir)
+            self._complete_face(photo.rgb, fit, unwrap, out_dir, face_timings)
         return out_dirs
 
-    def _complete_face(self, rgb: np.ndarray, fit: FitResult, out_dir: Path, timings: dict) -> None:
+    def run_from_unwrap(self, unwrap_dir: str | Path, out_root: str | Path) -> Path:
+        """Fill an existing ``unwrap`` folder (which also holds its ``fit.json``), as the Makefile does.
+
+        The photo is read from the path recorded in ``fit.json`` for the ``render_fitted.png``
+        preview; if it has moved, that one preview is skipped.
+        """
+        unwrap_dir = Path(unwrap_dir)
+        fit = FitResult.load(unwrap_dir / "fit.json")
+        unwrap = UnwrapResult.load(unwrap_dir, self.model)
+        rgb = None
+        if Path(fit.source).is_file():
+            rgb = load_photo(fit.source, max_side=self.options.max_side).rgb
+        out_dir = Path(out_root) / unwrap.stem
+        self._complete_face(rgb, fit, unwrap, out_dir, {})
+        return out_dir
+
+    def _complete_face(self, rgb: np.ndarray | None, fit: FitResult, unwrap: UnwrapResult, out_dir: Path,
+                       timings: dict) -> None:
         opts = self.options
-        t = time.perf_counter()
-        unwrap = unwrap_photo(rgb, fit, model=self.model, uv_size=opts.uv_size)
-        timings["unwrap"] = time.perf_counter() - t
         t = time.perf_counter()
         completion = self.complete_unwrap(unwrap)
         timings["fill"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        save_fit(fit, rgb, out_dir, self.model)
-        unwrap.save(out_dir)
         save_png(out_dir / "uv_complete.png", completion.texture)
         save_png(out_dir / "uv_provenance.png", completion.provenance_image())
         export_textured_mesh(out_dir, completion.texture, fit.vertices, self.model, subdivide=opts.subdivide,
@@ -106,8 +124,9 @@ class Completer:
         timings["write"] = time.perf_counter() - t
         if opts.previews:
             t = time.perf_counter()
-            save_png(out_dir / "render_fitted.png",
-                     render_on_photo(rgb, completion.texture, fit, self.model, subdivide=opts.subdivide))
+            if rgb is not None:
+                save_png(out_dir / "render_fitted.png",
+                         render_on_photo(rgb, completion.texture, fit, self.model, subdivide=opts.subdivide))
             views = render_views(completion.texture, fit, self.model, yaws=opts.yaws, size=opts.view_size,
                                  subdivide=opts.subdivide)
             save_png(out_dir / "views.png", compose_views(views))
@@ -115,7 +134,7 @@ class Completer:
         write_json(out_dir / "complete.json", {
             "schema": "facetex.complete", "schema_version": 1, "source": fit.source, "stem": fit.stem,
             "method": opts.method, "uv_size": opts.uv_size, "subdivide": opts.subdivide,
-            "completion": completion.info, "unwrap": unwrap.info,
+            "completion": completion.info, "unwrap": {k: v for k, v in unwrap.info.items() if not k.startswith("schema")},
             "seconds": {k: round(v, 4) for k, v in timings.items()},
         })
 

@@ -1,0 +1,89 @@
+# facetex — install, test, and the per-image pipeline.
+#
+#   make install                          install facetex (CPU torch pinned by constraints.txt)
+#   make test                             the default test suite (CPU, a few minutes)
+#   make pipeline PHOTOS=dir OUT=dir -j4  fit -> unwrap -> complete for every photo in PHOTOS;
+#                                         only missing or stale artifacts are recomputed
+#   make renders  PHOTOS=dir OUT=dir      + novel views, turntable.gif for every completed photo
+#   make bench                            per-stage timings (benchmarks/bench_stages.py)
+#   make face-model                       rebuild the built-in face model asset from ../shared
+
+PYTHON   ?= python3
+FACETEX  ?= facetex
+PHOTOS   ?= ../shared/faces/london/neutral
+OUT      ?= out
+UV_SIZE  ?= 512
+METHOD   ?= mirror
+FACETEX_FLAGS ?=
+
+PHOTO_FILES := $(sort $(wildcard $(PHOTOS)/*.jpg $(PHOTOS)/*.jpeg $(PHOTOS)/*.png $(PHOTOS)/*.JPG $(PHOTOS)/*.PNG))
+STEMS       := $(basename $(notdir $(PHOTO_FILES)))
+COMPLETED   := $(STEMS:%=$(OUT)/%/complete.json)
+TURNTABLES  := $(STEMS:%=$(OUT)/%/turntable.gif)
+
+.PHONY: install test test-all lint pipeline renders bench face-model clean-out help
+.DELETE_ON_ERROR:
+# Keep the intermediate artifacts: they are outputs people look at, not temporaries.
+.SECONDARY:
+
+help:
+	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
+
+install:
+	$(PYTHON) -m pip install -c constraints.txt torch==2.13.0
+	$(PYTHON) -m pip install -c constraints.txt -e ".[dev]"
+
+test:
+	$(PYTHON) -m pytest -q -n 2
+
+test-all:
+	$(PYTHON) -m pytest -q -n 2 -m "slow or not slow"
+
+lint:
+	ruff check stages facetex_cli tests benchmarks scripts
+
+pipeline: $(COMPLETED)
+	@echo "pipeline: $(words $(COMPLETED)) photos -> $(OUT)/"
+
+renders: $(TURNTABLES)
+
+# fit: one rule per photo extension; make picks the one whose photo exists.
+$(OUT)/%/fit.json: $(PHOTOS)/%.jpg
+	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
+$(OUT)/%/fit.json: $(PHOTOS)/%.jpeg
+	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
+$(OUT)/%/fit.json: $(PHOTOS)/%.png
+	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
+$(OUT)/%/fit.json: $(PHOTOS)/%.JPG
+	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
+$(OUT)/%/fit.json: $(PHOTOS)/%.PNG
+	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
+
+# unwrap: needs the photo (for colours) and its fit.
+$(OUT)/%/unwrap.json: $(PHOTOS)/%.jpg $(OUT)/%/fit.json
+	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
+$(OUT)/%/unwrap.json: $(PHOTOS)/%.jpeg $(OUT)/%/fit.json
+	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
+$(OUT)/%/unwrap.json: $(PHOTOS)/%.png $(OUT)/%/fit.json
+	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
+$(OUT)/%/unwrap.json: $(PHOTOS)/%.JPG $(OUT)/%/fit.json
+	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
+$(OUT)/%/unwrap.json: $(PHOTOS)/%.PNG $(OUT)/%/fit.json
+	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
+
+# complete: fill the unwrap folder, export textured.obj/.mtl/.glb and previews.
+$(OUT)/%/complete.json: $(OUT)/%/unwrap.json
+	$(FACETEX) complete "$(OUT)/$*" -o $(OUT) --method $(METHOD) $(FACETEX_FLAGS)
+
+# render: novel views, turntable, textured mesh of the completed texture.
+$(OUT)/%/turntable.gif: $(OUT)/%/complete.json
+	$(FACETEX) render "$(OUT)/$*/uv_complete.png" "$(OUT)/$*/fit.json" -o $(OUT) $(FACETEX_FLAGS)
+
+bench:
+	$(PYTHON) benchmarks/bench_stages.py
+
+face-model:
+	$(PYTHON) scripts/build_face_model.py
+
+clean-out:
+	rm -rf $(OUT)
