@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Build the built-in face model asset ``stages/assets/mediapipe468_v1.npz``.
+"""Build the built-in face model asset ``stages/assets/mediapipe471_v2.npz``.
 
 Usage::
 
     python scripts/build_face_model.py [PHOTO_DIR] [--out PATH] [--preview PNG]
 
 ``PHOTO_DIR`` defaults to ``../shared/faces/london/neutral`` relative to the repository root
-(the Face Research Lab London Set, CC BY 4.0; see ``data_manifests/face_model_mediapipe468.md``).
+(the Face Research Lab London Set, CC BY 4.0; see ``data_manifests/face_model_mediapipe.md``).
 Photos and per-photo landmarks are never written anywhere; only the mean shape is stored.
 
 Steps:
@@ -24,12 +24,18 @@ Steps:
    tessellation have non-mirrored diagonals; one diagonal per pair is flipped so the map
    becomes an automorphism (verified, raises otherwise).
 5. Regions and iBUG-68 approximations from MediaPipe's ``FACEMESH_*`` connection sets.
-6. UV layout: eye and mouth holes are fan-filled to temporary centre vertices; the outer
-   boundary is fixed on an ellipse (symmetric, arc-length spacing from the 3D boundary, aspect
-   chosen to minimize distortion); interior vertices are solved with Floater's mean-value
-   coordinates, then stretch-minimizing reweighting w_ij <- w_ij / sigma_j^0.5 (Yoshizawa et
-   al. 2004); all weights stay positive with a convex boundary => bijective, flip-free; temporary vertices
-   are dropped; the result is symmetrized exactly and mapped into [0.02, 0.98]^2.
+6. Caps: the three inner holes are closed by fans to new centre vertices 468 (subject's left
+   eye, +x), 469 (right eye, -x), 470 (mouth), placed at the mean of the hole's boundary loop
+   (``landmark_map`` records these averages); fan triangles are appended in that order, oriented
+   like the rest (CCW from +z). The mesh becomes a disk (471 vertices, 904 triangles, one
+   boundary loop); the shape is re-centred and re-scaled to unit RMS radius over all 471
+   vertices (a similarity, so the loop-mean relation still holds). Cap regions are added.
+7. UV layout of the disk: the outer boundary is fixed on an ellipse (symmetric, arc-length
+   spacing from the 3D boundary, aspect chosen to minimize distortion over all 904 triangles);
+   interior vertices (cap centres included) are solved with Floater's mean-value coordinates,
+   then stretch-minimizing reweighting w_ij <- w_ij / sigma_j^0.5 (Yoshizawa et al. 2004); all
+   weights stay positive with a convex boundary => bijective, flip-free; the result is
+   symmetrized exactly and mapped into [0.02, 0.98]^2.
 """
 
 from __future__ import annotations
@@ -64,7 +70,9 @@ from stages.core.face_model import (
 )
 
 N_MESH = 468
-MODEL_NAME = "mediapipe468-v1"
+CAP_NAMES = ("left_eye", "right_eye", "mouth")  # cap centre vertices 468, 469, 470
+N_VERTS = N_MESH + len(CAP_NAMES)
+MODEL_NAME = "mediapipe471-v2"
 MARGIN = 0.02
 STRETCH_ITERS = 10  # stretch-minimizing reweighting iterations (stops when L2 stretch rises)
 STRETCH_POWER = 0.5  # damping of the reweighting: w_ij <- w_ij / sigma_j ** STRETCH_POWER
@@ -520,7 +528,58 @@ def build_regions(conn, tris: np.ndarray, x: np.ndarray, mirror: np.ndarray):
 
 
 # ------------------------------------------------------------------------------------------
-# 6. UV layout
+# 6. Caps
+# ------------------------------------------------------------------------------------------
+
+
+def add_caps(x: np.ndarray, tris: np.ndarray, mirror: np.ndarray, regions: dict):
+    """Close the eye and mouth holes with fans to new centre vertices (see step 6).
+
+    Returns ``(x471, tris904, mirror471, landmark_map (471, 468) csr, cap_regions)``.
+    """
+    n = len(x)
+    loops = boundary_loops(tris)
+    if len(loops) != 4:
+        raise ValueError(f"expected 4 boundary loops, found {len(loops)}")
+    holes = loops[1:]
+    by_name = {}
+    for h in holes:
+        hs = set(h.tolist())
+        if hs == set(regions["left_eye"].tolist()):
+            by_name["left_eye"] = h
+        elif hs == set(regions["right_eye"].tolist()):
+            by_name["right_eye"] = h
+        elif hs <= set(regions["lips"].tolist()):
+            by_name["mouth"] = h
+    if sorted(by_name) != sorted(CAP_NAMES):
+        raise ValueError(f"could not identify the eye and mouth holes: {sorted(by_name)}")
+    fans, rows, cols, vals = [], list(range(n)), list(range(n)), [1.0] * n
+    cap_regions = {}
+    for k, name in enumerate(CAP_NAMES):
+        h = by_name[name]
+        # start each loop at its smallest index so the fan order is canonical
+        h = np.roll(h, -int(np.argmin(h)))
+        c = n + k
+        for i in range(len(h)):
+            a, b = int(h[i]), int(h[(i + 1) % len(h)])  # mesh half-edge a->b; fan has b->a
+            fans.append((b, a, c))
+        rows += [c] * len(h)
+        cols += h.tolist()
+        vals += [1.0 / len(h)] * len(h)
+        cap_regions[f"{name}_cap"] = np.concatenate([h, [c]]).astype(np.int64)
+    lmap = sp.csr_matrix((vals, (rows, cols)), shape=(n + len(CAP_NAMES), n))
+    xc = lmap @ x
+    # re-centre and re-scale over all vertices (a similarity: loop means stay loop means)
+    m = np.concatenate([mirror, [n + 1, n, n + 2]]).astype(np.int64)
+    xc = xc - xc.mean(axis=0)
+    xc[:, 0] = 0.5 * (xc[:, 0] - xc[m, 0])
+    xc = xc / np.sqrt((xc ** 2).sum(axis=1).mean())
+    tc = np.concatenate([tris, np.asarray(fans, dtype=np.int64)])
+    return xc, tc, m, lmap, cap_regions
+
+
+# ------------------------------------------------------------------------------------------
+# 7. UV layout
 # ------------------------------------------------------------------------------------------
 
 
@@ -559,23 +618,15 @@ def _ellipse_points(params: np.ndarray, a: float, b: float, n_table: int = 20001
 
 def compute_uv(x: np.ndarray, tris: np.ndarray, mirror: np.ndarray, aspect: float,
                stretch_iters: int = 0, stretch_power: float = 1.0):
-    """Flip-free symmetric UV layout (before normalization to [0, 1]); see module docstring."""
+    """Flip-free symmetric UV layout of a disk mesh (before normalization to [0, 1]).
+
+    ``x``, ``tris`` and ``mirror`` describe the capped mesh (one boundary loop); see the module
+    docstring, step 7.
+    """
     n = len(x)
-    loops = boundary_loops(tris)
-    outer, holes = loops[0], loops[1:]
-    # fill holes with fans to temporary centre vertices
-    xs = [x]
-    fans = []
-    for k, h in enumerate(holes):
-        c = n + k
-        xs.append(x[h].mean(axis=0, keepdims=True))
-        for i in range(len(h)):
-            a, b = h[i], h[(i + 1) % len(h)]  # mesh half-edge a->b; fan face has b->a
-            fans.append((b, a, c))
-    xd = np.concatenate(xs)
-    td = np.concatenate([tris, np.asarray(fans, dtype=np.int64)])
-    nd = len(xd)
-    check_topology(td, nd, expected_boundary_loops=1)
+    check_topology(tris, n, expected_boundary_loops=1)
+    outer = boundary_loops(tris)[0]
+    xd, td, nd = x, tris, n
     # boundary placement: outer loop runs counter-clockwise; start at the top midline vertex
     top = int(outer[np.argmax(np.where(mirror[outer] == outer, x[outer, 1], -np.inf))])
     bot = int(outer[np.argmin(np.where(mirror[outer] == outer, x[outer, 1], np.inf))])
@@ -644,7 +695,6 @@ def compute_uv(x: np.ndarray, tris: np.ndarray, mirror: np.ndarray, aspect: floa
             break
         best_total, best = total, uv
     uv = best
-    uv = uv[:n]
     # exact symmetry: mirror of (x, y) is (-x, y)
     uv = 0.5 * (uv + uv[mirror] * np.array([-1.0, 1.0]))
     uv[mirror == np.arange(n), 0] = 0.0
@@ -695,8 +745,10 @@ def write_preview(model: FaceModel, path: Path, size: int = 1024) -> None:
     p = np.stack([model.uv[:, 0] * size, (1.0 - model.uv[:, 1]) * size], axis=1)
     colors = {"lips": (60, 60, 220), "left_eye": (220, 120, 0), "right_eye": (220, 120, 0),
               "left_eyebrow": (30, 120, 30), "right_eyebrow": (30, 120, 30),
-              "nose": (0, 160, 220)}
-    for k in ("nose", "lips", "left_eye", "right_eye", "left_eyebrow", "right_eyebrow"):
+              "nose": (0, 160, 220), "left_eye_cap": (120, 60, 0), "right_eye_cap": (120, 60, 0),
+              "mouth_cap": (40, 40, 140)}
+    for k in ("nose", "lips", "left_eye", "right_eye", "left_eyebrow", "right_eyebrow",
+              "left_eye_cap", "right_eye_cap", "mouth_cap"):
         inr = np.zeros(model.n_vertices, bool)
         inr[model.regions[k]] = True
         for t in model.triangles[inr[model.triangles].all(axis=1)]:
@@ -712,7 +764,8 @@ def write_preview(model: FaceModel, path: Path, size: int = 1024) -> None:
         for v in model.landmarks68:
             c = tuple(np.round(p[v]).astype(int).tolist())
             cv2.circle(img, c, 4, (0, 0, 255), -1, lineType=cv2.LINE_AA)
-    cv2.putText(img, "u right (subject's left), v up; red: landmarks68, grey dots: skin",
+    cv2.putText(img, "u right (subject's left), v up; red: landmarks68, grey dots: skin; "
+                "dark: caps",
                 (10, size - 10),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), img)
@@ -750,15 +803,28 @@ def main(argv=None) -> int:
     n = np.cross(x[tris[:, 1]] - x[tris[:, 0]], x[tris[:, 2]] - x[tris[:, 0]]).sum(0)
     if n[2] < 0:
         tris = tris[:, [0, 2, 1]]
-    stats = check_topology(tris, N_MESH, vertices=x, expected_boundary_loops=4)
-    if stats["n_faces"] != 852 or stats["n_boundary_edges"] != 88:
-        raise ValueError(f"unexpected topology {stats}")
+    stats0 = check_topology(tris, N_MESH, vertices=x, expected_boundary_loops=4)
+    if stats0["n_faces"] != 852 or stats0["n_boundary_edges"] != 88:
+        raise ValueError(f"unexpected topology {stats0}")
     check_mirror_index(tris, mirror)
     regions, lm68 = build_regions(conn, tris, x, mirror)
+    x, tris, mirror, lmap, cap_regions = add_caps(x, tris, mirror, regions)
+    regions.update(cap_regions)
+    for name in CAP_NAMES:  # skin must not contain cap centres
+        if np.isin(cap_regions[f"{name}_cap"][-1], regions["skin"]):
+            raise ValueError(f"skin contains the {name} cap centre")
+    stats = check_topology(tris, N_VERTS, vertices=x, expected_boundary_loops=1)
+    if stats["n_faces"] != 904 or stats["boundary_loop_lengths"] != [36]:
+        raise ValueError(f"unexpected capped topology {stats}")
+    check_mirror_index(tris, mirror)
+    for k, r in regions.items():  # mirror-consistent regions, cap regions included
+        partner = k.replace("left", "@").replace("right", "left").replace("@", "right")
+        if not np.array_equal(np.sort(mirror[r]), np.sort(regions[partner])):
+            raise ValueError(f"region {k} is not mirror-consistent with {partner}")
     aspect = choose_aspect(x, tris, mirror)
     uv = normalize_uv(compute_uv(x, tris, mirror, aspect, STRETCH_ITERS, STRETCH_POWER), mirror)
     model = FaceModel(name=MODEL_NAME, vertices=x, triangles=tris, uv=uv, mirror_index=mirror,
-                      regions=regions, landmarks68=lm68)
+                      regions=regions, landmarks68=lm68, landmark_map=lmap)
     dist = uv_distortion(model.vertices, model.triangles, model.uv)
     if dist["n_flipped"] or (uv_signed_areas(model.uv, model.triangles) <= 0).any():
         raise ValueError("flipped UV triangles")
@@ -770,12 +836,13 @@ def main(argv=None) -> int:
     sha = hashlib.sha256(args.out.read_bytes()).hexdigest()
     total = time.perf_counter() - t0
     print(f"mediapipe {mediapipe.__version__}; photos used {len(shapes)}, missed {missed}")
-    print(f"topology: {stats}")
+    print(f"MediaPipe topology: {stats0}")
+    print(f"capped topology: {stats}")
     print(f"procrustes: {n_iter} iterations, RMS residual {resid:.4f} (unit RMS radius); "
           f"mean asymmetry before symmetrization {asym:.4f}")
     print(f"diagonal flips for a mirror-symmetric triangulation: {flips}")
-    print(f"midline vertices {int((mirror == np.arange(N_MESH)).sum())}, "
-          f"pairs {int((mirror != np.arange(N_MESH)).sum()) // 2}")
+    print(f"midline vertices {int((mirror == np.arange(N_VERTS)).sum())}, "
+          f"pairs {int((mirror != np.arange(N_VERTS)).sum()) // 2}")
     print("regions: " + ", ".join(f"{k} {len(v)}" for k, v in regions.items()))
     print(f"UV ellipse aspect (w/h) {aspect:.3f}; distortion: "
           + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"

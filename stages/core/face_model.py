@@ -1,15 +1,23 @@
 """The face model every stage uses: mean shape, triangles, UV layout, symmetry and regions.
 
-The built-in model (``mediapipe468-v1``) uses the MediaPipe face-mesh topology (468 vertices,
-852 triangles; the 10 iris points MediaPipe also returns are not mesh vertices). Its mean shape
-is a generalized-Procrustes mean of MediaPipe landmarks over the 102 frontal neutral photos of
-the Face Research Lab London Set, and its UV layout is computed by the project (mean-value
-Tutte embedding onto an ellipse plus stretch-minimizing positive reweighting, provably flip-free,
-exactly left-right symmetric; per-triangle normalized area ratio 5th/50th/95th percentile
-0.70/0.98/1.10, mean angle error 6.1 degrees, mean conformal ratio 1.27). Three quad diagonals of
-MediaPipe's tessellation are flipped so the triangulation is exactly mirror-symmetric. See
-``scripts/build_face_model.py`` for the build and ``data_manifests/face_model_mediapipe468.md``
-for sources, licences and measured distortion.
+The built-in model (``mediapipe471-v2``) uses the MediaPipe face-mesh topology (468 vertices,
+852 triangles; the 10 iris points MediaPipe also returns are not mesh vertices) with its three
+inner holes closed by "caps": one extra centre vertex per hole, fanned to the hole's boundary
+loop. Vertex 468 is the subject's left eye centre (+x), 469 the right eye centre (-x) and 470
+the mouth centre; the 16 + 16 + 20 fan triangles follow MediaPipe's 852 triangles in that order
+(left eye, right eye, mouth). The mesh is a disk: 471 vertices, 904 triangles, one boundary loop
+(the face oval). Cap centres are not detector landmarks: ``landmark_map`` (471 x 468, sparse)
+maps the 468 MediaPipe mesh points to model vertices (identity for 0..467, the mean of the
+hole's loop for 468..470); use :meth:`FaceModel.vertices_from_landmarks`.
+
+The mean shape is a generalized-Procrustes mean of MediaPipe landmarks over the 102 frontal
+neutral photos of the Face Research Lab London Set (cap centres = loop means), and the UV layout
+is computed by the project (mean-value Tutte embedding of the capped disk onto an ellipse plus
+stretch-minimizing positive reweighting, provably flip-free, exactly left-right symmetric; see
+the manifest for the measured distortion). Three quad diagonals of MediaPipe's tessellation are
+flipped so the triangulation is exactly mirror-symmetric. See ``scripts/build_face_model.py``
+for the build and ``data_manifests/face_model_mediapipe.md`` for sources, licences and
+measured distortion.
 
 Conventions (``docs/CONVENTIONS.md``): model space is right-handed with x to the subject's left
 (image right for a frontal face), y up and z out of the face towards the camera; triangles are
@@ -17,13 +25,15 @@ counter-clockwise seen from the front (+z), so face normals point out of the fac
 ``[0, 1]`` with v up and the layout is symmetric: the mirror of ``(u, v)`` is ``(1 - u, v)``.
 
 The :class:`FaceModel` dataclass is deliberately general (mean shape, triangles, UVs, landmark
-indices, optional linear shape basis) so other models (BFM, FLAME) can be loaded into it.
+indices, optional landmark map, optional linear shape basis) so other models (BFM, FLAME) can be
+loaded into it.
 
 Subdivision: :meth:`FaceModel.subdivided` returns a finer model that carries a sparse
 ``upsample`` matrix ``(V', V)``. Per-image (posed / fitted) vertices of the base model are
 lifted to the subdivided mesh with ``fine.upsample_vertices(vertices)`` (or
 ``fine.upsample @ vertices``), which applies exactly the same linear subdivision that produced
-``fine.vertices`` from the base mean.
+``fine.vertices`` from the base mean. Its ``landmark_map`` is composed
+(``upsample @ base.landmark_map``), so ``fine.vertices_from_landmarks(points468)`` works too.
 """
 
 from __future__ import annotations
@@ -53,10 +63,13 @@ __all__ = [
     "uv_signed_areas",
 ]
 
-FORMAT_VERSION = 1
-"""Version of the ``.npz`` layout written by :meth:`FaceModel.save`."""
+FORMAT_VERSION = 2
+"""Version of the ``.npz`` layout written by :meth:`FaceModel.save` (2 added ``landmark_map``;
+:meth:`FaceModel.load` also reads version 1 files, which have no landmark map)."""
 
-BUILTIN_ASSET = Path(__file__).resolve().parent.parent / "assets" / "mediapipe468_v1.npz"
+_READABLE_VERSIONS = (1, 2)
+
+BUILTIN_ASSET = Path(__file__).resolve().parent.parent / "assets" / "mediapipe471_v2.npz"
 """Path of the committed built-in model asset."""
 
 REGION_NAMES = (
@@ -68,6 +81,9 @@ REGION_NAMES = (
     "lips",
     "nose",
     "skin",
+    "left_eye_cap",
+    "right_eye_cap",
+    "mouth_cap",
 )
 """Region names the built-in model defines (other models may define other names)."""
 
@@ -498,7 +514,7 @@ class FaceModel:
     All arrays are stored as read-only copies (the built-in model is cached and shared).
 
     Attributes:
-        name: Model identifier, e.g. ``"mediapipe468-v1"``.
+        name: Model identifier, e.g. ``"mediapipe471-v2"``.
         vertices: ``(V, 3)`` float32 mean shape in model space (x subject's left, y up,
             z towards the camera).
         triangles: ``(F, 3)`` int32, counter-clockwise seen from the front (+z).
@@ -508,13 +524,20 @@ class FaceModel:
             orientation.
         regions: Name -> sorted int32 vertex index array. The built-in model defines
             ``face_oval, left_eye, right_eye, left_eyebrow, right_eyebrow, lips, nose, skin``
-            (``left`` = the subject's left, model +x).
+            (``left`` = the subject's left, model +x) and ``left_eye_cap, right_eye_cap,
+            mouth_cap`` (a cap's centre vertex plus its boundary loop); ``skin`` contains no
+            cap centre.
         landmarks68: Optional ``(68,)`` int32 mesh vertex indices approximating the iBUG-68
             points (0-based iBUG order), or None.
         shape_basis: Optional ``(K, V, 3)`` float32 linear shape basis, or None.
         upsample: Optional sparse ``(V, V_base)`` matrix, set on models produced by
             :meth:`subdivided`: ``vertices == upsample @ base.vertices`` and any per-image
             base-model vertex array lifts the same way (see :meth:`upsample_vertices`).
+        landmark_map: Optional sparse ``(V, L)`` matrix mapping ``L`` detector landmark points
+            to the model's vertices (``vertices_from_landmarks``). None means the landmarks
+            are the vertices (``L = V``). The built-in model maps the 468 MediaPipe mesh points:
+            identity rows for vertices 0..467, the mean of the hole's loop for the cap centres
+            468..470. Subdivided models carry ``upsample @ base.landmark_map``.
     """
 
     name: str
@@ -526,6 +549,7 @@ class FaceModel:
     landmarks68: np.ndarray | None = None
     shape_basis: np.ndarray | None = None
     upsample: sp.csr_matrix | None = field(default=None, repr=False)
+    landmark_map: sp.csr_matrix | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vertices", _readonly(self.vertices, np.float32))
@@ -541,6 +565,11 @@ class FaceModel:
         object.__setattr__(self, "shape_basis", _readonly(self.shape_basis, np.float32))
         if self.upsample is not None:
             object.__setattr__(self, "upsample", sp.csr_matrix(self.upsample, dtype=np.float64))
+        if self.landmark_map is not None:
+            lm = sp.csr_matrix(self.landmark_map, dtype=np.float64, copy=True)
+            lm.sum_duplicates()
+            lm.sort_indices()
+            object.__setattr__(self, "landmark_map", lm)
         problem = self._problem()
         if problem:
             raise ValueError(problem)
@@ -577,6 +606,12 @@ class FaceModel:
                 return f"shape_basis must have shape (K, {V}, 3), got {b.shape}"
         if self.upsample is not None and self.upsample.shape[0] != V:
             return f"upsample must have {V} rows, got shape {self.upsample.shape}"
+        if self.landmark_map is not None:
+            lmap = self.landmark_map
+            if lmap.shape[0] != V or lmap.shape[1] == 0:
+                return f"landmark_map must have shape ({V}, L) with L > 0, got {lmap.shape}"
+            if not np.isfinite(lmap.data).all():
+                return "landmark_map contains non-finite values"
         return None
 
     # ---------------------------------------------------------------- properties
@@ -589,6 +624,43 @@ class FaceModel:
     def n_triangles(self) -> int:
         """Number of triangles ``F``."""
         return int(self.triangles.shape[0])
+
+    @property
+    def n_landmarks(self) -> int:
+        """Number ``L`` of detector landmark points :meth:`vertices_from_landmarks` expects
+        (``landmark_map.shape[1]``; ``V`` when there is no landmark map)."""
+        if self.landmark_map is None:
+            return self.n_vertices
+        return int(self.landmark_map.shape[1])
+
+    def vertices_from_landmarks(self, points: np.ndarray) -> np.ndarray:
+        """Model vertices from detector landmark points (``landmark_map @ points``).
+
+        Args:
+            points: ``(L, C)`` or ``(B, L, C)`` per-landmark data with ``L = n_landmarks``,
+                e.g. the 468 MediaPipe mesh points of one image mapped to model space (drop
+                the 10 iris points first), or their pixel positions.
+
+        Returns:
+            ``(V, C)`` or ``(B, V, C)`` float64. Without a landmark map, a float64 copy of
+            ``points`` (``L = V``).
+
+        Raises:
+            ValueError: If the shape does not match ``(..., n_landmarks, C)``.
+        """
+        x = np.asarray(points)
+        L = self.n_landmarks
+        if x.ndim not in (2, 3) or x.shape[-2] != L:
+            raise ValueError(f"expected ({L}, C) or (B, {L}, C) landmark points for model "
+                             f"{self.name!r}, got {x.shape}")
+        x = x.astype(np.float64)
+        if self.landmark_map is None:
+            return x.copy()
+        if x.ndim == 2:
+            return np.asarray(self.landmark_map @ x)
+        B, _, C = x.shape
+        flat = np.asarray(self.landmark_map @ x.transpose(1, 0, 2).reshape(L, B * C))
+        return flat.reshape(-1, B, C).transpose(1, 0, 2).copy()
 
     # ---------------------------------------------------------------- geometry
     def vertex_normals(self, vertices: np.ndarray | None = None) -> np.ndarray:
@@ -655,7 +727,10 @@ class FaceModel:
         mirrors to the vertex of edge ``(mirror[a], mirror[b])`` and belongs to a region iff
         both endpoints do. The returned model's ``upsample`` (``(V', V_base)``, composed over
         levels and with any existing ``upsample``) lifts per-image vertices of the base model:
-        ``fine.upsample_vertices(posed_base_vertices)``.
+        ``fine.upsample_vertices(posed_base_vertices)``. Its ``landmark_map`` is
+        ``upsample @ base.landmark_map`` (``upsample`` itself when the base has none), so
+        ``fine.vertices_from_landmarks(points) == fine.upsample_vertices(
+        base.vertices_from_landmarks(points))``.
 
         Args:
             levels: Number of subdivision steps (0 returns ``self``).
@@ -708,6 +783,8 @@ class FaceModel:
             landmarks68=self.landmarks68,
             shape_basis=basis,
             upsample=geo if self.upsample is None else geo @ self.upsample,
+            landmark_map=(geo if self.landmark_map is None
+                          else (geo @ self.landmark_map).tocsr()),
         )
 
     # ---------------------------------------------------------------- I/O
@@ -716,7 +793,8 @@ class FaceModel:
 
         Keys: ``format_version``, ``name``, ``vertices``, ``triangles``, ``uv``,
         ``mirror_index``, ``region_names`` and ``region__<name>`` per region, and when present
-        ``landmarks68``, ``shape_basis``, ``upsample_{data,indices,indptr,shape}``.
+        ``landmarks68``, ``shape_basis``, ``upsample_{data,indices,indptr,shape}``,
+        ``landmark_map_{data,indices,indptr,shape}``.
         """
         arrays: dict[str, np.ndarray] = {
             "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
@@ -739,6 +817,12 @@ class FaceModel:
             arrays["upsample_indices"] = u.indices.astype(np.int64)
             arrays["upsample_indptr"] = u.indptr.astype(np.int64)
             arrays["upsample_shape"] = np.array(u.shape, dtype=np.int64)
+        if self.landmark_map is not None:
+            u = self.landmark_map.tocsr()
+            arrays["landmark_map_data"] = u.data
+            arrays["landmark_map_indices"] = u.indices.astype(np.int64)
+            arrays["landmark_map_indptr"] = u.indptr.astype(np.int64)
+            arrays["landmark_map_shape"] = np.array(u.shape, dtype=np.int64)
         path = Path(path)
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for k, a in arrays.items():
@@ -773,9 +857,9 @@ class FaceModel:
             raise ValueError(f"{path}: not a face model file (no 'format_version' key)") from None
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: invalid 'format_version' ({e})") from None
-        if fv != FORMAT_VERSION:
+        if fv not in _READABLE_VERSIONS:
             raise ValueError(f"{path}: unsupported format_version {fv} "
-                             f"(this code reads {FORMAT_VERSION})")
+                             f"(this code reads {list(_READABLE_VERSIONS)})")
         required = ["name", "vertices", "triangles", "uv", "mirror_index", "region_names"]
         missing = [k for k in required if k not in d]
         if missing:
@@ -786,14 +870,28 @@ class FaceModel:
             if key not in d:
                 raise ValueError(f"{path}: missing key {key!r} listed in region_names")
             regions[str(k)] = d[key]
-        upsample = None
-        if "upsample_shape" in d:
+        def sparse(prefix: str) -> sp.csr_matrix | None:
+            keys = [f"{prefix}_{k}" for k in ("data", "indices", "indptr", "shape")]
+            present = [k in d for k in keys]
+            if not any(present):
+                return None
+            if not all(present):
+                raise ValueError(f"{path}: incomplete {prefix} matrix (missing "
+                                 f"{[k for k, p in zip(keys, present) if not p]})")
             try:
-                upsample = sp.csr_matrix(
-                    (d["upsample_data"], d["upsample_indices"], d["upsample_indptr"]),
-                    shape=tuple(int(s) for s in d["upsample_shape"]))
+                shape = tuple(int(s) for s in d[keys[3]])
+                if len(shape) != 2:
+                    raise ValueError(f"shape {shape} is not 2-D")
+                mat = sp.csr_matrix((d[keys[0]], d[keys[1]], d[keys[2]]), shape=shape)
+                mat.check_format(full_check=True)
+                return mat
             except Exception as e:
-                raise ValueError(f"{path}: invalid upsample matrix ({e})") from e
+                raise ValueError(f"{path}: invalid {prefix} matrix ({e})") from e
+
+        upsample = sparse("upsample")
+        landmark_map = sparse("landmark_map")
+        if fv < 2 and landmark_map is not None:
+            raise ValueError(f"{path}: format_version {fv} file has a landmark_map")
         for k in ("triangles", "mirror_index", "landmarks68"):
             if k in d and not np.issubdtype(d[k].dtype, np.integer):
                 raise ValueError(f"{path}: {k} must be integers, got dtype {d[k].dtype}")
@@ -808,6 +906,7 @@ class FaceModel:
                 landmarks68=d.get("landmarks68"),
                 shape_basis=d.get("shape_basis"),
                 upsample=upsample,
+                landmark_map=landmark_map,
             )
         except (ValueError, TypeError) as e:
             raise ValueError(f"{path}: invalid face model: {e}") from e
@@ -825,12 +924,13 @@ def _strip_sub(name: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def load_builtin_face_model(subdivide: int = 0) -> FaceModel:
-    """The built-in ``mediapipe468-v1`` model, optionally Loop-subdivided (cached).
+    """The built-in ``mediapipe471-v2`` model, optionally Loop-subdivided (cached).
 
     Args:
-        subdivide: Number of subdivision levels (0: 468 vertices / 852 triangles; 1: 1852 /
-            3408; 2: 7376 / 13632). Subdivided models carry ``upsample`` to lift per-image
-            vertices of the 468-vertex model.
+        subdivide: Number of subdivision levels (0: 471 vertices / 904 triangles; 1: 1845 /
+            3616; 2: 7305 / 14464). Subdivided models carry ``upsample`` to lift per-image
+            vertices of the 471-vertex model and a composed ``landmark_map`` to build their
+            vertices straight from the 468 MediaPipe mesh points.
 
     Returns:
         The shared, read-only :class:`FaceModel`.
