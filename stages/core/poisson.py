@@ -17,8 +17,9 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-#: Tiny pull of every unknown towards the mean of the fixed pixels; keeps islands that touch no
-#: fixed pixel solvable (they would otherwise be defined only up to a constant).
+#: Pull of unknown islands that touch no fixed pixel towards the mean of the fixed pixels (they
+#: would otherwise be defined only up to a constant). Islands that touch fixed pixels get none,
+#: so their solution is exactly harmonic/Poisson.
 _ANCHOR = 1e-6
 
 _SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
@@ -34,6 +35,21 @@ def _neighbour(arr: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
     xs2 = slice(max(0, dx), w - max(0, -dx))
     out[ys, xs] = arr[ys2, xs2]
     return out
+
+
+def _floating_islands(unknown: np.ndarray, fixed: np.ndarray, domain: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: unknown pixels whose 4-connected island has no fixed 4-neighbour."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(unknown)
+    if count == 0:
+        return np.zeros_like(unknown)
+    touching = np.zeros(count + 1, dtype=bool)
+    for dy, dx in _SHIFTS:
+        neighbour_fixed = _neighbour(fixed, dy, dx, False)
+        touching[np.unique(labels[unknown & neighbour_fixed])] = True
+    touching[0] = True
+    return ~touching[labels] & unknown
 
 
 def poisson_fill(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
@@ -70,9 +86,10 @@ def poisson_fill(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
         guided = guided & domain
     anchor_value = img[fixed].mean(axis=0) if fixed.any() else np.zeros(channels)
 
+    anchored = _floating_islands(unknown, fixed, domain)[unknown]
     rows, cols, vals = [], [], []
-    diag = np.full(n, _ANCHOR)
-    rhs = np.tile(_ANCHOR * anchor_value, (n, 1))
+    diag = _ANCHOR * anchored.astype(np.float64)
+    rhs = diag[:, None] * anchor_value[None, :]
     p_idx = index[unknown]
     for dy, dx in _SHIFTS:
         q_domain = _neighbour(domain, dy, dx, False)[unknown]
@@ -99,7 +116,7 @@ def poisson_fill(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
     return out
 
 
-def pull_push_fill(image: np.ndarray, known: np.ndarray, min_size: int = 2) -> np.ndarray:
+def pull_push_fill(image: np.ndarray, known: np.ndarray, min_size: int = 1) -> np.ndarray:
     """Fill unknown pixels from known ones by a pull-push pyramid (smooth, fast, no solve).
 
     Used to pad a texture outside its UV layout so mip-mapping and bilinear lookups at chart
@@ -125,7 +142,9 @@ def pull_push_fill(image: np.ndarray, known: np.ndarray, min_size: int = 2) -> n
         wt2 = cv2.resize(w, (w2, h2), interpolation=cv2.INTER_AREA)
         levels.append((c2.reshape(h2, w2, -1), wt2))
     colour, wt = levels[-1]
-    filled = colour / np.maximum(wt, 1e-8)[..., None]
+    # Coarsest cells without any known pixel (only possible when nothing is known) get the mean.
+    mean = (img * weight[..., None]).sum(axis=(0, 1)) / max(weight.sum(), 1e-8)
+    filled = np.where(wt[..., None] > 0, colour / np.maximum(wt, 1e-8)[..., None], mean)
     for c, w in reversed(levels[:-1]):
         up = cv2.resize(filled, (w.shape[1], w.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(c.shape)
         alpha = np.clip(w, 0, 1)[..., None]
