@@ -3,12 +3,13 @@
 Pipeline for one photo:
 
 1. MediaPipe face mesh (offline; the models ship inside the pinned wheel) gives 478 points per
-   face: the 468 vertices of the built-in topology plus 10 iris points, as pixel ``x, y`` and a
-   relative depth in ``x``'s scale.
+   face: 468 mesh points plus 10 iris points, as pixel ``x, y`` and a relative depth in ``x``'s
+   scale. The built-in model's vertices are the 468 mesh points plus three cap centres (eyes,
+   mouth) derived from them (``FaceModel.vertices_from_landmarks``).
 2. A similarity pose (rotation, scale, translation) of the built-in mean shape onto those points
    (Umeyama least squares) in a scaled-orthographic camera: MediaPipe's points are themselves
    weak-perspective, so a perspective camera would add unknowns without information.
-3. The per-image shape: the 468 points mapped back into model space. Texture sampling uses the
+3. The per-image shape: the landmark-derived vertices mapped back into model space. Texture sampling uses the
    detected geometry itself, which aligns with the photo better than any mean shape could.
 4. Second-order SH lighting (9 x 3) fitted to the visible skin pixels (eyes, brows and lips
    excluded, robust to hair and highlights).
@@ -50,7 +51,8 @@ class FitResult:
         image_size: ``(width, height)`` of the photo as loaded (after EXIF rotation/downscale).
         face_index: which detected face (0 = largest).
         num_faces: how many faces the detector found.
-        landmarks: ``(478, 3)`` screen points: pixel ``x, y`` and depth (smaller is closer).
+        landmarks: ``(L, 3)`` detector points in screen space: pixel ``x, y`` and depth (smaller is
+            closer); MediaPipe gives 478 (468 mesh + 10 iris).
         face_box: ``(x0, y0, x1, y1)`` pixel box around the landmarks.
         pose: similarity pose of the model in the camera.
         vertices: ``(V, 3)`` the per-image shape in model space.
@@ -269,7 +271,7 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
             if face == "all":
                 continue
             raise NoFaceError(photo.path, f"face too small ({box[2] - box[0]:.0f} px wide; need {min_face_px})")
-        mesh_points = points[: model.n_vertices]
+        mesh_points = model.vertices_from_landmarks(points[: model.n_landmarks])
         pose = fit_pose(model.vertices, mesh_points)
         vertices = screen_to_model(pose, mesh_points)
         residual = np.linalg.norm(pose.to_screen(model.vertices)[:, :2] - mesh_points[:, :2], axis=1)
@@ -313,7 +315,7 @@ def draw_overlay(rgb: np.ndarray, fit: FitResult, model: FaceModel) -> np.ndarra
     for a, b in edges:
         cv2.line(lines, tuple(pts[a]), tuple(pts[b]), (90, 220, 255), thick, cv2.LINE_AA, shift)
     canvas = cv2.addWeighted(lines, 0.55, canvas, 0.45, 0)
-    for p in np.round((fit.landmarks[model.n_vertices:, :2] - 0.5) * (1 << shift)).astype(np.int32):
+    for p in np.round((fit.landmarks[model.n_landmarks:, :2] - 0.5) * (1 << shift)).astype(np.int32):
         cv2.circle(canvas, tuple(p), (thick + 1) << shift, (255, 80, 80), -1, cv2.LINE_AA, shift)
     x0, y0, x1, y1 = (int(round(v)) for v in fit.face_box)
     cv2.rectangle(canvas, (x0, y0), (x1, y1), (80, 255, 120), thick, cv2.LINE_AA)
