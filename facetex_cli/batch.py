@@ -14,9 +14,9 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -110,7 +110,10 @@ def run_batch(items: list, process: Callable[[object], str | None], *, name_of: 
         missing: input patterns that matched nothing (listed as failures).
         quiet_native: silence native stderr noise while processing.
     """
-    results = [ItemResult(pattern, "failed", "no such file, folder or glob match") for pattern in missing or []]
+    results = [ItemResult(pattern, "failed", f"{pattern}: no such file, folder or glob match")
+               for pattern in missing or []]
+    for result in results:
+        console.print(f"[red]error[/red] {result.detail}", highlight=False, soft_wrap=True)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=console,
                         transient=True, disable=not console.is_terminal)

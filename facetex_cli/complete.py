@@ -9,8 +9,8 @@ import typer
 from facetex_cli.batch import expand_inputs, print_summary, run_batch
 from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, Lazy, outputs_exist
 from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
-from stages.completion import available_methods
 from stages.complete import DEFAULT_METHOD, CompleteOptions, Completer
+from stages.completion import available_methods
 from stages.core.image_io import DEFAULT_MAX_SIDE
 from stages.unwrap import UV_SIZE_RANGE
 

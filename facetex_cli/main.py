@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
+import typer
 
-# Quiet the native libraries before anything imports them.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import warnings  # noqa: E402
-
-import typer  # noqa: E402
-
-warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
-
-from facetex_cli.complete import complete_command  # noqa: E402
-from facetex_cli.fit import fit_command  # noqa: E402
-from facetex_cli.render import render_command  # noqa: E402
-from facetex_cli.unwrap import unwrap_command  # noqa: E402
+from facetex_cli.complete import complete_command
+from facetex_cli.fit import fit_command
+from facetex_cli.render import render_command
+from facetex_cli.unwrap import unwrap_command
 
 app = typer.Typer(
     name="facetex", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

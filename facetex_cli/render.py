@@ -14,7 +14,13 @@ from stages.core.errors import BadInputError
 from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import load_photo, load_texture, save_png
 from stages.fit import FitResult
-from stages.render import compose_views, export_textured_mesh, render_on_photo, render_views, write_turntable
+from stages.render import (
+    compose_views,
+    export_textured_mesh,
+    render_on_photo,
+    render_views,
+    write_turntable,
+)
 
 
 def texture_stem(path: Path) -> str:
@@ -77,7 +83,7 @@ def render_command(
             target = out / (result.stem if len(find_artifacts(fit, stem, "fit.json")) > 1 else stem)
             views = render_views(texture, result, model, yaws=angles, pitch=pitch, size=size, sh=light,
                                  subdivide=subdivide)
-            for yaw, view in zip(angles, views):
+            for yaw, view in zip(angles, views, strict=True):
                 save_png(target / f"render_yaw{yaw:+04.0f}.png", view)
             save_png(target / "views.png", compose_views(views))
             if turntable:

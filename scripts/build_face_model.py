@@ -59,7 +59,7 @@ from scipy.optimize import linear_sum_assignment
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from stages.core.face_model import (
+from stages.core.face_model import (  # noqa: E402  (after the sys.path insert)
     BUILTIN_ASSET,
     FaceModel,
     boundary_loops,
@@ -239,7 +239,7 @@ def procrustes_mean(shapes: list[np.ndarray], iters: int = 100, tol: float = 1e-
     X = np.stack([_normalize(s) for s in shapes])
     anchor = _normalize(X.mean(axis=0))  # camera-frame orientation
     mean = anchor
-    for it in range(iters):
+    for it in range(iters):  # noqa: B007  (returned below)
         aligned = np.stack([_similarity_align(x, mean) for x in X])
         new = _normalize(aligned.mean(axis=0))
         new = _similarity_align(new, anchor, scale=False)
@@ -588,15 +588,15 @@ def _mean_value_laplacian(x: np.ndarray, tris: np.ndarray) -> sp.csr_matrix:
     n = len(x)
     rows, cols, vals = [], [], []
     for k in range(3):
-        i, j, l = tris[:, k], tris[:, (k + 1) % 3], tris[:, (k + 2) % 3]
+        i, j, m = tris[:, k], tris[:, (k + 1) % 3], tris[:, (k + 2) % 3]
         eij = x[j] - x[i]
-        eil = x[l] - x[i]
+        eil = x[m] - x[i]
         lij = np.linalg.norm(eij, axis=1)
         lil = np.linalg.norm(eil, axis=1)
         ang = np.arccos(np.clip((eij * eil).sum(1) / (lij * lil), -1.0, 1.0))
         t = np.tan(ang / 2.0)
         rows += [i, i]
-        cols += [j, l]
+        cols += [j, m]
         vals += [t / lij, t / lil]
     W = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                       shape=(n, n))

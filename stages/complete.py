@@ -26,7 +26,13 @@ from stages.core.atomic import write_json
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo, save_png
 from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, save_fit
-from stages.render import DEFAULT_YAWS, compose_views, export_textured_mesh, render_on_photo, render_views
+from stages.render import (
+    DEFAULT_YAWS,
+    compose_views,
+    export_textured_mesh,
+    render_on_photo,
+    render_views,
+)
 from stages.unwrap import UnwrapResult, unwrap_photo
 
 DEFAULT_METHOD = "mirror"
@@ -134,7 +140,8 @@ class Completer:
         write_json(out_dir / "complete.json", {
             "schema": "facetex.complete", "schema_version": 1, "source": fit.source, "stem": fit.stem,
             "method": opts.method, "uv_size": opts.uv_size, "subdivide": opts.subdivide,
-            "completion": completion.info, "unwrap": {k: v for k, v in unwrap.info.items() if not k.startswith("schema")},
+            "completion": completion.info,
+            "unwrap": {k: v for k, v in unwrap.info.items() if not k.startswith("schema")},
             "seconds": {k: round(v, 4) for k, v in timings.items()},
         })
 

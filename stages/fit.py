@@ -92,7 +92,8 @@ class FitResult:
             "model_id": self.model_id,
             "detector": self.detector,
             "camera": {"type": "scaled_orthographic",
-                       "convention": "x_img = s*(R X)_x + tx; y_img = -s*(R X)_y + ty; depth = -s*(R X)_z + tz"},
+                       "convention": "x_img = s*(R X)_x + tx; y_img = -s*(R X)_y + ty; "
+                                     "depth = -s*(R X)_z + tz"},
             "pose": self.pose.to_dict(),
             "face_box": [round(float(v), 2) for v in self.face_box],
             "lighting_sh": np.asarray(self.lighting, dtype=float).round(6).tolist(),
@@ -105,7 +106,7 @@ class FitResult:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "FitResult":
+    def load(cls, path: str | Path) -> FitResult:
         """Read ``fit.json``; raises :class:`MissingArtifactError` naming the file on any problem."""
         path = Path(path)
         if not path.is_file():
@@ -118,7 +119,8 @@ class FitResult:
             raise MissingArtifactError(path, "not a facetex fit.json")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise MissingArtifactError(
-                path, f"fit.json schema version {data.get('schema_version')} is not {SCHEMA_VERSION}; re-run `facetex fit`")
+                path, f"fit.json schema version {data.get('schema_version')} is not {SCHEMA_VERSION}; "
+                      "re-run `facetex fit`")
         try:
             result = cls(
                 source=str(data["source"]), stem=str(data["stem"]),

@@ -49,7 +49,8 @@ def normalised_light(sh: np.ndarray) -> np.ndarray:
 
 
 def render_mesh(texture: np.ndarray, screen_vertices: np.ndarray, model: FaceModel, height: int, width: int,
-                *, normals_cam: np.ndarray | None = None, sh: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                *, normals_cam: np.ndarray | None = None,
+                sh: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Render a textured mesh given in screen space.
 
     Args:

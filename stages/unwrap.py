@@ -89,7 +89,7 @@ class UnwrapResult:
                                       "uv_position.png", "unwrap.json")]
 
     @classmethod
-    def load(cls, out_dir: str | Path, model: FaceModel | None = None) -> "UnwrapResult":
+    def load(cls, out_dir: str | Path, model: FaceModel | None = None) -> UnwrapResult:
         """Read the artifacts :meth:`save` wrote; raises :class:`MissingArtifactError` if incomplete."""
         out_dir = Path(out_dir)
         meta_path = out_dir / "unwrap.json"

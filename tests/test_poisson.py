@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from stages.core.poisson import poisson_fill, poisson_fill_fast, pull_push_fill
 

@@ -8,8 +8,9 @@ model. Later methods (``pca``, ``blend``, ``unet``, ``diffusion``) plug in the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class CompletionMethod:
     description: ClassVar[str] = ""
 
     @classmethod
-    def load(cls, model: FaceModel, **options) -> "CompletionMethod":
+    def load(cls, model: FaceModel, **options) -> CompletionMethod:
         """Build the method once per run (load weights here). Options are method-specific."""
         return cls(model, **options)
 

@@ -17,7 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.completion import MIRRORED, MODEL, OUTSIDE, VISIBLE, Completion, CompletionMethod, register_method
+from stages.completion import (
+    MIRRORED,
+    MODEL,
+    OUTSIDE,
+    VISIBLE,
+    Completion,
+    CompletionMethod,
+    register_method,
+)
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
 from stages.unwrap import UnwrapResult
 

@@ -10,8 +10,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -48,9 +49,8 @@ def write_json(path: str | Path, data: Any) -> None:
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:
     """Write one array as ``.npy``, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -85,7 +85,7 @@ class Pose:
         """``(yaw, pitch, roll)`` in degrees."""
         return matrix_to_euler(self.rotation)
 
-    def with_rotation(self, rotation: np.ndarray) -> "Pose":
+    def with_rotation(self, rotation: np.ndarray) -> Pose:
         return Pose(rotation=np.asarray(rotation, dtype=np.float64), scale=self.scale,
                     translation=np.asarray(self.translation, dtype=np.float64))
 
@@ -99,7 +99,7 @@ class Pose:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Pose":
+    def from_dict(cls, data: dict) -> Pose:
         rotation = np.asarray(data["rotation"], dtype=np.float64)
         translation = np.asarray(data["translation"], dtype=np.float64)
         if rotation.shape != (3, 3) or translation.shape != (3,):

@@ -450,7 +450,7 @@ def loop_subdivision_matrix(triangles: np.ndarray, n_vertices: int) -> sp.csr_ma
     # opposite vertex of each face edge
     opp = t[:, [2, 0, 1]]
     eopp: list[list[int]] = [[] for _ in range(E)]
-    for e, o in zip(fe.ravel().tolist(), opp.ravel().tolist()):
+    for e, o in zip(fe.ravel().tolist(), opp.ravel().tolist(), strict=True):
         eopp[e].append(o)
     is_bedge = np.array([len(o) == 1 for o in eopp])
     rows, cols, vals = [], [], []
@@ -877,7 +877,7 @@ class FaceModel:
                 return None
             if not all(present):
                 raise ValueError(f"{path}: incomplete {prefix} matrix (missing "
-                                 f"{[k for k, p in zip(keys, present) if not p]})")
+                                 f"{[k for k, p in zip(keys, present, strict=True) if not p]})")
             try:
                 shape = tuple(int(s) for s in d[keys[3]])
                 if len(shape) != 2:

@@ -60,7 +60,7 @@ def fit_sh_lighting(colors: np.ndarray, normals: np.ndarray, *, ridge: float = 1
         sigma = 1.4826 * np.median(resid) + 1e-6
         keep = resid < outlier_sigma * sigma
     rms = float(np.sqrt(np.mean(resid[keep] ** 2)))
-    return coeffs.astype(np.float32), {"samples": int(len(basis)), "inliers": int(keep.sum()), "rms": rms}
+    return coeffs.astype(np.float32), {"samples": len(basis), "inliers": int(keep.sum()), "rms": rms}
 
 
 def shading_normalised(normals: np.ndarray, coeffs: np.ndarray) -> np.ndarray:

@@ -1,0 +1,111 @@
+"""Unwrap and render agree with each other and with the rasterizer (no detector involved)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.core.camera import Pose, euler_to_matrix
+from stages.core.raster import rasterize
+from stages.core.uv import uv_layout
+from stages.fit import FitResult
+from stages.render import render_mesh
+from stages.unwrap import unwrap_photo
+from tests.conftest import smooth_random_texture
+
+
+def synthetic_fit(model, yaw: float, size: int = 384, pitch: float = 0.0) -> FitResult:
+    """A fit of the mean shape at a known pose in a ``size``-square image."""
+    rotation = euler_to_matrix(yaw, pitch, 0.0)
+    scale = 0.35 * size / np.sqrt((model.vertices**2).sum(1).mean())
+    pose = Pose(rotation=rotation, scale=scale, translation=np.array([size / 2, size / 2, 0.0]))
+    screen = pose.to_screen(model.vertices)
+    return FitResult(source="synthetic.png", stem="synthetic", image_size=(size, size), face_index=0, num_faces=1,
+                     landmarks=screen, face_box=(screen[:, 0].min(), screen[:, 1].min(), screen[:, 0].max(),
+                                                 screen[:, 1].max()),
+                     pose=pose, vertices=np.asarray(model.vertices, dtype=np.float64),
+                     lighting=np.zeros((9, 3), np.float32), model_id=model.name, detector="synthetic")
+
+
+@pytest.mark.parametrize("yaw", [0.0, 35.0, -60.0])
+def test_unwrap_recovers_rendered_texture(model, yaw):
+    """Render a known texture at a known pose, unwrap it with the same pose: visible texels match."""
+    size = 384
+    fit = synthetic_fit(model, yaw, size)
+    texture = smooth_random_texture(256, seed=1)
+    rgb, mask = render_mesh(texture, fit.screen_vertices(), model, size, size)
+    photo = (np.where(mask[..., None], rgb, 0.5) * 255 + 0.5).astype(np.uint8)
+    result = unwrap_photo(photo, fit, model=model, uv_size=256)
+    visible = result.confidence > 0.3
+    assert visible.sum() > 0.2 * result.layout_mask.sum()
+    error = np.abs(result.texture[visible] - texture[visible])
+    # Two bilinear resamplings and 8-bit quantisation: a few grey levels at most.
+    assert np.median(error) < 0.01
+    assert np.percentile(error, 99) < 0.06
+
+
+def test_unwrap_visibility_matches_rasterizer(model):
+    """At yaw 60 one side is hidden; texels are visible only where the z-buffer shows their triangle."""
+    size = 384
+    fit = synthetic_fit(model, 60.0, size)
+    result = unwrap_photo(np.full((size, size, 3), 128, np.uint8), fit, model=model, uv_size=256, erosion=0.0,
+                          min_confidence=0.0)
+    layout = uv_layout(model, 256)
+    frags = rasterize(fit.screen_vertices(), model.triangles, size, size)
+    texel_screen = layout.interpolate(fit.screen_vertices(), model.triangles)
+    px = np.clip(texel_screen[..., 0].astype(int), 0, size - 1)
+    py = np.clip(texel_screen[..., 1].astype(int), 0, size - 1)
+    front = frags.triangle_id[py, px][result.visible]
+    own = layout.triangle_id[result.visible]
+    assert (front >= 0).all()
+    # A visible texel lies on the triangle the z-buffer shows at its pixel, or on a neighbour of it
+    # (texels near an edge whose pixel centre falls on the next triangle). The rest (< 0.5%) sit
+    # within the depth tolerance at occlusion contours.
+    tris = model.triangles
+    adjacent = (tris[front][:, :, None] == tris[own][:, None, :]).any(axis=(1, 2))
+    assert (front == own).mean() > 0.9
+    assert adjacent.mean() > 0.995
+    visible_tris = np.unique(own)
+    # Triangles facing away from the camera contribute no visible texel.
+    normals = fit.pose.rotate_normals(model.vertex_normals())
+    face_normal_z = normals[model.triangles].mean(axis=1)[:, 2]
+    back = np.flatnonzero(face_normal_z < -0.2)
+    assert not np.isin(back, visible_tris).any()
+    # Positive yaw turns the nose towards +x, so the +x cheek (u > 0.5) turns away and is mostly hidden.
+    u = (np.arange(256) + 0.5) / 256
+    left_cols, right_cols = u < 0.3, u > 0.7
+    assert result.visible[:, left_cols].sum() > 3 * result.visible[:, right_cols].sum()
+
+
+def test_erosion_drops_silhouette_texels(model):
+    size = 384
+    fit = synthetic_fit(model, 0.0, size)
+    photo = np.full((size, size, 3), 128, np.uint8)
+    plain = unwrap_photo(photo, fit, model=model, uv_size=256, erosion=0.0)
+    eroded = unwrap_photo(photo, fit, model=model, uv_size=256, erosion=0.05)
+    assert eroded.visible.sum() < plain.visible.sum()
+    assert not (eroded.visible & ~plain.visible).any()
+    # The dropped texels are near the silhouette: their screen points lie within the erosion radius of the edge.
+    assert eroded.info["erosion_px"] == round(0.05 * np.ptp(fit.screen_vertices()[:, 0]))
+
+
+def test_unwrap_rejects_bad_uv_size(model):
+    fit = synthetic_fit(model, 0.0)
+    with pytest.raises(ValueError, match="uv_size"):
+        unwrap_photo(np.zeros((384, 384, 3), np.uint8), fit, model=model, uv_size=64)
+
+
+def test_unwrap_save_load_round_trip(model, tmp_path):
+    from stages.unwrap import UnwrapResult
+
+    size = 256
+    fit = synthetic_fit(model, 20.0, size)
+    texture = smooth_random_texture(256, seed=2)
+    rgb, mask = render_mesh(texture, fit.screen_vertices(), model, size, size)
+    result = unwrap_photo((rgb * 255).astype(np.uint8), fit, model=model, uv_size=256)
+    result.save(tmp_path)
+    loaded = UnwrapResult.load(tmp_path, model)
+    assert np.abs(loaded.texture - result.texture).max() <= 1 / 255 + 1e-6
+    assert np.abs(loaded.confidence - result.confidence).max() <= 1 / 255 + 1e-6
+    assert np.array_equal(loaded.position, result.position)
+    assert not list(tmp_path.glob("*.part*"))
