@@ -48,7 +48,7 @@ class CompleteOptions:
     max_side: int = DEFAULT_MAX_SIDE
     subdivide: int = 1
     yaws: tuple[float, ...] = DEFAULT_YAWS
-    view_size: int = 384
+    view_size: int = 256
     glb: bool = True
     previews: bool = True
     method_options: dict = field(default_factory=dict)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,6 +155,8 @@ class MediaPipeLandmarker:
     def __init__(self, max_faces: int = 8, min_confidence: float = 0.5):
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # mediapipe 0.10.14 calls a protobuf API that warns on every process() call.
+        warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
         import mediapipe as mp  # heavy import: only when a landmarker is built
 
         self.version = getattr(mp, "__version__", "?")
@@ -216,13 +219,15 @@ def estimate_lighting(rgb: np.ndarray, screen_vertices: np.ndarray, normals_cam:
     Returns:
         ``(coeffs (9, 3), info)`` as from :func:`stages.core.lighting.fit_sh_lighting`.
     """
-    from stages.core.raster import rasterize
+    from stages.core.raster import crop_window, rasterize
 
     height, width = rgb.shape[:2]
     skin = np.zeros(model.n_vertices, dtype=bool)
     skin[model.regions["skin"]] = True
     skin_tris = np.flatnonzero(skin[model.triangles].all(axis=1))
-    frags = rasterize(screen_vertices, model.triangles, height, width, cull_backfaces=True)
+    x0, y0, x1, y1 = crop_window(screen_vertices, height, width)
+    frags = rasterize(screen_vertices - np.array([x0, y0, 0.0]), model.triangles, y1 - y0, x1 - x0,
+                      cull_backfaces=True)
     ids = frags.triangle_id
     on_skin = np.zeros(len(model.triangles) + 1, dtype=bool)
     on_skin[skin_tris] = True
@@ -234,7 +239,7 @@ def estimate_lighting(rgb: np.ndarray, screen_vertices: np.ndarray, normals_cam:
     bary = frags.bary[rows, cols]
     normals = (normals_cam[tri] * bary[..., None]).sum(axis=1)
     normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
-    colors = rgb[rows, cols].astype(np.float64) / 255.0
+    colors = rgb[rows + y0, cols + x0].astype(np.float64) / 255.0
     return fit_sh_lighting(colors, normals)
 
 
@@ -298,34 +303,39 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
     return results
 
 
-def draw_overlay(rgb: np.ndarray, fit: FitResult, model: FaceModel) -> np.ndarray:
-    """The photo with the fitted mesh wireframe, landmarks, iris points and face box drawn on it.
+#: The overlay is drawn on the photo downscaled to at most this long side (it is for looking at).
+OVERLAY_MAX_SIDE = 1024
+
+
+def draw_overlay(rgb: np.ndarray, fit: FitResult, model: FaceModel, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
+    """The photo with the fitted mesh wireframe, iris points, face box and pose drawn on it.
 
     Returns:
-        ``(H, W, 3)`` uint8.
+        ``(H', W', 3)`` uint8: the photo, downscaled so its long side is at most ``max_side``.
     """
     import cv2
 
-    canvas = rgb.copy()
-    size = max(fit.face_box[2] - fit.face_box[0], fit.face_box[3] - fit.face_box[1])
-    thick = max(1, int(round(size / 400)))
+    factor = min(1.0, max_side / max(rgb.shape[:2]))
+    canvas = rgb.copy() if factor == 1.0 else cv2.resize(
+        rgb, (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor)), interpolation=cv2.INTER_AREA)
+    box = np.asarray(fit.face_box) * factor
+    size = max(box[2] - box[0], box[3] - box[1])
+    thick = max(1, round(size / 400))
     shift = 4  # sub-pixel precision for cv2 drawing
-    pts = np.round((fit.screen_vertices()[:, :2] - 0.5) * (1 << shift)).astype(np.int32)
+    pts = np.round((fit.screen_vertices()[:, :2] * factor - 0.5) * (1 << shift)).astype(np.int32)
     edges = np.concatenate([model.triangles[:, [0, 1]], model.triangles[:, [1, 2]], model.triangles[:, [2, 0]]])
     edges = np.unique(np.sort(edges, axis=1), axis=0)
     lines = canvas.copy()
-    for a, b in edges:
-        cv2.line(lines, tuple(pts[a]), tuple(pts[b]), (90, 220, 255), thick, cv2.LINE_AA, shift)
-    canvas = cv2.addWeighted(lines, 0.55, canvas, 0.45, 0)
-    for p in np.round((fit.landmarks[model.n_landmarks:, :2] - 0.5) * (1 << shift)).astype(np.int32):
-        cv2.circle(canvas, tuple(p), (thick + 1) << shift, (255, 80, 80), -1, cv2.LINE_AA, shift)
-    x0, y0, x1, y1 = (int(round(v)) for v in fit.face_box)
+    cv2.polylines(lines, [pts[e] for e in edges], False, (90, 220, 255), thick, cv2.LINE_AA, shift)
+    canvas = cv2.addWeighted(lines, 0.5, canvas, 0.5, 0)
+    for p in np.round((fit.landmarks[model.n_landmarks:, :2] * factor - 0.5) * (1 << shift)).astype(np.int32):
+        cv2.circle(canvas, tuple(int(v) for v in p), (thick + 1) << shift, (255, 80, 80), -1, cv2.LINE_AA, shift)
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
     cv2.rectangle(canvas, (x0, y0), (x1, y1), (80, 255, 120), thick, cv2.LINE_AA)
     yaw, pitch, roll = fit.pose.euler
     label = f"face {fit.face_index}  yaw {yaw:+.0f}  pitch {pitch:+.0f}  roll {roll:+.0f}"
-    scale = max(0.4, size / 700)
-    cv2.putText(canvas, label, (x0, max(12, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, scale, (80, 255, 120),
-                max(1, thick), cv2.LINE_AA)
+    cv2.putText(canvas, label, (x0, max(12, y0 - 6)), cv2.FONT_HERSHEY_SIMPLEX, max(0.4, size / 700),
+                (80, 255, 120), thick, cv2.LINE_AA)
     return canvas
 
 

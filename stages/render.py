@@ -25,7 +25,7 @@ from stages.core.camera import Pose, euler_to_matrix
 from stages.core.face_model import FaceModel
 from stages.core.image_io import save_png, to_uint8
 from stages.core.lighting import _C0
-from stages.core.raster import rasterize
+from stages.core.raster import crop_window, rasterize
 from stages.fit import FitResult
 
 DEFAULT_YAWS = (-60, -30, 0, 30, 60)
@@ -76,7 +76,7 @@ def render_mesh(texture: np.ndarray, screen_vertices: np.ndarray, model: FaceMod
         image, mask = shading.render(
             torch.from_numpy(np.asarray(screen_vertices, dtype=np.float32)),
             torch.from_numpy(model.triangles.astype(np.int64)),
-            torch.from_numpy(model.uv), tex, torch.from_numpy(frags.triangle_id).long(), **kwargs)
+            torch.from_numpy(np.array(model.uv)), tex, torch.from_numpy(frags.triangle_id).long(), **kwargs)
     rgb = image[0].permute(1, 2, 0).clamp(0, 1).numpy()
     return rgb, mask[0, 0].numpy() > 0.5
 
@@ -91,13 +91,27 @@ def _posed(fit: FitResult, model: FaceModel, subdivide: int) -> tuple[FaceModel,
 
 
 def render_on_photo(photo_rgb: np.ndarray, texture: np.ndarray, fit: FitResult, model: FaceModel, *,
-                    sh: np.ndarray | None = None, subdivide: int = 1) -> np.ndarray:
-    """The textured face rendered at the fitted pose over the photo: ``(H, W, 3)`` uint8."""
+                    sh: np.ndarray | None = None, subdivide: int = 1, margin: float = 0.3,
+                    crop: bool = True) -> np.ndarray:
+    """The textured face rendered at the fitted pose over the photo.
+
+    Args:
+        margin: with ``crop``, context kept around the face, as a fraction of the face size.
+        crop: return only the face window (cheaper and easier to inspect) instead of the full photo.
+
+    Returns:
+        ``(H', W', 3)`` uint8: the face window of the photo (or the whole photo) with the render on it.
+    """
     fine, vertices = _posed(fit, model, subdivide)
     height, width = photo_rgb.shape[:2]
+    screen = fit.pose.to_screen(vertices)
+    x0, y0, x1, y1 = 0, 0, width, height
+    if crop:
+        x0, y0, x1, y1 = crop_window(screen, height, width, margin=margin * np.ptp(screen[:, :2], axis=0).max())
     normals = fit.pose.rotate_normals(fine.vertex_normals(vertices)) if sh is not None else None
-    rgb, mask = render_mesh(texture, fit.pose.to_screen(vertices), fine, height, width, normals_cam=normals, sh=sh)
-    out = photo_rgb.astype(np.float32) / 255.0
+    rgb, mask = render_mesh(texture, screen - np.array([x0, y0, 0.0]), fine, y1 - y0, x1 - x0,
+                            normals_cam=normals, sh=sh)
+    out = photo_rgb[y0:y1, x0:x1].astype(np.float32) / 255.0
     out[mask] = rgb[mask]
     return to_uint8(out)
 

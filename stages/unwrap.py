@@ -32,7 +32,7 @@ from stages.core.atomic import write_json, write_npy
 from stages.core.errors import MissingArtifactError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import load_texture, save_png
-from stages.core.raster import rasterize
+from stages.core.raster import crop_window, rasterize
 from stages.core.uv import uv_layout
 from stages.fit import FitResult
 
@@ -198,31 +198,40 @@ def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = N
     tris = model.triangles
 
     # Per-texel screen position and camera-space normal.
-    texel_screen = layout.interpolate(screen, tris)                              # (S, S, 3)
+    texel_screen = layout.interpolate(screen)                                    # (S, S, 3)
     normals_cam = fit.pose.rotate_normals(model.vertex_normals(fit.vertices))
-    texel_normal = layout.interpolate(normals_cam, tris)
+    texel_normal = layout.interpolate(normals_cam)
     texel_normal /= np.linalg.norm(texel_normal, axis=2, keepdims=True) + 1e-12
     facing = np.clip(texel_normal[..., 2], 0.0, 1.0)
 
-    # Image-space z-buffer of the same mesh, and the eroded face-region mask.
-    frags = rasterize(screen, tris, height, width)
+    # Image-space z-buffer of the same mesh and the eroded face-region mask, computed in a window
+    # around the face (same result as the whole image, much less work for large photos).
     face_width = float(np.ptp(screen[:, 0]))
+    radius = round(erosion * face_width)
+    x0, y0, x1, y1 = crop_window(screen, height, width, margin=radius + 2)
+    offset = np.array([x0, y0, 0.0])
+    frags = rasterize(screen - offset, tris, y1 - y0, x1 - x0)
     region = frags.mask.astype(np.uint8)
-    radius = int(round(erosion * face_width))
     if radius > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         region = cv2.erode(region, kernel)
 
-    px = np.clip(np.floor(texel_screen[..., 0]).astype(np.int64), 0, width - 1)
-    py = np.clip(np.floor(texel_screen[..., 1]).astype(np.int64), 0, height - 1)
-    inside = ((texel_screen[..., 0] >= 0) & (texel_screen[..., 0] < width)
-              & (texel_screen[..., 1] >= 0) & (texel_screen[..., 1] < height))
+    local = texel_screen - offset.astype(np.float32)
+    inside = ((local[..., 0] >= 0) & (local[..., 0] < x1 - x0) & (local[..., 1] >= 0) & (local[..., 1] < y1 - y0))
+    px = np.clip(np.floor(local[..., 0]).astype(np.int64), 0, max(0, x1 - x0 - 1))
+    py = np.clip(np.floor(local[..., 1]).astype(np.int64), 0, max(0, y1 - y0 - 1))
     tolerance = depth_tolerance * fit.pose.scale
-    front = frags.triangle_id[py, px]
-    front_depth = triangle_plane_depth(screen, tris, front, texel_screen[..., 0], texel_screen[..., 1],
-                                       fallback=frags.depth[py, px])
+    if frags.triangle_id.size:
+        front = np.where(inside, frags.triangle_id[py, px], -1)
+        front_depth = triangle_plane_depth(screen - offset, tris, front, local[..., 0], local[..., 1],
+                                           fallback=frags.depth[py, px])
+        in_region = region[py, px] > 0
+    else:  # the face lies entirely outside the photo
+        front = np.full(layout.mask.shape, -1)
+        front_depth = np.full(layout.mask.shape, np.inf)
+        in_region = np.zeros(layout.mask.shape, dtype=bool)
     unoccluded = (front == layout.triangle_id) | (texel_screen[..., 2] <= front_depth + tolerance)
-    visible = layout.mask & inside & (region[py, px] > 0) & (front >= 0) & unoccluded
+    visible = layout.mask & inside & in_region & (front >= 0) & unoccluded
 
     confidence = np.where(visible, facing, 0.0).astype(np.float32)
     confidence[confidence < min_confidence] = 0.0
@@ -236,7 +245,7 @@ def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = N
     texture = colour.astype(np.float32) / 255.0
     texture[confidence <= 0] = 0.0
 
-    position = layout.interpolate(np.asarray(fit.vertices, dtype=np.float64), tris)
+    position = layout.interpolate(fit.vertices)
     n_layout = int(layout.mask.sum())
     info = {
         "uv_size": uv_size, "model_id": model.name, "source": fit.source,

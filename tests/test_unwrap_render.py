@@ -52,7 +52,7 @@ def test_unwrap_visibility_matches_rasterizer(model):
                           min_confidence=0.0)
     layout = uv_layout(model, 256)
     frags = rasterize(fit.screen_vertices(), model.triangles, size, size)
-    texel_screen = layout.interpolate(fit.screen_vertices(), model.triangles)
+    texel_screen = layout.interpolate(fit.screen_vertices())
     px = np.clip(texel_screen[..., 0].astype(int), 0, size - 1)
     py = np.clip(texel_screen[..., 1].astype(int), 0, size - 1)
     front = frags.triangle_id[py, px][result.visible]

@@ -8,10 +8,11 @@ Texel ``(i, j)`` sits at ``u = (j + 0.5) / S``, ``v = 1 - (i + 0.5) / S`` (v up)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+import scipy.sparse as sp
 
 from stages.core.face_model import FaceModel
 
@@ -34,14 +35,14 @@ class UVLayout:
     triangle_id: np.ndarray
     bary: np.ndarray
     mask: np.ndarray
+    #: ``(S*S, V)`` sparse barycentric weights: ``uv_map.reshape(S*S, C) = weights @ per_vertex``.
+    weights: sp.csr_matrix = field(repr=False, default=None)
 
-    def interpolate(self, per_vertex: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-        """Per-vertex ``(V, C)`` values -> ``(S, S, C)`` UV map (zeros outside the layout)."""
-        ids = np.where(self.mask, self.triangle_id, 0)
-        corners = per_vertex[triangles[ids]]                  # (S, S, 3, C)
-        out = np.einsum("ijk,ijkc->ijc", self.bary, corners)
-        out[~self.mask] = 0
-        return out.astype(np.float32)
+    def interpolate(self, per_vertex: np.ndarray) -> np.ndarray:
+        """Per-vertex ``(V, C)`` values of the layout's model -> ``(S, S, C)`` float32 UV map (zeros outside)."""
+        values = np.asarray(per_vertex, dtype=np.float64)
+        out = self.weights @ values.reshape(values.shape[0], -1)
+        return out.reshape(self.size, self.size, *values.shape[1:]).astype(np.float32)
 
     def mirror(self, uv_image: np.ndarray) -> np.ndarray:
         """The left-right mirror of a UV map (the layout is symmetric under ``u -> 1 - u``)."""
@@ -55,8 +56,13 @@ def _layout_cached(model_key: tuple, size: int, uv_bytes: bytes, tri_bytes: byte
     uv = np.frombuffer(uv_bytes, dtype=np.float32).reshape(-1, 2)
     tris = np.frombuffer(tri_bytes, dtype=np.int32).reshape(-1, 3)
     frags = rasterize_uv(uv, tris, size)
+    mask = frags.triangle_id >= 0
+    texel = np.flatnonzero(mask.ravel())
+    corners = tris[frags.triangle_id.ravel()[texel]]                          # (T, 3)
+    weights = sp.csr_matrix((frags.bary.reshape(-1, 3)[texel].ravel().astype(np.float64),
+                             (np.repeat(texel, 3), corners.ravel())), shape=(size * size, len(uv)))
     layout = UVLayout(size=size, triangle_id=frags.triangle_id, bary=frags.bary.astype(np.float32),
-                      mask=frags.triangle_id >= 0)
+                      mask=mask, weights=weights)
     for arr in (layout.triangle_id, layout.bary, layout.mask):
         arr.setflags(write=False)
     return layout
