@@ -159,6 +159,8 @@ def save_png(path: str | Path, image: np.ndarray) -> None:
     import cv2
 
     pixels = to_uint8(image)
+    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (1, 3, 4))):
+        raise ValueError(f"{path}: cannot write an image of shape {pixels.shape} as PNG")
     if pixels.ndim == 3 and pixels.shape[2] == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     elif pixels.ndim == 3 and pixels.shape[2] == 4:
