@@ -5,6 +5,7 @@
 #   make pipeline PHOTOS=dir OUT=dir -j4  fit -> unwrap -> complete for every photo in PHOTOS;
 #                                         only missing or stale artifacts are recomputed
 #   make renders  PHOTOS=dir OUT=dir      + novel views, turntable.gif for every completed photo
+#   make demo                             facetex complete on skimage's astronaut -> facetex_out/astronaut/
 #   make bench                            per-stage timings (benchmarks/bench_stages.py)
 #   make face-model                       rebuild the built-in face model asset from ../shared
 
@@ -21,13 +22,13 @@ STEMS       := $(basename $(notdir $(PHOTO_FILES)))
 COMPLETED   := $(STEMS:%=$(OUT)/%/complete.json)
 TURNTABLES  := $(STEMS:%=$(OUT)/%/turntable.gif)
 
-.PHONY: install test test-all lint pipeline renders bench face-model clean-out help
+.PHONY: install test test-all lint pipeline renders demo bench figure face-model clean-out help
 .DELETE_ON_ERROR:
 # Keep the intermediate artifacts: they are outputs people look at, not temporaries.
 .SECONDARY:
 
 help:
-	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 install:
 	$(PYTHON) -m pip install -c constraints.txt torch==2.13.0
@@ -79,8 +80,15 @@ $(OUT)/%/complete.json: $(OUT)/%/unwrap.json
 $(OUT)/%/turntable.gif: $(OUT)/%/complete.json
 	$(FACETEX) render "$(OUT)/$*/uv_complete.png" "$(OUT)/$*/fit.json" -o $(OUT) $(FACETEX_FLAGS)
 
+demo:
+	$(PYTHON) -c "from PIL import Image; from skimage import data; import os; os.makedirs('facetex_out', exist_ok=True); Image.fromarray(data.astronaut()).save('facetex_out/astronaut.png')"
+	$(FACETEX) complete facetex_out/astronaut.png -o facetex_out
+
 bench:
 	$(PYTHON) benchmarks/bench_stages.py
+
+figure:
+	$(PYTHON) scripts/make_readme_figure.py
 
 face-model:
 	$(PYTHON) scripts/build_face_model.py

@@ -118,8 +118,8 @@ def main() -> int:
     cold_med = statistics.median(cold) if cold else float("nan")
     print(f"| cold `facetex complete` (1 photo, new process), s | {cold_med:.2f} | {max(cold, default=0):.2f} |")
     print(f"\nmodel load + warm-up: {model_load:.2f} s; peak RSS: {peak_rss_mb:.0f} MB")
-    result.update({"cold_s": round(cold_med, 3), "model_load_s": round(model_load, 3), "peak_rss_mb": round(peak_rss_mb),
-                   "photos": n, "failures": failures})
+    result.update({"cold_s": round(cold_med, 3), "model_load_s": round(model_load, 3),
+                   "peak_rss_mb": round(peak_rss_mb), "photos": n, "failures": failures})
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

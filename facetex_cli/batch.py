@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -113,7 +114,7 @@ def run_batch(items: list, process: Callable[[object], str | None], *, name_of: 
     results = [ItemResult(pattern, "failed", f"{pattern}: no such file, folder or glob match")
                for pattern in missing or []]
     for result in results:
-        console.print(f"[red]error[/red] {result.detail}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/red] {escape(result.detail)}", highlight=False, soft_wrap=True)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=console,
                         transient=True, disable=not console.is_terminal)
@@ -141,7 +142,7 @@ def run_batch(items: list, process: Callable[[object], str | None], *, name_of: 
                 results.append(ItemResult(name, "failed", f"internal error: {type(exc).__name__}: {exc}",
                                           time.perf_counter() - start))
             if results[-1].status == "failed":
-                console.print(f"[red]error[/red] {results[-1].detail}", highlight=False, soft_wrap=True)
+                console.print(f"[red]error[/red] {escape(results[-1].detail)}", highlight=False, soft_wrap=True)
             progress.advance(task)
     return results
 
@@ -159,8 +160,8 @@ def print_summary(results: list[ItemResult], title: str) -> int:
         table.add_column("detail", overflow="fold")
         colours = {"ok": "green", "skipped": "yellow", "failed": "red"}
         for r in shown:
-            table.add_row(r.name, f"[{colours[r.status]}]{r.status}[/]", f"{r.seconds:.2f}" if r.seconds else "",
-                          r.detail)
+            table.add_row(escape(r.name), f"[{colours[r.status]}]{r.status}[/]",
+                          f"{r.seconds:.2f}" if r.seconds else "", escape(r.detail))
         console.print(table)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     console.print(f"{title}: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed",

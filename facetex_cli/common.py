@@ -5,13 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from stages.core.errors import MissingArtifactError
+from facetex_cli.batch import console, quiet_native_stderr
+from stages.core.errors import FacetexError, MissingArtifactError
 
 OUT_OPTION = typer.Option(Path("facetex_out"), "--out", "-o", help="Output root; each input writes OUT/<stem>/.")
 SKIP_OPTION = typer.Option(False, "--skip-existing/--no-skip-existing",
                            help="Skip inputs whose outputs already exist (resume a batch).")
 DEBUG_OPTION = typer.Option(False, "--debug/--no-debug", help="Show tracebacks and native library logs.")
+LANDMARKS_OPTION = typer.Option("mediapipe", "--landmarks",
+                                help="Landmark backend: 'mediapipe' (built in, 478 points) or 'face-alignment' "
+                                     "(optional extra, 68 points, only with its weights already on disk).")
+
+
+def build_or_exit(factory, debug: bool = False):
+    """Build a model/detector before a batch; an expected failure is one line and exit code 2."""
+    try:
+        with quiet_native_stderr(not debug):
+            return factory()
+    except FacetexError as exc:
+        console.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def outputs_exist(out: Path, stem: str, marker: str) -> bool:
@@ -43,15 +58,3 @@ def find_artifacts(root: Path, stem: str, name: str) -> list[Path]:
         return faces
     raise MissingArtifactError(root / stem / name, f"not found (run the stage that writes {name} first)")
 
-
-class Lazy:
-    """Build an expensive object on first use (inside the batch loop, so its native logs are silenced)."""
-
-    def __init__(self, factory):
-        self._factory = factory
-        self._value = None
-
-    def get(self):
-        if self._value is None:
-            self._value = self._factory()
-        return self._value

@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 
 from facetex_cli.batch import expand_inputs, print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, Lazy, outputs_exist
+from facetex_cli.common import (
+    DEBUG_OPTION,
+    LANDMARKS_OPTION,
+    OUT_OPTION,
+    SKIP_OPTION,
+    build_or_exit,
+    outputs_exist,
+)
 from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
 from stages.complete import DEFAULT_METHOD, CompleteOptions, Completer
 from stages.completion import available_methods
@@ -28,6 +35,7 @@ def complete_command(
     uv_size: int = typer.Option(512, "--uv-size", min=UV_SIZE_RANGE[0], max=UV_SIZE_RANGE[1],
                                 help="UV texture side in texels."),
     face: str = typer.Option("largest", "--face", help=FACE_HELP),
+    landmarks: str = LANDMARKS_OPTION,
     subdivide: int = typer.Option(1, "--subdivide", min=0, max=3, help="Loop subdivision levels of the exported mesh."),
     glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
     previews: bool = typer.Option(True, "--previews/--no-previews", help="Write render_fitted.png and views.png."),
@@ -46,14 +54,14 @@ def complete_command(
                                  param_hint="--method")
     unwrap_dirs = [Path(p) for p in photos if (Path(p) / "unwrap.json").is_file()]
     inputs = expand_inputs([p for p in photos if Path(p) not in unwrap_dirs])
-    options = CompleteOptions(method=method, uv_size=uv_size, face=face, subdivide=subdivide, glb=glb,
-                              previews=previews, max_side=max_side)
-    completer = Lazy(lambda: Completer(options))
+    options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
+                              glb=glb, previews=previews, max_side=max_side)
+    completer = build_or_exit(lambda: Completer(options), debug)
 
     def process(path: Path) -> str:
         if path in unwrap_dirs:
-            return str(completer.get().run_from_unwrap(path, out))
-        return ", ".join(str(d) for d in completer.get().run(path, out))
+            return str(completer.run_from_unwrap(path, out))
+        return ", ".join(str(d) for d in completer.run(path, out))
 
     def stem_of(path: Path) -> str:
         return path.name if path in unwrap_dirs else path.stem

@@ -7,10 +7,17 @@ from pathlib import Path
 import typer
 
 from facetex_cli.batch import expand_inputs, print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, Lazy, outputs_exist
+from facetex_cli.common import (
+    DEBUG_OPTION,
+    LANDMARKS_OPTION,
+    OUT_OPTION,
+    SKIP_OPTION,
+    build_or_exit,
+    outputs_exist,
+)
 from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
-from stages.fit import MediaPipeLandmarker, fit_photo, save_fit
+from stages.fit import fit_photo, make_landmarker, save_fit
 
 FACE_HELP = "Which face to fit: 'largest', 'all' (writes OUT/<stem>_face<i>/), or an index (0 = largest)."
 MAX_SIDE_HELP = "Photos whose long side exceeds this are downscaled on load."
@@ -20,6 +27,7 @@ def fit_command(
     photos: list[str] = typer.Argument(..., help="Photo files, folders or globs."),
     out: Path = OUT_OPTION,
     face: str = typer.Option("largest", "--face", help=FACE_HELP),
+    landmarks: str = LANDMARKS_OPTION,
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
@@ -30,11 +38,11 @@ def fit_command(
     """
     inputs = expand_inputs(photos)
     model = load_builtin_face_model()
-    landmarker = Lazy(MediaPipeLandmarker)
+    landmarker = build_or_exit(lambda: make_landmarker(landmarks), debug)
 
     def process(path: Path) -> str:
         photo = load_photo(path, max_side=max_side)
-        fits = fit_photo(photo, landmarker.get(), model=model, face=face)
+        fits = fit_photo(photo, landmarker, model=model, face=face)
         for fit in fits:
             save_fit(fit, photo.rgb, out / fit.stem, model)
         yaw, pitch, _ = fits[0].pose.euler

@@ -25,7 +25,7 @@ from stages.completion import Completion, get_method
 from stages.core.atomic import write_json
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo, save_png
-from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, save_fit
+from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, make_landmarker, save_fit
 from stages.render import (
     DEFAULT_YAWS,
     compose_views,
@@ -45,6 +45,7 @@ class CompleteOptions:
     method: str = DEFAULT_METHOD
     uv_size: int = 512
     face: str = "largest"
+    landmarks: str = "mediapipe"
     max_side: int = DEFAULT_MAX_SIDE
     subdivide: int = 1
     yaws: tuple[float, ...] = DEFAULT_YAWS
@@ -60,7 +61,7 @@ class Completer:
     Args:
         options: run settings.
         model: face model (default: built-in).
-        landmarker: landmark detector (default: MediaPipe face mesh).
+        landmarker: landmark detector (default: the ``options.landmarks`` backend).
     """
 
     def __init__(self, options: CompleteOptions | None = None, *, model: FaceModel | None = None,
@@ -68,7 +69,7 @@ class Completer:
         self.options = options or CompleteOptions()
         self.model = model or load_builtin_face_model()
         self.method = get_method(self.options.method).load(self.model, **self.options.method_options)
-        self.landmarker = landmarker or MediaPipeLandmarker()
+        self.landmarker = landmarker or make_landmarker(self.options.landmarks)
 
     def complete_unwrap(self, unwrap: UnwrapResult) -> Completion:
         """Fill one partial texture with the configured method."""

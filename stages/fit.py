@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.atomic import write_json
-from stages.core.camera import Pose, fit_pose, screen_to_model
-from stages.core.errors import BadInputError, MissingArtifactError, NoFaceError
+from stages.core.camera import Pose, fit_pose, fit_pose_2d, screen_to_model
+from stages.core.errors import BadInputError, FacetexError, MissingArtifactError, NoFaceError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import Photo, save_png
 from stages.core.lighting import fit_sh_lighting
@@ -142,8 +142,14 @@ class FitResult:
         return result
 
 
+class LandmarkBackendUnavailable(FacetexError):
+    """The requested landmark backend cannot run here (package or weights missing)."""
+
+
 class MediaPipeLandmarker:
     """MediaPipe face mesh with iris refinement, loaded once and reused for a whole batch.
+
+    ``kind = "dense"``: its points are the built-in model's landmark points (plus iris).
 
     Args:
         max_faces: how many faces to look for per photo.
@@ -151,6 +157,7 @@ class MediaPipeLandmarker:
     """
 
     name = "mediapipe-facemesh"
+    kind = "dense"
 
     def __init__(self, max_faces: int = 8, min_confidence: float = 0.5):
         os.environ.setdefault("GLOG_minloglevel", "2")
@@ -177,6 +184,64 @@ class MediaPipeLandmarker:
 
     def close(self) -> None:
         self._mesh.close()
+
+
+#: Weight files face-alignment (2D FAN + S3FD detector) loads from torch's hub cache.
+FACE_ALIGNMENT_FILES = ("s3fd-619a316812.pth", "2DFAN4-11f355bf06.pth.tar")
+
+
+class FaceAlignmentLandmarker:
+    """Optional backend: face-alignment's 2D FAN, 68 iBUG points, used only when its weights are on disk.
+
+    ``kind = "ibug68"``: 68 sparse points carry a pose but not a dense shape, so the fit uses the
+    model's mean shape (through ``FaceModel.landmarks68``). facetex never downloads the weights;
+    see ``data_manifests/face_alignment.md``.
+
+    Raises:
+        LandmarkBackendUnavailable: package not installed, or weights not in the torch hub cache.
+    """
+
+    name = "face-alignment-2dfan4"
+    kind = "ibug68"
+
+    def __init__(self, device: str = "cpu"):
+        try:
+            import face_alignment
+        except ImportError:
+            raise LandmarkBackendUnavailable(
+                None, "landmark backend face-alignment is not installed "
+                      "(pip install 'facetex[face-alignment]', or use --landmarks mediapipe)") from None
+        import torch
+
+        checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+        missing = [name for name in FACE_ALIGNMENT_FILES if not (checkpoints / name).is_file()]
+        if missing:
+            raise LandmarkBackendUnavailable(
+                checkpoints, f"face-alignment weights not on disk ({', '.join(missing)}); facetex never downloads: "
+                             "put them there first (sources in data_manifests/face_alignment.md) "
+                             "or use --landmarks mediapipe")
+        self.version = getattr(face_alignment, "__version__", "?")
+        self._fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device=device,
+                                                face_detector="sfd")
+
+    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """``(H, W, 3)`` uint8 RGB -> list of ``(68, 3)`` points (pixel ``x, y``; depth 0, unknown)."""
+        found = self._fa.get_landmarks_from_image(np.ascontiguousarray(rgb)) or []
+        return [np.column_stack([np.asarray(p)[:, :2], np.zeros(len(p))]).astype(np.float64) for p in found]
+
+    def close(self) -> None:
+        pass
+
+
+LANDMARK_BACKENDS = {"mediapipe": MediaPipeLandmarker, "face-alignment": FaceAlignmentLandmarker}
+
+
+def make_landmarker(name: str = "mediapipe"):
+    """Build a landmark backend by name (``mediapipe`` or ``face-alignment``)."""
+    if name not in LANDMARK_BACKENDS:
+        raise LandmarkBackendUnavailable(None, f"unknown landmark backend {name!r}; choose from "
+                                               f"{', '.join(LANDMARK_BACKENDS)}")
+    return LANDMARK_BACKENDS[name]()
 
 
 def face_box(points: np.ndarray) -> tuple[float, float, float, float]:
@@ -243,6 +308,19 @@ def estimate_lighting(rgb: np.ndarray, screen_vertices: np.ndarray, normals_cam:
     return fit_sh_lighting(colors, normals)
 
 
+def _fit_sparse68(points: np.ndarray, model: FaceModel, path: Path):
+    """Pose of the mean shape from 68 iBUG points (2D); the jaw line (points 0-16) is left out
+    because a 2D detector puts it on the visible contour, which is no fixed mesh vertex."""
+    if model.landmarks68 is None:
+        raise BadInputError(path, f"face model {model.name} has no 68-point landmark indices")
+    inner = np.arange(17, 68)
+    anchors = np.asarray(model.vertices, dtype=np.float64)[model.landmarks68[inner]]
+    pose = fit_pose_2d(anchors, points[inner, :2])
+    vertices = np.asarray(model.vertices, dtype=np.float64)
+    residual = np.linalg.norm(pose.to_screen(anchors)[:, :2] - points[inner, :2], axis=1)
+    return pose, vertices, residual
+
+
 def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel | None = None,
               face: str = "largest", min_face_px: int = MIN_FACE_PX, seed: int = 0) -> list[FitResult]:
     """Fit the face model to one photo.
@@ -278,10 +356,13 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
             if face == "all":
                 continue
             raise NoFaceError(photo.path, f"face too small ({box[2] - box[0]:.0f} px wide; need {min_face_px})")
-        mesh_points = model.vertices_from_landmarks(points[: model.n_landmarks])
-        pose = fit_pose(model.vertices, mesh_points)
-        vertices = screen_to_model(pose, mesh_points)
-        residual = np.linalg.norm(pose.to_screen(model.vertices)[:, :2] - mesh_points[:, :2], axis=1)
+        if getattr(landmarker, "kind", "dense") == "ibug68":
+            pose, vertices, residual = _fit_sparse68(points, model, photo.path)
+        else:
+            mesh_points = model.vertices_from_landmarks(points[: model.n_landmarks])
+            pose = fit_pose(model.vertices, mesh_points)
+            vertices = screen_to_model(pose, mesh_points)
+            residual = np.linalg.norm(pose.to_screen(model.vertices)[:, :2] - mesh_points[:, :2], axis=1)
         normals_cam = pose.rotate_normals(model.vertex_normals(vertices))
         lighting, light_info = estimate_lighting(
             photo.rgb, pose.to_screen(vertices), normals_cam, model, np.random.default_rng(seed))

@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Tests compare against the numba reference rasterizer (the pytorch3d parity test selects its own).
+os.environ.setdefault("FACETEX_RASTERIZER", "numba")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FACES = REPO.parent / "shared" / "faces"

@@ -280,7 +280,7 @@ def test_pytorch3d_parity():
 
     rng = np.random.default_rng(1)
     verts, tris = _random_mesh(rng, n_tris=30)
-    ours = rasterize(verts, tris, H, W)
+    ours = rasterize(verts, tris, H, W, backend="numba")
     theirs = rasterize_pytorch3d(verts, tris, H, W)
     # no top-left rule in pytorch3d: allow a handful of edge pixels to differ
     agree = ours.triangle_id == theirs.triangle_id
@@ -288,3 +288,18 @@ def test_pytorch3d_parity():
     both = agree & ours.mask
     np.testing.assert_allclose(ours.bary[both], theirs.bary[both], atol=1e-3)
     np.testing.assert_allclose(ours.depth[both], theirs.depth[both], atol=1e-3)
+
+
+def test_backend_selection(monkeypatch):
+    from stages.core.raster import default_backend
+
+    monkeypatch.setenv("FACETEX_RASTERIZER", "numba")
+    assert default_backend() == "numba"
+    monkeypatch.setenv("FACETEX_RASTERIZER", "auto")
+    import importlib.util
+
+    expected = "pytorch3d" if importlib.util.find_spec("pytorch3d") else "numba"
+    assert default_backend() == expected
+    monkeypatch.setenv("FACETEX_RASTERIZER", "opengl")
+    with pytest.raises(ValueError, match="FACETEX_RASTERIZER"):
+        default_backend()

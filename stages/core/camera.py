@@ -167,3 +167,32 @@ def screen_to_model(pose: Pose, screen_points: np.ndarray) -> np.ndarray:
     p = np.asarray(screen_points, dtype=np.float64)
     cam = np.stack([p[:, 0] - tx, -(p[:, 1] - ty), -(p[:, 2] - tz)], axis=1) / pose.scale
     return cam @ pose.rotation
+
+
+def fit_pose_2d(model_points: np.ndarray, image_xy: np.ndarray, weights: np.ndarray | None = None) -> Pose:
+    """Scaled-orthographic pose from 2D landmarks (no depth), e.g. 68-point detectors.
+
+    Fits an affine camera ``xy ≈ A X + b`` by least squares, then takes the closest scaled
+    rotation: the two rows of ``A`` (y flipped) are orthonormalised by SVD, the third axis is
+    their cross product, the scale is their mean length. Depth translation is 0.
+
+    Args:
+        model_points: ``(N, 3)`` model-space points, ``N >= 4`` and not coplanar for a full pose.
+        image_xy: ``(N, 2)`` pixel coordinates.
+        weights: optional ``(N,)`` weights.
+
+    Returns:
+        The :class:`Pose`.
+    """
+    src = np.asarray(model_points, dtype=np.float64)
+    dst = np.asarray(image_xy, dtype=np.float64)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
+    design = np.concatenate([src, np.ones((len(src), 1))], axis=1) * np.sqrt(w)[:, None]
+    solution, *_ = np.linalg.lstsq(design, dst * np.sqrt(w)[:, None], rcond=None)   # (4, 2)
+    affine = solution[:3].T                                                          # (2, 3)
+    rows = np.stack([affine[0], -affine[1]])                                         # camera x, y axes * s
+    u, sig, vt = np.linalg.svd(rows, full_matrices=False)
+    r12 = u @ vt
+    rotation = np.stack([r12[0], r12[1], np.cross(r12[0], r12[1])])
+    scale = float(sig.mean())
+    return Pose(rotation=rotation, scale=scale, translation=np.array([solution[3, 0], solution[3, 1], 0.0]))

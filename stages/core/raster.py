@@ -31,6 +31,9 @@ image are clipped to it.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -234,9 +237,25 @@ def _empty(height, width):
     )
 
 
+def default_backend() -> str:
+    """The rasterizer :func:`rasterize` uses: ``$FACETEX_RASTERIZER`` if set (``numba`` or
+    ``pytorch3d``), else ``pytorch3d`` when it is importable, else ``numba``."""
+    choice = os.environ.get("FACETEX_RASTERIZER", "auto").strip().lower()
+    if choice in ("numba", "pytorch3d"):
+        return choice
+    if choice != "auto":
+        raise ValueError(f"FACETEX_RASTERIZER must be auto, numba or pytorch3d, got {choice!r}")
+    return "pytorch3d" if importlib.util.find_spec("pytorch3d") is not None else "numba"
+
+
 def rasterize(verts_screen: np.ndarray, triangles: np.ndarray, height: int, width: int, *,
-              cull_backfaces: bool = False) -> Fragments:
-    """Rasterize a triangle mesh given in screen space with a z-buffer (numba, single thread).
+              cull_backfaces: bool = False, backend: str | None = None) -> Fragments:
+    """Rasterize a triangle mesh given in screen space with a z-buffer.
+
+    The numba kernel (single thread, CPU) is the reference; ``backend="pytorch3d"`` (the default
+    when pytorch3d is importable, see :func:`default_backend`) routes to
+    :func:`rasterize_pytorch3d`, which gives the same fragments up to pixels exactly on shared
+    edges (pytorch3d has no top-left rule).
 
     Args:
         verts_screen: ``(V, 3)`` float vertices: ``x, y`` continuous pixel coordinates (x right,
@@ -257,6 +276,8 @@ def rasterize(verts_screen: np.ndarray, triangles: np.ndarray, height: int, widt
         the top-left fill rule (see the module docstring); the nearest triangle wins and exact
         depth ties go to the lower triangle id.
     """
+    if (backend or default_backend()) == "pytorch3d":
+        return rasterize_pytorch3d(verts_screen, triangles, height, width, cull_backfaces=cull_backfaces)
     verts, tris, height, width = _prepare(verts_screen, triangles, height, width)
     out = _empty(height, width)
     if tris.shape[0] == 0:
