@@ -811,18 +811,9 @@ class FaceModel:
             arrays["landmarks68"] = self.landmarks68
         if self.shape_basis is not None:
             arrays["shape_basis"] = self.shape_basis
-        if self.upsample is not None:
-            u = self.upsample.tocsr()
-            arrays["upsample_data"] = u.data
-            arrays["upsample_indices"] = u.indices.astype(np.int64)
-            arrays["upsample_indptr"] = u.indptr.astype(np.int64)
-            arrays["upsample_shape"] = np.array(u.shape, dtype=np.int64)
-        if self.landmark_map is not None:
-            u = self.landmark_map.tocsr()
-            arrays["landmark_map_data"] = u.data
-            arrays["landmark_map_indices"] = u.indices.astype(np.int64)
-            arrays["landmark_map_indptr"] = u.indptr.astype(np.int64)
-            arrays["landmark_map_shape"] = np.array(u.shape, dtype=np.int64)
+        for prefix, matrix in (("upsample", self.upsample), ("landmark_map", self.landmark_map)):
+            if matrix is not None:
+                arrays.update(_sparse_arrays(prefix, matrix))
         path = Path(path)
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for k, a in arrays.items():
@@ -920,6 +911,13 @@ def _sub_level(name: str) -> int:
 def _strip_sub(name: str) -> str:
     head, sep, tail = name.rpartition("-sub")
     return head if sep and tail.isdigit() else name
+
+
+def _sparse_arrays(prefix: str, matrix: sp.spmatrix) -> dict[str, np.ndarray]:
+    """The CSR parts of ``matrix`` as npz entries ``PREFIX_{data,indices,indptr,shape}``."""
+    csr = matrix.tocsr()
+    return {f"{prefix}_data": csr.data, f"{prefix}_indices": csr.indices.astype(np.int64),
+            f"{prefix}_indptr": csr.indptr.astype(np.int64), f"{prefix}_shape": np.array(csr.shape, dtype=np.int64)}
 
 
 @functools.lru_cache(maxsize=8)
