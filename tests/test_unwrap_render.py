@@ -109,3 +109,25 @@ def test_unwrap_save_load_round_trip(model, tmp_path):
     assert np.abs(loaded.confidence - result.confidence).max() <= 1 / 255 + 1e-6
     assert np.array_equal(loaded.position, result.position)
     assert not list(tmp_path.glob("*.part*"))
+
+
+def test_relighting_with_sh(model):
+    """Ambient-only light leaves the render unchanged; a light from +x brightens the +x side."""
+    from stages.core.lighting import _C0, _C1
+
+    size = 256
+    fit = synthetic_fit(model, 0.0, size)
+    texture = np.full((64, 64, 3), 0.5, np.float32)
+    normals = fit.pose.rotate_normals(model.vertex_normals())
+    unlit, mask = render_mesh(texture, fit.screen_vertices(), model, size, size)
+    ambient = np.zeros((9, 3), np.float32)
+    ambient[0] = 0.8 / _C0
+    same, _ = render_mesh(texture, fit.screen_vertices(), model, size, size, normals_cam=normals, sh=ambient)
+    assert np.abs(same[mask] - unlit[mask]).max() < 1e-5
+    directional = ambient.copy()
+    directional[3] = 0.5 / _C1  # the x-linear term: light from +x (image right)
+    lit, _ = render_mesh(texture, fit.screen_vertices(), model, size, size, normals_cam=normals, sh=directional)
+    cols = np.nonzero(mask.any(axis=0))[0]
+    left = lit[:, cols[0]: cols[0] + 20][mask[:, cols[0]: cols[0] + 20]].mean()
+    right = lit[:, cols[-1] - 19: cols[-1] + 1][mask[:, cols[-1] - 19: cols[-1] + 1]].mean()
+    assert right > left + 0.1
