@@ -23,6 +23,21 @@ from stages.render import (
 )
 
 
+def resolve_textures(patterns: list[str]):
+    """Texture files from files, globs, result folders (``OUT/<stem>/`` -> its ``uv_complete.png``) and
+    output roots (every ``OUT/*/uv_complete.png``); other folders contribute all their PNGs."""
+    expanded = []
+    for pattern in patterns:
+        folder = Path(pattern)
+        if folder.is_dir() and (folder / "uv_complete.png").is_file():
+            expanded.append(str(folder / "uv_complete.png"))
+        elif folder.is_dir() and any(folder.glob("*/uv_complete.png")):
+            expanded.extend(str(p) for p in sorted(folder.glob("*/uv_complete.png")))
+        else:
+            expanded.append(pattern)
+    return expand_inputs(expanded, suffixes={".png"})
+
+
 def texture_stem(path: Path) -> str:
     """Output name of a texture: its folder's name for stage outputs (``<stem>/uv_*.png``), else its stem."""
     return path.parent.name if path.name.startswith("uv_") else path.stem
@@ -48,7 +63,9 @@ def parse_angles(text: str) -> tuple[float, ...]:
 
 
 def render_command(
-    textures: list[str] = typer.Argument(..., help="UV texture PNGs, folders (e.g. OUT/<stem>/) or globs."),
+    textures: list[str] = typer.Argument(
+        ..., help="UV texture PNGs or globs; a result folder OUT/<stem>/ or an output root OUT/ means their "
+                  "uv_complete.png."),
     fit: Path = typer.Argument(..., help="A fit.json, or an output root holding <stem>/fit.json."),
     out: Path = OUT_OPTION,
     yaws: str = typer.Option("-60,-30,0,30,60", "--yaws", help="Comma-separated novel-view yaw angles (degrees)."),
@@ -67,10 +84,7 @@ def render_command(
     render_yaw<+A>.png per angle, views.png, turntable.gif, textured.obj/.mtl/.png and textured.glb.
     """
     angles = parse_angles(yaws)
-    inputs = expand_inputs(textures, suffixes={".png"})
-    # A folder of stage outputs holds several uv_*.png; render the completed one.
-    files = [p for p in inputs.files if not p.name.startswith("uv_") or p.name == "uv_complete.png"
-             or len([q for q in inputs.files if q.parent == p.parent]) == 1]
+    inputs = resolve_textures(textures)
     model = load_builtin_face_model()
     light = load_sh(sh) if sh is not None else None
 
@@ -97,7 +111,7 @@ def render_command(
                 notes.append(f"photo {result.source} not found: no render_fitted.png")
         return "; ".join(notes)
 
-    results = run_batch(files, process, name_of=lambda p: str(p), missing=inputs.missing,
+    results = run_batch(inputs.files, process, name_of=lambda p: str(p), missing=inputs.missing,
                         skip=(lambda p: outputs_exist(out, texture_stem(p), "textured.obj")) if skip_existing else None,
                         description="render", debug=debug)
     raise typer.Exit(print_summary(results, "render"))

@@ -143,12 +143,14 @@ def test_stages_chain_and_render(astronaut_path, tmp_path):
     proc = run_facetex("complete", str(folder), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert (folder / "uv_complete.png").is_file() and (folder / "render_fitted.png").is_file()
-    proc = run_facetex("render", str(folder / "uv_complete.png"), str(out), "-o", str(out), "--yaws", "-45,0,45",
+    # A result folder stands for its uv_complete.png (not every PNG in it).
+    proc = run_facetex("render", str(folder), str(out), "-o", str(out), "--yaws", "-45,0,45",
                        "--size", "128", "--sh", str(folder / "fit.json"))
     assert proc.returncode == 0, proc.stderr
     for name in ("render_yaw-045.png", "render_yaw+000.png", "render_yaw+045.png", "turntable.gif", "textured.obj",
                  "textured.png", "render_fitted.png"):
         assert (folder / name).is_file(), name
+    assert "1 ok, 0 skipped, 0 failed" in proc.stderr
     gif = Image.open(folder / "turntable.gif")
     assert gif.n_frames > 10
     view = np.asarray(Image.open(folder / "render_yaw+000.png"))
