@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from stages.core.atomic import write_json, write_npy
+from stages.core.camera import Pose
 from stages.core.errors import MissingArtifactError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import load_texture, save_png
@@ -166,6 +167,86 @@ def triangle_plane_depth(screen: np.ndarray, triangles: np.ndarray, triangle_id:
     return np.where((triangle_id >= 0) & ~edge_on[ids], depth, fallback)
 
 
+@dataclass
+class TexelVisibility:
+    """Where every texel lands in an image and how well it is seen there.
+
+    Attributes:
+        confidence: ``(S, S)`` float32 cosine between normal and view ray for visible texels, else 0.
+        texel_screen: ``(S, S, 3)`` float32 screen position (pixel ``x, y``, depth) of each texel.
+        erosion_px: silhouette erosion radius used, in pixels.
+        depth_tolerance_px: z-buffer tolerance used, in pixels.
+        face_width_px: width of the projected mesh.
+    """
+
+    confidence: np.ndarray
+    texel_screen: np.ndarray
+    erosion_px: int
+    depth_tolerance_px: float
+    face_width_px: float
+
+
+def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height: int, width: int, uv_size: int, *,
+                     erosion: float = EROSION_FRACTION, depth_tolerance: float = DEPTH_TOLERANCE,
+                     min_confidence: float = MIN_CONFIDENCE) -> TexelVisibility:
+    """Visibility and confidence of every UV texel for a posed shape in an image, no photo needed.
+
+    The geometric half of :func:`unwrap_photo`, also used to simulate what other head poses
+    would hide (the hidden-texel benchmark of ``evaluate``).
+
+    Args:
+        model: face model.
+        vertices: ``(V, 3)`` model-space shape.
+        pose: its pose in the image.
+        height, width: image size in pixels.
+        uv_size: ``S``.
+        erosion, depth_tolerance, min_confidence: as :func:`unwrap_photo`.
+    """
+    layout = uv_layout(model, uv_size)
+    tris = model.triangles
+    screen = pose.to_screen(vertices)
+
+    # Per-texel screen position and camera-space normal.
+    texel_screen = layout.interpolate(screen)                                    # (S, S, 3)
+    texel_normal = layout.interpolate(pose.rotate_normals(model.vertex_normals(vertices)))
+    texel_normal /= np.linalg.norm(texel_normal, axis=2, keepdims=True) + 1e-12
+    facing = np.clip(texel_normal[..., 2], 0.0, 1.0)
+
+    # Image-space z-buffer of the same mesh and the eroded face-region mask, computed in a window
+    # around the face (same result as the whole image, much less work for large photos).
+    face_width = float(np.ptp(screen[:, 0]))
+    radius = round(erosion * face_width)
+    x0, y0, x1, y1 = crop_window(screen, height, width, margin=radius + 2)
+    offset = np.array([x0, y0, 0.0])
+    frags = rasterize(screen - offset, tris, y1 - y0, x1 - x0)
+    region = frags.mask.astype(np.uint8)
+    if radius > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        region = cv2.erode(region, kernel)
+
+    local = texel_screen - offset.astype(np.float32)
+    inside = ((local[..., 0] >= 0) & (local[..., 0] < x1 - x0) & (local[..., 1] >= 0) & (local[..., 1] < y1 - y0))
+    px = np.clip(np.floor(local[..., 0]).astype(np.int64), 0, max(0, x1 - x0 - 1))
+    py = np.clip(np.floor(local[..., 1]).astype(np.int64), 0, max(0, y1 - y0 - 1))
+    tolerance = depth_tolerance * pose.scale
+    if frags.triangle_id.size:
+        front = np.where(inside, frags.triangle_id[py, px], -1)
+        front_depth = triangle_plane_depth(screen - offset, tris, front, local[..., 0], local[..., 1],
+                                           fallback=frags.depth[py, px])
+        in_region = region[py, px] > 0
+    else:  # the face lies entirely outside the image
+        front = np.full(layout.mask.shape, -1)
+        front_depth = np.full(layout.mask.shape, np.inf)
+        in_region = np.zeros(layout.mask.shape, dtype=bool)
+    unoccluded = (front == layout.triangle_id) | (texel_screen[..., 2] <= front_depth + tolerance)
+    visible = layout.mask & inside & in_region & (front >= 0) & unoccluded
+
+    confidence = np.where(visible, facing, 0.0).astype(np.float32)
+    confidence[confidence < min_confidence] = 0.0
+    return TexelVisibility(confidence=confidence, texel_screen=texel_screen, erosion_px=radius,
+                           depth_tolerance_px=float(tolerance), face_width_px=face_width)
+
+
 def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = None, uv_size: int = 512,
                  erosion: float = EROSION_FRACTION, depth_tolerance: float = DEPTH_TOLERANCE,
                  min_confidence: float = MIN_CONFIDENCE) -> UnwrapResult:
@@ -189,55 +270,18 @@ def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = N
     if fit.model_id != model.name:
         raise MissingArtifactError(fit.source, f"fit was made with model {fit.model_id!r}, not {model.name!r}")
     height, width = rgb.shape[:2]
-    screen = fit.screen_vertices()
+    pose = fit.pose
     if (width, height) != tuple(fit.image_size):
         # The photo was loaded at another size than at fit time (e.g. other --max-side): rescale.
-        screen = screen * np.array([width / fit.image_size[0], height / fit.image_size[1],
-                                    width / fit.image_size[0]])
+        k = width / fit.image_size[0]
+        pose = Pose(rotation=pose.rotation, scale=pose.scale * k, translation=pose.translation * k)
+    seen = texel_visibility(model, fit.vertices, pose, height, width, uv_size, erosion=erosion,
+                            depth_tolerance=depth_tolerance, min_confidence=min_confidence)
+    confidence, texel_screen = seen.confidence, seen.texel_screen
     layout = uv_layout(model, uv_size)
-    tris = model.triangles
-
-    # Per-texel screen position and camera-space normal.
-    texel_screen = layout.interpolate(screen)                                    # (S, S, 3)
-    normals_cam = fit.pose.rotate_normals(model.vertex_normals(fit.vertices))
-    texel_normal = layout.interpolate(normals_cam)
-    texel_normal /= np.linalg.norm(texel_normal, axis=2, keepdims=True) + 1e-12
-    facing = np.clip(texel_normal[..., 2], 0.0, 1.0)
-
-    # Image-space z-buffer of the same mesh and the eroded face-region mask, computed in a window
-    # around the face (same result as the whole image, much less work for large photos).
-    face_width = float(np.ptp(screen[:, 0]))
-    radius = round(erosion * face_width)
-    x0, y0, x1, y1 = crop_window(screen, height, width, margin=radius + 2)
-    offset = np.array([x0, y0, 0.0])
-    frags = rasterize(screen - offset, tris, y1 - y0, x1 - x0)
-    region = frags.mask.astype(np.uint8)
-    if radius > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        region = cv2.erode(region, kernel)
-
-    local = texel_screen - offset.astype(np.float32)
-    inside = ((local[..., 0] >= 0) & (local[..., 0] < x1 - x0) & (local[..., 1] >= 0) & (local[..., 1] < y1 - y0))
-    px = np.clip(np.floor(local[..., 0]).astype(np.int64), 0, max(0, x1 - x0 - 1))
-    py = np.clip(np.floor(local[..., 1]).astype(np.int64), 0, max(0, y1 - y0 - 1))
-    tolerance = depth_tolerance * fit.pose.scale
-    if frags.triangle_id.size:
-        front = np.where(inside, frags.triangle_id[py, px], -1)
-        front_depth = triangle_plane_depth(screen - offset, tris, front, local[..., 0], local[..., 1],
-                                           fallback=frags.depth[py, px])
-        in_region = region[py, px] > 0
-    else:  # the face lies entirely outside the photo
-        front = np.full(layout.mask.shape, -1)
-        front_depth = np.full(layout.mask.shape, np.inf)
-        in_region = np.zeros(layout.mask.shape, dtype=bool)
-    unoccluded = (front == layout.triangle_id) | (texel_screen[..., 2] <= front_depth + tolerance)
-    visible = layout.mask & inside & in_region & (front >= 0) & unoccluded
-
-    confidence = np.where(visible, facing, 0.0).astype(np.float32)
-    confidence[confidence < min_confidence] = 0.0
 
     # Colour, with the photo pre-filtered to about one pixel per texel.
-    texel_px = face_width / max(1.0, np.ptp(model.uv[:, 0]) * uv_size)
+    texel_px = seen.face_width_px / max(1.0, np.ptp(model.uv[:, 0]) * uv_size)
     source, factor = _prefilter(rgb, texel_px)
     map_x = (texel_screen[..., 0] * factor - 0.5).astype(np.float32)  # cv2.remap: pixel centres at integers
     map_y = (texel_screen[..., 1] * factor - 0.5).astype(np.float32)
@@ -249,7 +293,7 @@ def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = N
     n_layout = int(layout.mask.sum())
     info = {
         "uv_size": uv_size, "model_id": model.name, "source": fit.source,
-        "erosion_px": radius, "depth_tolerance_px": round(float(tolerance), 3),
+        "erosion_px": seen.erosion_px, "depth_tolerance_px": round(seen.depth_tolerance_px, 3),
         "min_confidence": min_confidence, "texel_px": round(float(texel_px), 3),
         "coverage": round(float((confidence > 0).sum()) / max(1, n_layout), 4),
         "mean_confidence": round(float(confidence[confidence > 0].mean()) if (confidence > 0).any() else 0.0, 4),
