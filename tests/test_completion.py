@@ -90,3 +90,19 @@ def test_fill_covers_layout_and_pads_outside(model):
     assert np.abs(result.texture - 0.6).max() < 2e-3
     assert (result.provenance[layout.mask] == MODEL).any()
     assert result.provenance_image().shape == (size, size, 3)
+
+
+def test_telea_fills_holes_and_keeps_visible(model):
+    size = 256
+    layout = uv_layout(model, size)
+    texture = np.full((size, size, 3), 0.4, np.float32)
+    confidence = np.where(layout.mask, 0.9, 0).astype(np.float32)
+    confidence[100:140, 100:140] = 0   # a hole inside the layout
+    result = get_method("telea").load(model).complete(make_unwrap(texture, confidence, layout.mask))
+    hole = np.zeros_like(layout.mask)
+    hole[100:140, 100:140] = True
+    hole &= layout.mask
+    assert (result.provenance[hole] == MODEL).all()
+    assert np.abs(result.texture[hole] - 0.4).max() < 4 / 255  # 8-bit fast marching: a few grey levels
+    visible = confidence > 0
+    assert np.array_equal(result.texture[visible], texture[visible])
