@@ -6,7 +6,9 @@
 #                                         only missing or stale artifacts are recomputed
 #   make renders  PHOTOS=dir OUT=dir      + novel views, turntable.gif for every completed photo
 #   make demo                             facetex complete on skimage's astronaut -> facetex_out/astronaut/
+#   make evaluate PHOTOS=dir OUT=dir      the pipeline, then metrics.json/.csv + report.html -> OUT/eval
 #   make bench                            per-stage timings (benchmarks/bench_stages.py)
+#   make bench-completion                 every completion method on the hidden-texel benchmark
 #   make face-model                       rebuild the built-in face model asset from ../shared
 
 PYTHON   ?= python3
@@ -22,13 +24,13 @@ STEMS       := $(basename $(notdir $(PHOTO_FILES)))
 COMPLETED   := $(STEMS:%=$(OUT)/%/complete.json)
 TURNTABLES  := $(STEMS:%=$(OUT)/%/turntable.gif)
 
-.PHONY: install test test-all lint pipeline renders demo bench figure face-model clean-out help
+.PHONY: install test test-all lint pipeline renders evaluate demo bench bench-completion figure face-model clean-out help
 .DELETE_ON_ERROR:
 # Keep the intermediate artifacts: they are outputs people look at, not temporaries.
 .SECONDARY:
 
 help:
-	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,/^$$/p' Makefile | sed -n 's/^# \{0,1\}//p'
 
 install:
 	$(PYTHON) -m pip install -c constraints.txt torch==2.13.0
@@ -84,8 +86,14 @@ demo:
 	$(PYTHON) -c "from PIL import Image; from skimage import data; import os; os.makedirs('facetex_out', exist_ok=True); Image.fromarray(data.astronaut()).save('facetex_out/astronaut.png')"
 	$(FACETEX) complete facetex_out/astronaut.png -o facetex_out
 
+evaluate: $(COMPLETED)
+	$(FACETEX) evaluate $(OUT) -o $(OUT)/eval --method $(METHOD)
+
 bench:
 	$(PYTHON) benchmarks/bench_stages.py
+
+bench-completion:
+	$(PYTHON) benchmarks/bench_completion.py
 
 figure:
 	$(PYTHON) scripts/make_readme_figure.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from facetex_cli.complete import complete_command
+from facetex_cli.evaluate import evaluate_command
 from facetex_cli.fit import fit_command
 from facetex_cli.render import render_command
 from facetex_cli.unwrap import unwrap_command
@@ -17,6 +18,7 @@ app.command("fit")(fit_command)
 app.command("unwrap")(unwrap_command)
 app.command("complete")(complete_command)
 app.command("render")(render_command)
+app.command("evaluate")(evaluate_command)
 
 
 @app.callback(invoke_without_command=True)

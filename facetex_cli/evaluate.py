@@ -1,0 +1,77 @@
+"""``facetex evaluate``: metrics of result folders -> metrics.json, metrics.csv, report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from facetex_cli.batch import console, print_summary, run_batch
+from facetex_cli.common import DEBUG_OPTION, build_or_exit
+from stages.completion import available_methods, get_method
+from stages.core.face_model import load_builtin_face_model
+
+
+def result_folders(patterns: list[str]) -> tuple[list[Path], list[str]]:
+    """Result folders (holding uv_complete.png) from folders or output roots; unmatched patterns."""
+    folders, missing = [], []
+    for pattern in patterns:
+        path = Path(pattern)
+        if (path / "uv_complete.png").is_file():
+            folders.append(path)
+        elif path.is_dir() and any(path.glob("*/uv_complete.png")):
+            folders.extend(sorted(p.parent for p in path.glob("*/uv_complete.png")))
+        else:
+            missing.append(pattern)
+    return list(dict.fromkeys(folders)), missing
+
+
+def evaluate_command(
+    results: list[str] = typer.Argument(..., help="Result folders of `facetex complete` (OUT/<stem>/), or roots."),
+    out: Path = typer.Option(Path("facetex_eval"), "--out", "-o", help="Where metrics.json/.csv and report.html go."),
+    method: str = typer.Option("mirror", "--method", "-m",
+                               help="Completion method run by the hidden-texel benchmark ('none' to skip it)."),
+    identity: bool = typer.Option(True, "--identity/--no-identity",
+                                  help="Identity cosine with dlib's ResNet when face-recognition-models is installed."),
+    clip_model: str = typer.Option(None, "--clip-model", help="TorchScript CLIP image encoder ($FACETEX_CLIP_MODEL)."),
+    dino_model: str = typer.Option(None, "--dino-model", help="TorchScript DINO encoder (or $FACETEX_DINO_MODEL)."),
+    inception_model: str = typer.Option(None, "--inception-model",
+                                        help="TorchScript Inception for FID (or $FACETEX_INCEPTION_MODEL)."),
+    lpips_model: str = typer.Option(None, "--lpips-model", help="TorchScript LPIPS (or $FACETEX_LPIPS_MODEL)."),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Score completed textures: reprojection, hidden-texel completion, symmetry, optional feature metrics.
+
+    Optional metrics whose model is not available are reported as "skipped: <reason>", never faked.
+    """
+    from stages.evaluate.stage import OptionalModels, default_settings, evaluate_result, write_outputs
+
+    if method != "none" and method not in available_methods():
+        choices = ", ".join(["none", *sorted(available_methods())])
+        raise typer.BadParameter(f"unknown method {method!r}; choose from {choices}", param_hint="--method")
+    folders, missing = result_folders(results)
+    model = load_builtin_face_model()
+    fill = None if method == "none" else get_method(method).load(model)
+    optional = build_or_exit(lambda: OptionalModels.load(clip=clip_model, dino=dino_model, inception=inception_model,
+                                                         lpips=lpips_model, identity=identity), debug)
+    for metric, reason in optional.skipped.items():
+        console.print(f"skipped {metric}: {reason}", highlight=False, markup=False, soft_wrap=True)
+    evaluations = []
+
+    def process(folder: Path) -> str:
+        evaluation = evaluate_result(folder, model, out / "images", method=fill, optional=optional)
+        evaluations.append(evaluation)
+        m = evaluation.metrics
+        parts = [f"reproj PSNR {m['reproj_psnr']:.2f}" if m.get("reproj_psnr") is not None else "no photo"]
+        if m.get("hidden_psnr") is not None:
+            parts.append(f"hidden PSNR {m['hidden_psnr']:.2f}")
+        return ", ".join(parts)
+
+    outcome = run_batch(folders, process, name_of=lambda p: p.name, missing=missing, description="evaluate",
+                        debug=debug)
+    failures = {r.name: r.detail for r in outcome if r.status == "failed"}
+    if evaluations:
+        settings = default_settings(None if fill is None else method, None)
+        write_outputs(out, evaluations, settings, optional, failures)
+        console.print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'report.html'}", highlight=False)
+    raise typer.Exit(print_summary(outcome, "evaluate"))

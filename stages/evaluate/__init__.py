@@ -1,0 +1,1 @@
+"""The ``evaluate`` stage: metrics over facetex result folders (:mod:`stages.evaluate.metrics`)."""
