@@ -261,3 +261,23 @@ def test_pull_push_known_only_in_one_corner():
     image = np.where(known[..., None], np.float32(0.55), np.float32(0.0)).astype(np.float32)
     out = pull_push_fill(image, known)
     np.testing.assert_allclose(out, 0.55, atol=1e-4)
+
+
+def test_guidance_regions_do_not_bake_in_their_seam():
+    """Two guidance sources with different levels: with one label each the border step is not
+    reproduced (each side is flat, so the fill is flat); with a single label it would be."""
+    h, w = 24, 32
+    domain = np.ones((h, w), bool)
+    fixed = np.zeros((h, w), bool)
+    fixed[0, :] = fixed[-1, :] = fixed[:, 0] = fixed[:, -1] = True
+    image = np.zeros((h, w, 1))
+    guidance = np.zeros((h, w, 1))
+    guidance[:, w // 2:] = 1.0
+    labels = np.where(np.arange(w)[None, :] < w // 2, 1, 2).repeat(h, 0)
+    labels[fixed] = 0
+    separate = poisson_fill(image, fixed, domain, guidance, labels)
+    assert np.abs(separate).max() < 1e-9
+    single = poisson_fill(image, fixed, domain, guidance, labels > 0)
+    assert np.abs(single).max() > 0.2
+    fast = poisson_fill_fast(image, fixed, domain, guidance, labels, solve_size=8)
+    assert np.abs(fast).max() < 1e-6

@@ -61,8 +61,10 @@ def poisson_fill(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
         fixed: ``(H, W)`` bool Dirichlet pixels (kept as they are).
         domain: ``(H, W)`` bool region the equation lives on; pixels outside are untouched.
         guidance: ``(H, W, C)`` float image whose gradients the fill should reproduce.
-        guided: ``(H, W)`` bool where ``guidance`` is valid (gradients are used on edges whose both
-            ends are guided).
+        guided: ``(H, W)`` bool where ``guidance`` is valid, or int region labels (0 = none).
+            An edge uses the guidance gradient when both ends carry the same nonzero label, so
+            gradients are never taken across the border of two guidance sources (which would bake
+            their seam into the result).
 
     Returns:
         ``(H, W, C)`` float64 copy of ``image`` with the unknown pixels solved.
@@ -83,7 +85,7 @@ def poisson_fill(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
     use_guidance = guidance is not None and guided is not None
     if use_guidance:
         g = np.asarray(guidance, dtype=np.float64)
-        guided = guided & domain
+        labels = np.where(domain, np.asarray(guided).astype(np.int64), 0)
     anchor_value = img[fixed].mean(axis=0) if fixed.any() else np.zeros(channels)
 
     anchored = _floating_islands(unknown, fixed, domain)[unknown]
@@ -103,7 +105,8 @@ def poisson_fill(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
         q_values = _neighbour(img, dy, dx, 0.0)[unknown]
         rhs += q_values * q_fixed[:, None]
         if use_guidance:
-            both_guided = guided[unknown] & _neighbour(guided, dy, dx, False)[unknown] & q_domain
+            p_label = labels[unknown]
+            both_guided = (p_label > 0) & (_neighbour(labels, dy, dx, 0)[unknown] == p_label) & q_domain
             grad = g[unknown] - _neighbour(g, dy, dx, 0.0)[unknown]
             rhs += grad * both_guided[:, None]
     rows.append(np.arange(n))
@@ -200,17 +203,25 @@ def poisson_fill_fast(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
         return out[..., 0] if squeeze else out
     fixed = fixed & domain
     use_guidance = guidance is not None and guided is not None
-    guided = (guided & domain & ~fixed) if use_guidance else np.zeros_like(fixed)
+    labels = np.where(domain & ~fixed, np.asarray(guided).astype(np.int64), 0) if use_guidance else \
+        np.zeros(fixed.shape, dtype=np.int64)
     g = np.asarray(guidance, dtype=np.float64) if use_guidance else np.zeros_like(img)
 
     fixed_c_val, fixed_cov = _downsample_masked(img, fixed, factor)
-    guid_c_val, guid_cov = _downsample_masked(g, guided, factor)
     _, dom_cov = _downsample_masked(img, domain, factor)
     # Any coverage counts, so every fine unknown lies in a coarse cell that is solved.
     domain_c = dom_cov > 0
     fixed_c = (fixed_cov > 0.5) & domain_c
-    guided_c = (guid_cov > 0.5) & domain_c & ~fixed_c
-    coarse = poisson_fill(fixed_c_val, fixed_c, domain_c, guid_c_val, guided_c)
+    # Coarse guidance per label; a coarse cell takes the label covering more than half of it.
+    region_ids = [int(v) for v in np.unique(labels) if v > 0]
+    per_label = {r: _downsample_masked(g, labels == r, factor) for r in region_ids}
+    guid_c_val = np.zeros_like(fixed_c_val)
+    labels_c = np.zeros(domain_c.shape, dtype=np.int64)
+    for r, (value, cov) in per_label.items():
+        take = (cov > 0.5) & domain_c & ~fixed_c
+        guid_c_val[take] = value[take]
+        labels_c[take] = r
+    coarse = poisson_fill(fixed_c_val, fixed_c, domain_c, guid_c_val, labels_c)
     # Cells outside the coarse domain hold zeros; extend the solution over them so bilinear
     # upsampling near the domain border does not darken it.
     coarse = pull_push_fill(coarse, domain_c).astype(np.float64)
@@ -218,12 +229,12 @@ def poisson_fill_fast(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
     out = img.copy()
     unknown = domain & ~fixed
     out[unknown] = _upsample(coarse, (h, w))[unknown]
-    if guided.any():
-        # Guided texels = guidance + a smooth correction. The correction is known on every coarse
-        # cell holding some guidance; pull-push extends it so the upsampling never mixes in zeros.
-        has_guid = guid_cov > 0
-        correction_c = pull_push_fill(coarse - guid_c_val, has_guid).astype(np.float64)
+    for r, (value, cov) in per_label.items():
+        # Guided texels = guidance + a smooth correction, one correction field per guidance
+        # region (it may jump between regions). Known on every coarse cell holding some of the
+        # region's guidance; pull-push extends it so the upsampling never mixes in zeros.
+        correction_c = pull_push_fill(coarse - value, cov > 0).astype(np.float64)
         correction = _upsample(correction_c, (h, w))
-        gmask = unknown & guided
+        gmask = unknown & (labels == r)
         out[gmask] = g[gmask] + correction[gmask]
     return out[..., 0] if squeeze else out
