@@ -36,6 +36,9 @@ def complete_command(
                                 help="UV texture side in texels."),
     face: str = typer.Option("largest", "--face", help=FACE_HELP),
     landmarks: str = LANDMARKS_OPTION,
+    pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend (default: built in)."),
+    delight: bool = typer.Option(False, "--delight/--no-delight",
+                                 help="Remove the fitted directional shading before completing (albedo-like)."),
     subdivide: int = typer.Option(1, "--subdivide", min=0, max=3, help="Loop subdivision levels of the exported mesh."),
     glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
     previews: bool = typer.Option(True, "--previews/--no-previews", help="Write render_fitted.png and views.png."),
@@ -54,8 +57,12 @@ def complete_command(
                                  param_hint="--method")
     unwrap_dirs = [Path(p) for p in photos if (Path(p) / "unwrap.json").is_file()]
     inputs = expand_inputs([p for p in photos if Path(p) not in unwrap_dirs])
+    method_options = {"pca_path": str(pca)} if pca is not None else {}
+    if pca is not None and method not in ("pca", "blend"):
+        raise typer.BadParameter("--pca goes with --method pca or blend", param_hint="--pca")
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
-                              glb=glb, previews=previews, max_side=max_side)
+                              glb=glb, previews=previews, max_side=max_side, method_options=method_options,
+                              delight=delight)
     completer = build_or_exit(lambda: Completer(options), debug)
 
     def process(path: Path) -> str:

@@ -23,6 +23,8 @@ def unwrap_command(
                                 help="UV texture side in texels."),
     erosion: float = typer.Option(EROSION_FRACTION, "--erosion", min=0.0, max=0.2,
                                   help="Silhouette erosion as a fraction of the face width."),
+    delight: bool = typer.Option(False, "--delight/--no-delight",
+                                 help="Divide by the fitted SH shading (albedo-like; relight with render --sh)."),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
@@ -43,7 +45,8 @@ def unwrap_command(
         photo = load_photo(path, max_side=max_side)
         coverage = []
         for fit_path in fit_paths:
-            result = unwrap_photo(photo.rgb, FitResult.load(fit_path), model=model, uv_size=uv_size, erosion=erosion)
+            result = unwrap_photo(photo.rgb, FitResult.load(fit_path), model=model, uv_size=uv_size, erosion=erosion,
+                                  delight=delight)
             result.save(out / result.stem)
             coverage.append(f"{result.info['coverage']:.0%}")
         return "coverage " + ", ".join(coverage)

@@ -46,6 +46,7 @@ class CompleteOptions:
     uv_size: int = 512
     face: str = "largest"
     landmarks: str = "mediapipe"
+    delight: bool = False
     max_side: int = DEFAULT_MAX_SIDE
     subdivide: int = 1
     yaws: tuple[float, ...] = DEFAULT_YAWS
@@ -93,7 +94,7 @@ class Completer:
             out_dirs.append(out_dir)
             face_timings = dict(timings)
             t = time.perf_counter()
-            unwrap = unwrap_photo(photo.rgb, fit, model=self.model, uv_size=opts.uv_size)
+            unwrap = unwrap_photo(photo.rgb, fit, model=self.model, uv_size=opts.uv_size, delight=opts.delight)
             face_timings["unwrap"] = time.perf_counter() - t
             save_fit(fit, photo.rgb, out_dir, self.model)
             unwrap.save(out_dir)

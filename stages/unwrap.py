@@ -33,6 +33,7 @@ from stages.core.camera import Pose
 from stages.core.errors import MissingArtifactError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import load_texture, save_png
+from stages.core.lighting import shading_normalised
 from stages.core.raster import crop_window, rasterize
 from stages.core.uv import uv_layout
 from stages.fit import FitResult
@@ -177,10 +178,12 @@ class TexelVisibility:
         erosion_px: silhouette erosion radius used, in pixels.
         depth_tolerance_px: z-buffer tolerance used, in pixels.
         face_width_px: width of the projected mesh.
+        normal: ``(S, S, 3)`` float32 unit camera-space normal of each texel.
     """
 
     confidence: np.ndarray
     texel_screen: np.ndarray
+    normal: np.ndarray
     erosion_px: int
     depth_tolerance_px: float
     face_width_px: float
@@ -243,13 +246,13 @@ def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height:
 
     confidence = np.where(visible, facing, 0.0).astype(np.float32)
     confidence[confidence < min_confidence] = 0.0
-    return TexelVisibility(confidence=confidence, texel_screen=texel_screen, erosion_px=radius,
+    return TexelVisibility(confidence=confidence, texel_screen=texel_screen, normal=texel_normal, erosion_px=radius,
                            depth_tolerance_px=float(tolerance), face_width_px=face_width)
 
 
 def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = None, uv_size: int = 512,
                  erosion: float = EROSION_FRACTION, depth_tolerance: float = DEPTH_TOLERANCE,
-                 min_confidence: float = MIN_CONFIDENCE) -> UnwrapResult:
+                 min_confidence: float = MIN_CONFIDENCE, delight: bool = False) -> UnwrapResult:
     """Sample the visible part of the face's UV texture from the photo.
 
     Args:
@@ -260,6 +263,10 @@ def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = N
         erosion: silhouette erosion as a fraction of the face width (0 disables it).
         depth_tolerance: z-buffer tolerance as a fraction of the model's RMS radius.
         min_confidence: confidences below this are set to 0 (not visible).
+        delight: divide each texel by the fitted SH shading at its normal, normalised by the
+            light's ambient term (:func:`stages.core.lighting.shading_normalised`): removes the
+            directional part of the photo's light, keeps its colour level (an albedo-like texture
+            up to a global colour; relight it with ``render --sh``).
 
     Returns:
         An :class:`UnwrapResult`.
@@ -287,6 +294,10 @@ def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = N
     map_y = (texel_screen[..., 1] * factor - 0.5).astype(np.float32)
     colour = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     texture = colour.astype(np.float32) / 255.0
+    if delight:
+        seen_texels = confidence > 0
+        shade = shading_normalised(seen.normal[seen_texels].astype(np.float64), np.asarray(fit.lighting))
+        texture[seen_texels] = np.clip(texture[seen_texels] / np.clip(shade, 0.2, None), 0.0, 1.0)
     texture[confidence <= 0] = 0.0
 
     position = layout.interpolate(fit.vertices)
@@ -294,7 +305,7 @@ def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = N
     info = {
         "uv_size": uv_size, "model_id": model.name, "source": fit.source,
         "erosion_px": seen.erosion_px, "depth_tolerance_px": round(seen.depth_tolerance_px, 3),
-        "min_confidence": min_confidence, "texel_px": round(float(texel_px), 3),
+        "min_confidence": min_confidence, "texel_px": round(float(texel_px), 3), "delight": delight,
         "coverage": round(float((confidence > 0).sum()) / max(1, n_layout), 4),
         "mean_confidence": round(float(confidence[confidence > 0].mean()) if (confidence > 0).any() else 0.0, 4),
     }

@@ -131,3 +131,27 @@ def test_relighting_with_sh(model):
     left = lit[:, cols[0]: cols[0] + 20][mask[:, cols[0]: cols[0] + 20]].mean()
     right = lit[:, cols[-1] - 19: cols[-1] + 1][mask[:, cols[-1] - 19: cols[-1] + 1]].mean()
     assert right > left + 0.1
+
+
+def test_delight_removes_known_directional_shading(model):
+    """A flat-albedo face rendered under a known directional SH light unwraps to ~flat with --delight."""
+    from stages.core.lighting import _C0, _C1
+
+    size = 384
+    fit = synthetic_fit(model, 0.0, size)
+    light = np.zeros((9, 3), np.float32)
+    light[0] = 0.6 / _C0
+    light[3] = 0.3 / _C1          # brighter towards +x
+    fit.lighting = light
+    albedo = np.full((64, 64, 3), 0.6, np.float32)
+    normals = fit.pose.rotate_normals(model.vertex_normals())
+    rgb, mask = render_mesh(albedo, fit.screen_vertices(), model, size, size, normals_cam=normals, sh=light)
+    # render_mesh relights with the light normalised to ambient 1; the photo is albedo * that shading.
+    photo = (np.where(mask[..., None], rgb, 0.5) * 255 + 0.5).astype(np.uint8)
+    plain = unwrap_photo(photo, fit, model=model, uv_size=256)
+    flat = unwrap_photo(photo, fit, model=model, uv_size=256, delight=True)
+    seen = flat.confidence > 0.5
+    assert plain.texture[seen].std() > 0.05
+    assert flat.texture[seen].std() < 0.2 * plain.texture[seen].std()
+    assert abs(flat.texture[seen].mean() - 0.6) < 0.03
+    assert flat.info["delight"] is True
