@@ -10,6 +10,7 @@
 #   make bench                            per-stage timings (benchmarks/bench_stages.py)
 #   make bench-completion                 every completion method on the hidden-texel benchmark
 #   make face-model                       rebuild the built-in face model asset from ../shared
+#   make albedo-model                     rebuild the shipped PCA albedo model from the London training people
 
 PYTHON   ?= python3
 FACETEX  ?= facetex
@@ -24,7 +25,7 @@ STEMS       := $(basename $(notdir $(PHOTO_FILES)))
 COMPLETED   := $(STEMS:%=$(OUT)/%/complete.json)
 TURNTABLES  := $(STEMS:%=$(OUT)/%/turntable.gif)
 
-.PHONY: install test test-all lint pipeline renders evaluate demo bench bench-completion figure face-model clean-out help
+.PHONY: install test test-all lint pipeline renders evaluate demo bench bench-completion figure face-model albedo-model clean-out help
 .DELETE_ON_ERROR:
 # Keep the intermediate artifacts: they are outputs people look at, not temporaries.
 .SECONDARY:
@@ -100,6 +101,9 @@ figure:
 
 face-model:
 	$(PYTHON) scripts/build_face_model.py
+
+albedo-model:
+	$(PYTHON) scripts/build_albedo_model.py
 
 clean-out:
 	rm -rf $(OUT)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from facetex_cli.build_pca import build_pca_command
 from facetex_cli.complete import complete_command
 from facetex_cli.evaluate import evaluate_command
+from facetex_cli.pseudo_gt import pseudo_gt_command
 from facetex_cli.fit import fit_command
 from facetex_cli.render import render_command
 from facetex_cli.unwrap import unwrap_command
@@ -16,6 +18,8 @@ app = typer.Typer(
          "so stages chain in a Makefile; `facetex complete photo.jpg` runs the whole path.")
 app.command("fit")(fit_command)
 app.command("unwrap")(unwrap_command)
+app.command("pseudo-gt")(pseudo_gt_command)
+app.command("build-pca")(build_pca_command)
 app.command("complete")(complete_command)
 app.command("render")(render_command)
 app.command("evaluate")(evaluate_command)

@@ -186,3 +186,29 @@ def test_shared_photos_multi_face_and_large_pose(shared_faces, tmp_path):
     assert proc.returncode == 0, proc.stderr
     faces = sorted(p.name for p in out.glob("3ddfa_trump_hillary_face*"))
     assert faces == ["3ddfa_trump_hillary_face0", "3ddfa_trump_hillary_face1"]
+
+
+def test_pseudo_gt_build_pca_and_blend_commands(astronaut_path, tmp_path):
+    out = tmp_path / "out"
+    assert run_facetex("fit", str(astronaut_path), "-o", str(out)).returncode == 0
+    folder = out / "astronaut"
+    assert run_facetex("unwrap", str(astronaut_path), str(folder / "fit.json"), "-o", str(out),
+                       "--uv-size", "256").returncode == 0
+    proc = run_facetex("pseudo-gt", str(out), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("uv_pseudo.png", "uv_pseudo_provenance.png", "uv_pca.png", "pseudo_gt.json"):
+        assert (folder / name).is_file(), name
+    info = json.loads((folder / "pseudo_gt.json").read_text())
+    assert info["visible_fraction"] > 0.3 and info["pca_components"] == 40
+    # Too few maps for the requested components: one clear line, no traceback.
+    proc = run_facetex("build-pca", str(out), "-o", str(tmp_path / "m.h5"), "--components", "5")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "5" in proc.stderr and not (tmp_path / "m.h5").exists()
+    proc = run_facetex("complete", str(astronaut_path), "-o", str(tmp_path / "blend"), "--method", "blend",
+                       "--no-previews", "--no-glb", "--uv-size", "256")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "blend" / "astronaut" / "complete.json").read_text())
+    assert result["method"] == "blend" and result["completion"]["visible_fraction"] > 0.3
+    proc = run_facetex("complete", str(astronaut_path), "-o", str(tmp_path / "x"), "--method", "mirror",
+                       "--pca", str(tmp_path / "m.h5"))
+    assert proc.returncode == 2 and "--pca goes with --method pca or blend" in proc.stderr

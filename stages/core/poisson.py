@@ -53,7 +53,8 @@ def _floating_islands(unknown: np.ndarray, fixed: np.ndarray, domain: np.ndarray
 
 
 def poisson_fill(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
-                 guidance: np.ndarray | None = None, guided: np.ndarray | None = None) -> np.ndarray:
+                 guidance: np.ndarray | None = None, guided: np.ndarray | None = None,
+                 anchor: np.ndarray | None = None) -> np.ndarray:
     """Fill ``domain & ~fixed`` from the fixed pixels, optionally following a guidance image.
 
     Args:
@@ -66,13 +67,17 @@ def poisson_fill(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
             gradients are never taken across the border of two guidance sources (which would bake
             their seam into the result).
 
+        anchor: ``(H, W, C)`` values that set the level of unknown islands touching no fixed pixel
+            (their solution is otherwise defined only up to a constant); default: the mean of the
+            fixed pixels.
+
     Returns:
         ``(H, W, C)`` float64 copy of ``image`` with the unknown pixels solved.
     """
     img = np.asarray(image, dtype=np.float64)
     if img.ndim == 2:
-        return poisson_fill(img[..., None], fixed, domain, guidance if guidance is None else guidance[..., None],
-                            guided)[..., 0]
+        return poisson_fill(img[..., None], fixed, domain, None if guidance is None else guidance[..., None],
+                            guided, None if anchor is None else np.asarray(anchor)[..., None])[..., 0]
     fixed = fixed & domain
     unknown = domain & ~fixed
     out = img.copy()
@@ -91,7 +96,8 @@ def poisson_fill(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
     anchored = _floating_islands(unknown, fixed, domain)[unknown]
     rows, cols, vals = [], [], []
     diag = _ANCHOR * anchored.astype(np.float64)
-    rhs = diag[:, None] * anchor_value[None, :]
+    target = anchor_value[None, :] if anchor is None else np.asarray(anchor, dtype=np.float64)[unknown]
+    rhs = diag[:, None] * target
     p_idx = index[unknown]
     for dy, dx in _SHIFTS:
         q_domain = _neighbour(domain, dy, dx, False)[unknown]
@@ -176,8 +182,8 @@ def _upsample(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def poisson_fill_fast(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
-                      guidance: np.ndarray | None = None, guided: np.ndarray | None = None, *,
-                      solve_size: int | None = 128) -> np.ndarray:
+                      guidance: np.ndarray | None = None, guided: np.ndarray | None = None,
+                      anchor: np.ndarray | None = None, *, solve_size: int | None = 128) -> np.ndarray:
     """:func:`poisson_fill` solved on a coarse grid, with the fine detail carried by the guidance.
 
     The solution of a guided Poisson fill is ``guidance + correction`` where the correction is
@@ -196,10 +202,11 @@ def poisson_fill_fast(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
     if squeeze:
         img = img[..., None]
         guidance = None if guidance is None else np.asarray(guidance, dtype=np.float64)[..., None]
+        anchor = None if anchor is None else np.asarray(anchor, dtype=np.float64)[..., None]
     h, w = fixed.shape
     factor = 1 if solve_size is None else max(1, min(h, w) // solve_size)
     if factor <= 1:
-        out = poisson_fill(img, fixed, domain, guidance, guided)
+        out = poisson_fill(img, fixed, domain, guidance, guided, anchor)
         return out[..., 0] if squeeze else out
     fixed = fixed & domain
     use_guidance = guidance is not None and guided is not None
@@ -221,7 +228,9 @@ def poisson_fill_fast(image: np.ndarray, fixed: np.ndarray, domain: np.ndarray,
         take = (cov > 0.5) & domain_c & ~fixed_c
         guid_c_val[take] = value[take]
         labels_c[take] = r
-    coarse = poisson_fill(fixed_c_val, fixed_c, domain_c, guid_c_val, labels_c)
+    anchor_c = None if anchor is None else _downsample_masked(np.asarray(anchor, dtype=np.float64),
+                                                               np.ones(fixed.shape, bool), factor)[0]
+    coarse = poisson_fill(fixed_c_val, fixed_c, domain_c, guid_c_val, labels_c, anchor_c)
     # Cells outside the coarse domain hold zeros; extend the solution over them so bilinear
     # upsampling near the domain border does not darken it.
     coarse = pull_push_fill(coarse, domain_c).astype(np.float64)

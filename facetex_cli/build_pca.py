@@ -1,0 +1,115 @@
+"""``facetex build-pca``: learn the per-channel PCA albedo model from many unwraps -> ``albedo_pca.h5``."""
+
+from __future__ import annotations
+
+import glob
+import time
+import traceback
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from facetex_cli.batch import console
+from facetex_cli.common import DEBUG_OPTION
+from stages.core.errors import FacetexError
+
+UNWRAPS_HELP = "Unwrap folders (each holding unwrap.json), or roots holding <stem>/unwrap.json; globs work."
+
+
+def unwrap_folders(patterns: list[str]) -> tuple[list[Path], list[str]]:
+    """Unwrap folders named by ``patterns`` (folders, roots of folders, globs) and the patterns matching none."""
+    found: dict[Path, None] = {}
+    missing: list[str] = []
+    for pattern in patterns:
+        candidates = [Path(m) for m in sorted(glob.glob(pattern, recursive=True))] if glob.has_magic(pattern) \
+            else [Path(pattern)]
+        matched = False
+        for path in candidates:
+            if (path / "unwrap.json").is_file():
+                found.setdefault(path, None)
+                matched = True
+            elif path.is_file() and path.name == "unwrap.json":
+                found.setdefault(path.parent, None)
+                matched = True
+            elif path.is_dir():
+                children = sorted(p.parent for p in path.glob("*/unwrap.json"))
+                for child in children:
+                    found.setdefault(child, None)
+                matched = matched or bool(children)
+        if not matched:
+            missing.append(pattern)
+    return list(found), missing
+
+
+def _error(message: str) -> None:
+    console.print(f"[red]error[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _warning(message: str) -> None:
+    console.print(f"[yellow]warning[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def build_pca_command(
+    unwraps: list[str] = typer.Argument(..., help=UNWRAPS_HELP),
+    out: Path = typer.Option(Path("albedo_pca.h5"), "--out", "-o",
+                             help="Model file to write; the component sheet goes next to it as <stem>.png."),
+    resolution: int = typer.Option(128, "--resolution", min=64, max=512, help="UV side of the model in texels."),
+    components: int = typer.Option(40, "--components", min=1, help="Principal components per colour channel."),
+    iterations: int = typer.Option(15, "--iterations", min=0,
+                                   help="EM rounds re-estimating the missing texels after the initial PCA."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the randomized SVD (same seed, same model)."),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Learn a per-channel PCA albedo model (UVAPM) from incomplete unwraps (EM-PCA over the missing texels).
+
+    Writes OUT (HDF5: mean, bases, variances, provenance) and OUT's <stem>.png, the mean and the
+    first components at +-2 sigma.
+    """
+    from stages.core.face_model import load_builtin_face_model
+    from stages.core.image_io import save_png
+    from stages.pca import build_albedo_pca, component_sheet
+
+    folders, missing = unwrap_folders(unwraps)
+    for pattern in missing:
+        _warning(f"{pattern}: no unwrap folder (no unwrap.json here or in its subfolders)")
+    if not folders:
+        _error("no unwrap folders found in " + ", ".join(unwraps))
+        raise typer.Exit(1)
+
+    start = time.perf_counter()
+    progress = Progress(TextColumn("[bold]build-pca"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        TimeElapsedColumn(), TextColumn("{task.description}"), console=console, transient=True,
+                        disable=not console.is_terminal)
+    try:
+        with progress:
+            task = progress.add_task("", total=1000)
+
+            def update(message: str, fraction: float) -> None:
+                progress.update(task, completed=round(1000 * min(max(fraction, 0.0), 1.0)), description=message)
+
+            pca = build_albedo_pca(folders, out, model=load_builtin_face_model(), resolution=resolution,
+                                   n_components=components, iterations=iterations, seed=seed, progress=update,
+                                   warn=_warning)
+        sheet_path = out.parent / f"{out.stem}.png"
+        save_png(sheet_path, component_sheet(pca))
+    except FacetexError as exc:
+        _error(str(exc))
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line unless --debug
+        if debug:
+            traceback.print_exc()
+        _error(f"internal error: {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+
+    info = pca.info
+    explained = " ".join(f"{name} {ratio:.1%}" for name, ratio in zip("RGB", info["explained_variance_ratio"],
+                                                                      strict=False))
+    skipped = f", {len(info['skipped'])} skipped" if info["skipped"] else ""
+    console.print(f"build-pca: {info['sources']} maps from {len(folders)} folders{skipped}, R={pca.resolution}, "
+                  f"K={pca.n_components}, missing {info['missing_fraction']:.0%}; explained variance {explained} "
+                  f"-> {out}, {sheet_path} ({time.perf_counter() - start:.1f} s)",
+                  highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,60 @@
+"""``facetex pseudo-gt``: PCA fit + Poisson blending + symmetric fill of unwraps (seed 001's UV_bl)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from facetex_cli.batch import print_summary, run_batch
+from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, build_or_exit, outputs_exist
+from stages.core.face_model import load_builtin_face_model
+
+
+def unwrap_folders(patterns: list[str]) -> tuple[list[Path], list[str]]:
+    """Unwrap folders (holding unwrap.json) from folders or output roots; unmatched patterns."""
+    folders, missing = [], []
+    for pattern in patterns:
+        path = Path(pattern)
+        if (path / "unwrap.json").is_file():
+            folders.append(path)
+        elif path.is_dir() and any(path.glob("*/unwrap.json")):
+            folders.extend(sorted(p.parent for p in path.glob("*/unwrap.json")))
+        else:
+            missing.append(pattern)
+    return list(dict.fromkeys(folders)), missing
+
+
+def pseudo_gt_command(
+    unwraps: list[str] = typer.Argument(..., help="`facetex unwrap` output folders (OUT/<stem>/) or their root."),
+    out: Path = OUT_OPTION,
+    pca: Path = typer.Option(None, "--pca", help="PCA albedo model from `facetex build-pca` (default: built in)."),
+    lam: float = typer.Option(1e-2, "--lambda", min=0.0, help="Ridge weight of the PCA fit (seed 001, Eq. 8)."),
+    mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Fill hidden texels from seen mirror partners."),
+    skip_existing: bool = SKIP_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Make the pseudo ground truth of each unwrap.
+
+    Writes OUT/<stem>/uv_pseudo.png, uv_pseudo_provenance.png (green real, blue mirrored, orange
+    model), uv_pca.png and pseudo_gt.json.
+    """
+    from stages.completion.pca import load_pca
+    from stages.pseudo_gt import pseudo_ground_truth
+    from stages.unwrap import UnwrapResult
+
+    folders, missing = unwrap_folders(unwraps)
+    model = load_builtin_face_model()
+    albedo = build_or_exit(lambda: load_pca(pca), debug)
+
+    def process(folder: Path) -> str:
+        result = pseudo_ground_truth(UnwrapResult.load(folder, model), albedo, lam=lam, mirror=mirror)
+        result.save(out / folder.name)
+        i = result.info
+        return (f"real {i['visible_fraction']:.0%}, mirrored {i['mirrored_fraction']:.0%}, "
+                f"model {i['model_fraction']:.0%}")
+
+    results = run_batch(folders, process, name_of=lambda p: p.name, missing=missing, description="pseudo-gt",
+                        skip=(lambda p: outputs_exist(out, p.name, "pseudo_gt.json")) if skip_existing else None,
+                        debug=debug)
+    raise typer.Exit(print_summary(results, "pseudo-gt"))
