@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import time
 import traceback
 from pathlib import Path
@@ -12,35 +11,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from facetex_cli.batch import console
-from facetex_cli.common import DEBUG_OPTION
+from facetex_cli.common import DEBUG_OPTION, artifact_folders
 from stages.core.errors import FacetexError
 
 UNWRAPS_HELP = "Unwrap folders (each holding unwrap.json), or roots holding <stem>/unwrap.json; globs work."
-
-
-def unwrap_folders(patterns: list[str]) -> tuple[list[Path], list[str]]:
-    """Unwrap folders named by ``patterns`` (folders, roots of folders, globs) and the patterns matching none."""
-    found: dict[Path, None] = {}
-    missing: list[str] = []
-    for pattern in patterns:
-        candidates = [Path(m) for m in sorted(glob.glob(pattern, recursive=True))] if glob.has_magic(pattern) \
-            else [Path(pattern)]
-        matched = False
-        for path in candidates:
-            if (path / "unwrap.json").is_file():
-                found.setdefault(path, None)
-                matched = True
-            elif path.is_file() and path.name == "unwrap.json":
-                found.setdefault(path.parent, None)
-                matched = True
-            elif path.is_dir():
-                children = sorted(p.parent for p in path.glob("*/unwrap.json"))
-                for child in children:
-                    found.setdefault(child, None)
-                matched = matched or bool(children)
-        if not matched:
-            missing.append(pattern)
-    return list(found), missing
 
 
 def _error(message: str) -> None:
@@ -71,7 +45,7 @@ def build_pca_command(
     from stages.core.image_io import save_png
     from stages.pca import build_albedo_pca, component_sheet
 
-    folders, missing = unwrap_folders(unwraps)
+    folders, missing = artifact_folders(unwraps, "unwrap.json")
     for pattern in missing:
         _warning(f"{pattern}: no unwrap folder (no unwrap.json here or in its subfolders)")
     if not folders:

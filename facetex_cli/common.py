@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import typer
@@ -58,3 +59,30 @@ def find_artifacts(root: Path, stem: str, name: str) -> list[Path]:
         return faces
     raise MissingArtifactError(root / stem / name, f"not found (run the stage that writes {name} first)")
 
+
+
+def artifact_folders(patterns: list[str], marker: str) -> tuple[list[Path], list[str]]:
+    """Stage output folders holding ``marker`` (e.g. ``unwrap.json``), named by the folders themselves,
+    by output roots (every ``ROOT/*/marker``), by the marker file, or by globs of any of these; also
+    the patterns that matched nothing."""
+    found: dict[Path, None] = {}
+    missing: list[str] = []
+    for pattern in patterns:
+        candidates = [Path(m) for m in sorted(glob.glob(pattern, recursive=True))] if glob.has_magic(pattern) \
+            else [Path(pattern)]
+        matched = False
+        for path in candidates:
+            if (path / marker).is_file():
+                found.setdefault(path, None)
+                matched = True
+            elif path.is_file() and path.name == marker:
+                found.setdefault(path.parent, None)
+                matched = True
+            elif path.is_dir():
+                children = sorted(p.parent for p in path.glob(f"*/{marker}"))
+                for child in children:
+                    found.setdefault(child, None)
+                matched = matched or bool(children)
+        if not matched:
+            missing.append(pattern)
+    return list(found), missing

@@ -7,23 +7,9 @@ from pathlib import Path
 import typer
 
 from facetex_cli.batch import console, print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, build_or_exit
+from facetex_cli.common import DEBUG_OPTION, artifact_folders, build_or_exit
 from stages.completion import available_methods, get_method
 from stages.core.face_model import load_builtin_face_model
-
-
-def result_folders(patterns: list[str]) -> tuple[list[Path], list[str]]:
-    """Result folders (holding uv_complete.png) from folders or output roots; unmatched patterns."""
-    folders, missing = [], []
-    for pattern in patterns:
-        path = Path(pattern)
-        if (path / "uv_complete.png").is_file():
-            folders.append(path)
-        elif path.is_dir() and any(path.glob("*/uv_complete.png")):
-            folders.extend(sorted(p.parent for p in path.glob("*/uv_complete.png")))
-        else:
-            missing.append(pattern)
-    return list(dict.fromkeys(folders)), missing
 
 
 def evaluate_command(
@@ -49,7 +35,7 @@ def evaluate_command(
     if method != "none" and method not in available_methods():
         choices = ", ".join(["none", *sorted(available_methods())])
         raise typer.BadParameter(f"unknown method {method!r}; choose from {choices}", param_hint="--method")
-    folders, missing = result_folders(results)
+    folders, missing = artifact_folders(results, "uv_complete.png")
     model = load_builtin_face_model()
     fill = None if method == "none" else get_method(method).load(model)
     optional = build_or_exit(lambda: OptionalModels.load(clip=clip_model, dino=dino_model, inception=inception_model,

@@ -7,22 +7,15 @@ from pathlib import Path
 import typer
 
 from facetex_cli.batch import print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, build_or_exit, outputs_exist
+from facetex_cli.common import (
+    DEBUG_OPTION,
+    OUT_OPTION,
+    SKIP_OPTION,
+    artifact_folders,
+    build_or_exit,
+    outputs_exist,
+)
 from stages.core.face_model import load_builtin_face_model
-
-
-def unwrap_folders(patterns: list[str]) -> tuple[list[Path], list[str]]:
-    """Unwrap folders (holding unwrap.json) from folders or output roots; unmatched patterns."""
-    folders, missing = [], []
-    for pattern in patterns:
-        path = Path(pattern)
-        if (path / "unwrap.json").is_file():
-            folders.append(path)
-        elif path.is_dir() and any(path.glob("*/unwrap.json")):
-            folders.extend(sorted(p.parent for p in path.glob("*/unwrap.json")))
-        else:
-            missing.append(pattern)
-    return list(dict.fromkeys(folders)), missing
 
 
 def pseudo_gt_command(
@@ -43,7 +36,7 @@ def pseudo_gt_command(
     from stages.pseudo_gt import pseudo_ground_truth
     from stages.unwrap import UnwrapResult
 
-    folders, missing = unwrap_folders(unwraps)
+    folders, missing = artifact_folders(unwraps, "unwrap.json")
     model = load_builtin_face_model()
     albedo = build_or_exit(lambda: load_pca(pca), debug)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.completion import MIRRORED, MODEL, OUTSIDE, PROVENANCE_COLOURS, VISIBLE
+from stages.completion import MIRRORED, MODEL, OUTSIDE, VISIBLE, provenance_image
 from stages.core.atomic import write_json
 from stages.core.image_io import save_png
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
@@ -59,10 +59,7 @@ class PseudoGT:
     info: dict
 
     def provenance_image(self) -> np.ndarray:
-        out = np.zeros(self.provenance.shape + (3,), dtype=np.uint8)
-        for code, colour in PROVENANCE_COLOURS.items():
-            out[self.provenance == code] = colour
-        return out
+        return provenance_image(self.provenance)
 
     def save(self, out_dir: str | Path) -> list[Path]:
         out_dir = Path(out_dir)

@@ -38,10 +38,15 @@ class Completion:
 
     def provenance_image(self) -> np.ndarray:
         """``(S, S, 3)`` uint8 colour-coded provenance for people to look at."""
-        out = np.zeros(self.provenance.shape + (3,), dtype=np.uint8)
-        for code, colour in PROVENANCE_COLOURS.items():
-            out[self.provenance == code] = colour
-        return out
+        return provenance_image(self.provenance)
+
+
+def provenance_image(provenance: np.ndarray) -> np.ndarray:
+    """``(S, S)`` provenance codes -> ``(S, S, 3)`` uint8 colours (PROVENANCE_COLOURS)."""
+    out = np.zeros(provenance.shape + (3,), dtype=np.uint8)
+    for code, colour in PROVENANCE_COLOURS.items():
+        out[provenance == code] = colour
+    return out
 
 
 class CompletionMethod:
