@@ -70,8 +70,13 @@ def main() -> int:
         print(f"{SHARED} not found: pass photo folders with --sets", file=sys.stderr)
         return 2
     model = load_builtin_face_model()
-    methods = args.methods or sorted(available_methods())
-    fills = {name: get_method(name).load(model) for name in methods}
+    fills = {}
+    for name in args.methods or sorted(available_methods()):
+        try:
+            fills[name] = get_method(name).load(model)
+        except FacetexError as exc:   # e.g. a learned method without weights: say so, go on
+            print(f"skipped method {name}: {exc}", file=sys.stderr)
+    methods = list(fills)
     landmarker = None
     summary: dict[str, dict] = {}
     for set_name, photos in photo_sets(args.sets).items():

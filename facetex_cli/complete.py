@@ -37,6 +37,7 @@ def complete_command(
     face: str = typer.Option("largest", "--face", help=FACE_HELP),
     landmarks: str = LANDMARKS_OPTION,
     pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend (default: built in)."),
+    model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train`)."),
     delight: bool = typer.Option(False, "--delight/--no-delight",
                                  help="Remove the fitted directional shading before completing (albedo-like)."),
     subdivide: int = typer.Option(1, "--subdivide", min=0, max=3, help="Loop subdivision levels of the exported mesh."),
@@ -60,6 +61,10 @@ def complete_command(
     method_options = {"pca_path": str(pca)} if pca is not None else {}
     if pca is not None and method not in ("pca", "blend"):
         raise typer.BadParameter("--pca goes with --method pca or blend", param_hint="--pca")
+    if model_dir is not None:
+        if method != "unet":
+            raise typer.BadParameter("--model goes with --method unet", param_hint="--model")
+        method_options["model_path"] = str(model_dir)
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
                               delight=delight)

@@ -10,6 +10,7 @@ from facetex_cli.evaluate import evaluate_command
 from facetex_cli.pseudo_gt import pseudo_gt_command
 from facetex_cli.fit import fit_command
 from facetex_cli.render import render_command
+from facetex_cli.train import train_app
 from facetex_cli.unwrap import unwrap_command
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app.command("build-pca")(build_pca_command)
 app.command("complete")(complete_command)
 app.command("render")(render_command)
 app.command("evaluate")(evaluate_command)
+app.add_typer(train_app, name="train")
 
 
 @app.callback(invoke_without_command=True)

@@ -58,3 +58,27 @@ def smooth_random_texture(size: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(0.15, 0.85, (8, 8, 3)).astype(np.float32)
     return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+@pytest.fixture(scope="session")
+def train_folders(model, tmp_path_factory):
+    """Three facetex-like output folders (fit.json, unwrap at 256^2, uv_pseudo.png) of rendered faces
+    at yaw 0, 25, -30: enough for the training code to run for real in seconds."""
+    from stages.core.image_io import save_png
+    from stages.render import render_mesh
+    from stages.unwrap import unwrap_photo
+    from tests.test_unwrap_render import synthetic_fit
+
+    root = tmp_path_factory.mktemp("train")
+    out = []
+    for k, yaw in enumerate((0.0, 25.0, -30.0)):
+        fit = synthetic_fit(model, yaw, 384)
+        texture = smooth_random_texture(256, seed=10 + k)
+        rgb, mask = render_mesh(texture, fit.screen_vertices(), model, 384, 384)
+        photo = (np.where(mask[..., None], rgb, 0.5) * 255 + 0.5).astype(np.uint8)
+        folder = root / f"face{k}"
+        unwrap_photo(photo, fit, model=model, uv_size=256).save(folder)
+        fit.save(folder / "fit.json")
+        save_png(folder / "uv_pseudo.png", texture)
+        out.append(folder)
+    return out

@@ -1,0 +1,63 @@
+"""``facetex train``: models learned from the artifacts on disk (``unet``: seed 001's UV generator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from facetex_cli.batch import console
+from facetex_cli.common import DEBUG_OPTION, artifact_folders, build_or_exit
+
+train_app = typer.Typer(no_args_is_help=True, help="Train models from fit/unwrap/pseudo-gt outputs.")
+
+
+@train_app.command("unet")
+def train_unet_command(
+    data: list[str] = typer.Option(..., "--data", help="Output folders (or their root) holding fit.json, the unwrap "
+                                                      "and uv_pseudo.png (run fit, unwrap, pseudo-gt first)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (config.json + weights.safetensors)."),
+    preset: str = typer.Option("small", "--preset", help="Model size: tiny (tests), small (CPU), base (GPU)."),
+    steps: int = typer.Option(2000, "--steps", min=1, help="Training steps."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    uv_size: int = typer.Option(256, "--uv-size", min=32, max=1024, help="Training UV resolution."),
+    seed: int = typer.Option(0, "--seed"),
+    sample_every: int = typer.Option(200, "--sample-every", min=0, help="Write a sample sheet every N steps."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=0, help="Checkpoint every N steps."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/training_state if present."),
+    cpu: bool = typer.Option(False, "--cpu/--no-cpu", help="Force CPU even when CUDA is available."),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Train seed 001's weakly supervised UV generator (no ground truth) and write a model folder.
+
+    Works under `accelerate launch` unchanged for multi-GPU / multi-node training.
+    """
+    from stages.core.face_model import load_builtin_face_model
+    from stages.train.trainer import TrainConfig, train_uv_generator
+
+    folders, missing = artifact_folders(data, "uv_pseudo.png")
+    for pattern in missing:
+        console.print(f"warning {pattern}: no folder with uv_pseudo.png (run `facetex pseudo-gt`)", markup=False)
+    if not folders:
+        console.print("error no training folders found", markup=False)
+        raise typer.Exit(2)
+    try:
+        config = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, uv_size=uv_size, seed=seed,
+                             sample_every=sample_every, checkpoint_every=checkpoint_every)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    model = load_builtin_face_model()
+    progress = Progress(TextColumn("[bold]train unet"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[losses]}"), console=console, disable=not console.is_terminal)
+    with progress:
+        task = progress.add_task("train", total=steps, losses="")
+
+        def update(step: int, total: int, losses: dict) -> None:
+            progress.update(task, completed=step,
+                            losses=" ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+
+        result = build_or_exit(lambda: train_uv_generator(folders, out, config, model=model, resume=resume,
+                                                          cpu=cpu or None, progress=update), debug)
+    console.print(f"trained {result['steps']} steps in {result['seconds']:.1f} s on {len(folders)} folders; "
+                  f"reconstruction L1 {result.get('rec', float('nan')):.4f}; model written to {out}", markup=False)
