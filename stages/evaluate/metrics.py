@@ -392,7 +392,21 @@ def _first_tensor(out):
     return out
 
 
-class FeatureExtractor:
+class _UserModelFile:
+    """A network loaded from a user-supplied file: remembers the path, hashes it once."""
+
+    path: Path
+    _sha256: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the model file (computed once)."""
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.path)
+        return self._sha256
+
+
+class FeatureExtractor(_UserModelFile):
     """An image encoder from a user-supplied TorchScript file (CLIP / DINO image tower, Inception, ...).
 
     ``FeatureExtractor(path, size=224, mean=..., std=...)`` loads ``torch.jit.load(path,
@@ -437,13 +451,6 @@ class FeatureExtractor:
         self.batch_size = int(batch_size)
         self.model = _load_torchscript(self.path)
         self._sha256: str | None = None
-
-    @property
-    def sha256(self) -> str:
-        """sha256 of the model file (computed once)."""
-        if self._sha256 is None:
-            self._sha256 = file_sha256(self.path)
-        return self._sha256
 
     def describe(self) -> dict:
         """What to record in ``metrics.json``: path, sha256 and the input convention."""
@@ -512,7 +519,7 @@ def feature_extractor_from_env(kind: str, path=None) -> FeatureExtractor:
     return FeatureExtractor(p, size=spec["size"], mean=spec["mean"], std=spec["std"])
 
 
-class LPIPSModel:
+class LPIPSModel(_UserModelFile):
     """LPIPS from a user-supplied TorchScript file.
 
     The module must take two float tensors ``(B, 3, H, W)`` in ``[-1, 1]`` and return distances of
@@ -528,12 +535,6 @@ class LPIPSModel:
         self.batch_size = int(batch_size)
         self.model = _load_torchscript(self.path)
         self._sha256: str | None = None
-
-    @property
-    def sha256(self) -> str:
-        if self._sha256 is None:
-            self._sha256 = file_sha256(self.path)
-        return self._sha256
 
     def describe(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "input": "[-1, 1], no resize"}

@@ -71,12 +71,12 @@ class OptionalModels:
             try:
                 model = M.feature_extractor_from_env(kind, path)
                 setattr(out, kind, model)
-                out.files[kind] = {"path": str(model.path), "sha256": M.file_sha256(model.path)}
+                out.files[kind] = model.describe()
             except M.MetricUnavailable as exc:
                 out.skipped[metric] = str(exc)
         try:
             out.lpips = M.lpips_model_from_env(lpips)
-            out.files["lpips"] = {"path": str(out.lpips.path), "sha256": M.file_sha256(out.lpips.path)}
+            out.files["lpips"] = out.lpips.describe()
         except M.MetricUnavailable as exc:
             out.skipped["lpips"] = str(exc)
         return out
