@@ -142,8 +142,8 @@ def render_views(texture: np.ndarray, fit: FitResult, model: FaceModel, *, yaws=
     normals_model = fine.vertex_normals(vertices)
     views = []
     for yaw in yaws:
-        pose = view_pose(vertices, float(yaw), pitch, size)
-        pose = Pose(pose.rotation, reference.scale, np.array([size / 2, reference.translation[1], 10 * size]))
+        # The frontal view's scale and height for every angle; each view recentred horizontally.
+        pose = Pose(euler_to_matrix(float(yaw), pitch, 0.0), reference.scale, reference.translation)
         screen = pose.to_screen(vertices)
         screen[:, 0] += size / 2 - (screen[:, 0].max() + screen[:, 0].min()) / 2
         rgb, mask = render_mesh(texture, screen, fine, size, size,
