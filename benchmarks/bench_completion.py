@@ -55,6 +55,7 @@ def main() -> int:
     parser.add_argument("--uv-size", type=int, default=512)
     parser.add_argument("--work", type=Path, default=REPO / "bench_out" / "completion")
     parser.add_argument("--json", type=Path, help="also write the summary here")
+    parser.add_argument("--unet-model", type=Path, help="model folder from `facetex train unet` for the unet method")
     args = parser.parse_args()
 
     from facetex_cli.batch import quiet_native_stderr
@@ -72,8 +73,9 @@ def main() -> int:
     model = load_builtin_face_model()
     fills = {}
     for name in args.methods or sorted(available_methods()):
+        options = {"model_path": str(args.unet_model)} if name == "unet" and args.unet_model else {}
         try:
-            fills[name] = get_method(name).load(model)
+            fills[name] = get_method(name).load(model, **options)
         except FacetexError as exc:   # e.g. a learned method without weights: say so, go on
             print(f"skipped method {name}: {exc}", file=sys.stderr)
     methods = list(fills)
@@ -101,7 +103,8 @@ def main() -> int:
                 continue
             frontal += 1
             for name in methods:
-                result_path = args.work / "results" / set_name / name / f"{path.stem}.json"
+                tag = f"{name}-{args.unet_model.name}" if name == "unet" and args.unet_model else name
+                result_path = args.work / "results" / set_name / tag / f"{path.stem}.json"
                 if result_path.is_file():
                     per_method[name].append(json.loads(result_path.read_text()))
                     continue
