@@ -2,8 +2,9 @@
 
 The generator predicts the whole UV map from the partial one (plus the seen mask and the UV
 position map) at its training resolution; the prediction is upsampled to the unwrap's size and the
-photo's own texels are Poisson-blended into it (:func:`stages.pseudo_gt.blend_into`), so the
-visible detail is kept at full resolution and the prediction fills the rest without a seam.
+photo's own texels are Poisson-blended into it (:func:`stages.pseudo_gt.blend_into`, without the
+mirror fill by default), so the visible detail is kept at full resolution and the prediction fills
+the rest without a seam.
 
 No generator ships yet: ``--model DIR`` must name one (see the README's training recipe).
 """
@@ -42,13 +43,16 @@ def load_generator(path: str | Path | None):
 
 @register_method
 class UNetFill(CompletionMethod):
-    """Options: ``model_path``: a folder written by ``facetex train unet``; ``device``: torch device."""
+    """Options: ``model_path``: a folder written by ``facetex train unet``; ``device``: torch device;
+    ``mirror``: also paste seen mirror partners over the prediction (default False: the generator
+    learned the symmetry and completes the hidden texels itself, as in seed 001)."""
 
     name = "unet"
     description = "weakly supervised UV generator (seed 001) from `facetex train unet` (needs --model)"
 
-    def __init__(self, model, model_path: str | None = None, device: str = "cpu"):
+    def __init__(self, model, model_path: str | None = None, device: str = "cpu", mirror: bool = False):
         super().__init__(model)
+        self.mirror = mirror
         self.generator, self.uv_size = load_generator(model_path)
         self.device = torch.device(device)
         self.generator.to(self.device)
@@ -78,7 +82,7 @@ class UNetFill(CompletionMethod):
     def complete(self, unwrap: UnwrapResult) -> Completion:
         prediction = self.predict([unwrap])[0]
         base = cv2.resize(prediction, (unwrap.size, unwrap.size), interpolation=cv2.INTER_CUBIC)
-        texture, provenance = blend_into(np.clip(base, 0, 1), unwrap)
+        texture, provenance = blend_into(np.clip(base, 0, 1), unwrap, mirror=self.mirror)
         n = max(1, int(unwrap.layout_mask.sum()))
 
         def fraction(code: int) -> float:
