@@ -64,7 +64,7 @@ def report(tmp_path):
     src.mkdir()
     photo = _png(src / "photo.png", (640, 480))
     unwrap = _png(src / "uv_texture.png", (300, 300), "RGBA", seed=1)
-    complete = _png(src / "uv_complete.jpg".replace(".jpg", ".png"), (512, 512), seed=2)
+    complete = _png(src / "uv_complete.png", (512, 512), seed=2)
     small = _png(src / "small.png", (64, 100), seed=3)
     jpeg = src / "render.jpg"
     Image.fromarray(np.full((200, 400, 3), 90, np.uint8)).save(jpeg)

@@ -436,6 +436,8 @@ table.data tbody tr:nth-child(even) { background: #fafbfc; }
 table.data tbody tr:hover { background: #f0f4ff; }
 .num { text-align: right !important; font-variant-numeric: tabular-nums; }
 td.none { color: #a0a6b1; }
+table.methods { table-layout: fixed; min-width: 640px; }
+table.methods th:first-child { width: 22%; }
 td.best { background: var(--best); color: var(--best-ink); font-weight: 700; }
 .dir { color: var(--muted); font-size: 11px; font-weight: 400; }
 .legend { color: var(--muted); font-size: 12px; margin: 8px 0 0; }
@@ -452,7 +454,7 @@ ul.skipped .reason { color: var(--muted); }
 .badge { font-size: 11px; padding: 2px 8px; border-radius: 999px; font-weight: 600; }
 .badge.warn { background: var(--warn); color: var(--warn-ink); }
 .sheet-body { display: grid; grid-template-columns: minmax(0, 1fr) 260px; gap: 20px; align-items: start; }
-.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); gap: 12px; }
+.tiles { display: grid; grid-template-columns: repeat(4, minmax(0, 1fr)); gap: 14px 12px; }
 .tile { margin: 0; }
 .tile .frame { aspect-ratio: 1 / 1; background: #eceef1; border: 1px solid var(--line); border-radius: 6px;
   overflow: hidden; display: flex; align-items: center; justify-content: center; }
@@ -479,7 +481,12 @@ footer { color: var(--muted); font-size: 12px; text-align: center; margin-top: 2
 @media (max-width: 900px) {
   .grid2, .sheet-body { grid-template-columns: minmax(0, 1fr); }
   main { padding: 16px 10px 32px; }
-  .tiles { grid-template-columns: repeat(auto-fill, minmax(110px, 1fr)); }
+}
+@media (max-width: 560px) {
+  .tiles { grid-template-columns: repeat(2, minmax(0, 1fr)); }
+  .card { padding: 14px 12px; }
+  dl.settings { grid-template-columns: minmax(0, 1fr); }
+  dl.settings dd { margin-bottom: 6px; }
 }
 @media print {
   body { background: #fff; }
