@@ -4,7 +4,8 @@
 
 1. every London photo (neutral and smiling) of a person in the training split
    (``stages.core.splits.london_split``; held-out people never enter the model);
-2. ``fit`` + ``unwrap`` at 512^2 with the built-in face model (cached in ``--work``, resumable);
+2. ``fit`` + ``unwrap`` at 512^2 with the built-in face model (``prepare_training_data.prepare_unwraps``,
+   cached in ``--work``, resumable; the same folders ``facetex train`` uses);
 3. ``build-pca`` per channel at 128^2 with 40 components, 15 EM iterations, seed 0;
 4. writes ``stages/assets/albedo_pca_london_v1.h5`` (float16) and ``docs/albedo_pca_london_v1.png``
    (mean and first components), and prints the numbers for data_manifests/albedo_pca_london.md.
@@ -30,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "faces" / "london")
-    parser.add_argument("--work", type=Path, default=REPO / "bench_out" / "albedo")
+    parser.add_argument("--work", type=Path, default=REPO / "bench_out" / "train_london")
     parser.add_argument("--out", type=Path, default=REPO / "stages" / "assets" / "albedo_pca_london_v1.h5")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--components", type=int, default=40)
@@ -41,31 +42,18 @@ def main() -> int:
         print(f"error {args.photos}: London Set not found (see ../shared/faces/README.md)", file=sys.stderr)
         return 2
 
-    from facetex_cli.batch import quiet_native_stderr
+    from prepare_training_data import prepare_unwraps  # scripts/ is on sys.path when run as a script
+
     from stages.core.face_model import load_builtin_face_model
     from stages.core.image_io import save_png
-    from stages.core.splits import london_split
-    from stages.fit import MediaPipeLandmarker, fit_photo
-    from stages.core.image_io import load_photo
-    from stages.unwrap import unwrap_photo
 
     model = load_builtin_face_model()
-    photos = [p for p in sorted(args.photos.glob("*/*.jpg")) if london_split(p) == "train"]
-    print(f"{len(photos)} training photos of {len({p.stem[:3] for p in photos})} people")
-    landmarker = None
-    folders = []
     start = time.perf_counter()
-    for path in photos:
-        folder = args.work / path.stem
-        if not (folder / "unwrap.json").is_file():
-            with quiet_native_stderr():
-                landmarker = landmarker or MediaPipeLandmarker()
-                photo = load_photo(path)
-                fit = fit_photo(photo, landmarker, model=model)[0]
-            unwrap_photo(photo.rgb, fit, model=model, uv_size=512).save(folder)
-        folders.append(folder)
-    print(f"unwraps ready in {time.perf_counter() - start:.1f} s")
+    folders = prepare_unwraps(args.photos, args.work, uv_size=512)
+    print(f"{len(folders)} training unwraps ready in {time.perf_counter() - start:.1f} s")
     from stages.pca import build_albedo_pca, component_sheet
+
+    (args.work / "_pca").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     pca = build_albedo_pca(folders, args.out, model=model, resolution=args.resolution,
                            n_components=args.components, iterations=args.iterations, seed=args.seed,

@@ -4,7 +4,8 @@
 
 Writes ``OUT/<stem>/`` (fit.json, the unwrap artifacts, uv_pseudo.png, ...) for every photo of a
 person in the TRAIN split (``stages.core.splits``; held-out people are never written), models
-loaded once, resumable (folders with uv_pseudo.png are skipped). Same artifacts as
+loaded once, resumable. ``build_albedo_model.py`` reuses :func:`prepare_unwraps` (without the
+pseudo-GT, which needs the model it builds). Same artifacts as
 ``make pipeline`` followed by ``facetex pseudo-gt``, in one process.
 """
 
@@ -22,6 +23,43 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def prepare_unwraps(photos_root: Path, out: Path, *, uv_size: int = 512, pca=None) -> list[Path]:
+    """fit + unwrap (and, given a PCA model, pseudo-gt) of every London TRAIN photo under ``photos_root``.
+
+    Resumable: a folder keeps its fit/unwrap once written, and gets only what it lacks. Returns the
+    folders that hold an unwrap. Models are loaded once.
+    """
+    from facetex_cli.batch import quiet_native_stderr
+    from stages.core.errors import FacetexError
+    from stages.core.face_model import load_builtin_face_model
+    from stages.core.image_io import load_photo
+    from stages.core.splits import london_split
+    from stages.fit import MediaPipeLandmarker, fit_photo, save_fit
+    from stages.pseudo_gt import pseudo_ground_truth
+    from stages.unwrap import UnwrapResult, unwrap_photo
+
+    model = load_builtin_face_model()
+    landmarker = None
+    folders = []
+    for path in (p for p in sorted(photos_root.glob("*/*.jpg")) if london_split(p) == "train"):
+        folder = out / path.stem
+        if not (folder / "unwrap.json").is_file():
+            try:
+                photo = load_photo(path)
+                with quiet_native_stderr():
+                    landmarker = landmarker or MediaPipeLandmarker()
+                    fit = fit_photo(photo, landmarker, model=model)[0]
+            except FacetexError as exc:
+                print(f"skipped {exc}", file=sys.stderr)
+                continue
+            save_fit(fit, photo.rgb, folder, model)
+            unwrap_photo(photo.rgb, fit, model=model, uv_size=uv_size).save(folder)
+        if pca is not None and not (folder / "uv_pseudo.png").is_file():
+            pseudo_ground_truth(UnwrapResult.load(folder, model), pca).save(folder)
+        folders.append(folder)
+    return folders
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "faces" / "london")
@@ -31,41 +69,11 @@ def main() -> int:
     if not args.photos.is_dir():
         print(f"error {args.photos}: London Set not found (see ../shared/faces/README.md)", file=sys.stderr)
         return 2
-
-    from facetex_cli.batch import quiet_native_stderr
     from stages.completion.pca import load_pca
-    from stages.core.errors import FacetexError
-    from stages.core.face_model import load_builtin_face_model
-    from stages.core.image_io import load_photo
-    from stages.core.splits import london_split
-    from stages.fit import MediaPipeLandmarker, fit_photo, save_fit
-    from stages.pseudo_gt import pseudo_ground_truth
-    from stages.unwrap import unwrap_photo
 
-    model = load_builtin_face_model()
-    pca = load_pca(None)
-    with quiet_native_stderr():
-        landmarker = MediaPipeLandmarker()
-    photos = [p for p in sorted(args.photos.glob("*/*.jpg")) if london_split(p) == "train"]
-    start, done = time.perf_counter(), 0
-    for path in photos:
-        folder = args.out / path.stem
-        if (folder / "uv_pseudo.png").is_file():
-            continue
-        try:
-            photo = load_photo(path)
-            with quiet_native_stderr():
-                fit = fit_photo(photo, landmarker, model=model)[0]
-            unwrap = unwrap_photo(photo.rgb, fit, model=model, uv_size=args.uv_size)
-        except FacetexError as exc:
-            print(f"skipped {exc}", file=sys.stderr)
-            continue
-        save_fit(fit, photo.rgb, folder, model)
-        unwrap.save(folder)
-        pseudo_ground_truth(unwrap, pca).save(folder)
-        done += 1
-    seconds = time.perf_counter() - start
-    print(f"{done} new training folders ({len(photos)} train photos) in {seconds:.1f} s -> {args.out}")
+    start = time.perf_counter()
+    folders = prepare_unwraps(args.photos, args.out, uv_size=args.uv_size, pca=load_pca(None))
+    print(f"{len(folders)} training folders in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
 
 
