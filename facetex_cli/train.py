@@ -23,6 +23,16 @@ def train_unet_command(
     batch_size: int = typer.Option(4, "--batch-size", min=1),
     uv_size: int = typer.Option(256, "--uv-size", min=32, max=1024, help="Training UV resolution."),
     seed: int = typer.Option(0, "--seed"),
+    view_size: int = typer.Option(128, "--view-size", min=0, max=1024,
+                                  help="Side of the face renders for the render L1 / face discriminator / identity "
+                                       "losses (0: UV losses only; then the photos are not read)."),
+    w_render: float = typer.Option(1.0, "--w-render", min=0.0, help="Weight of the render L1 loss."),
+    w_face_adv: float = typer.Option(0.01, "--w-face-adv", min=0.0, help="Weight of the face discriminator."),
+    identity_model: Path = typer.Option(None, "--identity-model", help="TorchScript face-embedding network for the "
+                                        "identity loss (see data_manifests/evaluation_models.md); off without it."),
+    w_id: float = typer.Option(0.1, "--w-id", min=0.0, help="Weight of the identity loss."),
+    augment: bool = typer.Option(True, "--augment/--no-augment",
+                                 help="Random relighting and recolouring of every sample (stages/train/augment.py)."),
     sample_every: int = typer.Option(200, "--sample-every", min=0, help="Write a sample sheet every N steps."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=0, help="Checkpoint every N steps."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/training_state if present."),
@@ -44,7 +54,10 @@ def train_unet_command(
         raise typer.Exit(2)
     try:
         config = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, uv_size=uv_size, seed=seed,
-                             sample_every=sample_every, checkpoint_every=checkpoint_every)
+                             sample_every=sample_every, checkpoint_every=checkpoint_every, view_size=view_size,
+                             w_render=w_render, w_face_adv=w_face_adv, w_id=w_id,
+                             identity_model=str(identity_model) if identity_model is not None else None,
+                             augment={} if augment else {"probability": 0.0})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     model = load_builtin_face_model()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def train_folders(model, tmp_path_factory):
         photo = (np.where(mask[..., None], rgb, 0.5) * 255 + 0.5).astype(np.uint8)
         folder = root / f"face{k}"
         unwrap_photo(photo, fit, model=model, uv_size=256).save(folder)
-        fit.save(folder / "fit.json")
+        save_png(folder / "photo.png", photo)        # the render losses read the photo named in fit.json
+        dataclasses.replace(fit, source=str(folder / "photo.png")).save(folder / "fit.json")
         save_png(folder / "uv_pseudo.png", texture)
         out.append(folder)
     return out

@@ -457,24 +457,28 @@ class FeatureExtractor(_UserModelFile):
         return {"path": str(self.path), "sha256": self.sha256, "size": self.size,
                 "mean": list(self.mean), "std": list(self.std)}
 
-    def embed(self, images) -> np.ndarray:
-        """Embeddings ``(B, D)`` float64 of images ``(B, H, W, 3)`` in ``[0, 1]`` (see the class docstring)."""
+    def forward_tensor(self, x):
+        """Differentiable embedding (used by training losses): ``(B, 3, H, W)`` float in ``[0, 1]`` on any
+        device -> ``(B, D)``, with the resize and normalisation of :meth:`embed`. Gradients flow to ``x``."""
         import torch
         import torch.nn.functional as F
 
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        return _first_tensor(self.model((x - mean) / std)).reshape(x.shape[0], -1)
+
+    def embed(self, images) -> np.ndarray:
+        """Embeddings ``(B, D)`` float64 of images ``(B, H, W, 3)`` in ``[0, 1]`` (see the class docstring)."""
+        import torch
+
         x_all = _images_to_tensor(images)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
         outs = []
         with torch.no_grad():
             for i in range(0, x_all.shape[0], self.batch_size):
-                x = x_all[i : i + self.batch_size]
-                if tuple(x.shape[-2:]) != (self.size, self.size):
-                    x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
-                                      align_corners=False)
-                x = (x - mean) / std
-                out = _first_tensor(self.model(x))
-                outs.append(out.detach().to(torch.float64).reshape(x.shape[0], -1).cpu().numpy())
+                out = self.forward_tensor(x_all[i : i + self.batch_size])
+                outs.append(out.detach().to(torch.float64).cpu().numpy())
         return np.concatenate(outs, axis=0)
 
 

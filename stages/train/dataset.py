@@ -31,6 +31,7 @@ from stages.core.image_io import load_texture
 from stages.core.uv import uv_layout
 from stages.fit import FitResult
 from stages.render import render_mesh
+from stages.train.face_views import FaceView, load_photo_view, novel_view
 from stages.train.reposing import PoseRange, reposed_confidence, sample_pose, view_pose_rolled
 from stages.unwrap import UnwrapResult, texel_visibility
 
@@ -65,6 +66,8 @@ class TrainingSample:
         real: ``(3, S, S)`` the photo's own texels (the original unwrap, zero where unseen): the
             "real partial UVs" of the partial-UV discriminators, whatever the sample's kind.
         seen: ``(1, S, S)`` 0/1 where the original unwrap saw the face.
+        normal: ``(3, S, S)`` unit camera-space normal of each texel at the fitted pose (zero outside
+            the layout): the lighting augmentation relights with it.
     """
 
     partial: np.ndarray
@@ -78,6 +81,7 @@ class TrainingSample:
     folder: int
     real: np.ndarray
     seen: np.ndarray
+    normal: np.ndarray
 
     def to_torch(self) -> dict:
         """A dict of torch tensors (``kind`` stays a string), ready for the default collate."""
@@ -98,6 +102,9 @@ class _Folder:
     position: np.ndarray     # (S, S, 3) model space, zero outside the layout
     pseudo: np.ndarray       # (S, S, 3)
     vertices: np.ndarray     # (V, 3) float64
+    rotation: np.ndarray     # (3, 3) fitted rotation
+    normal: np.ndarray       # (S, S, 3) camera-space texel normals at the fitted pose
+    view: FaceView | None    # the photo at its fitted pose (render losses), None when not asked for
 
 
 def check_training_folder(folder: str | Path) -> None:
@@ -131,8 +138,8 @@ def _resize_masked(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.n
     return values.astype(np.float32), weight
 
 
-def load_training_folder(folder: str | Path, model: FaceModel, uv_size: int) -> _Folder:
-    """Read one checked folder into memory at ``uv_size``."""
+def load_training_folder(folder: str | Path, model: FaceModel, uv_size: int, view_size: int = 0) -> _Folder:
+    """Read one checked folder into memory at ``uv_size`` (and its photo view at ``view_size``, if > 0)."""
     folder = Path(folder)
     fit = FitResult.load(folder / "fit.json")
     if fit.model_id != model.name or fit.vertices.shape != (model.n_vertices, 3):
@@ -152,9 +159,14 @@ def load_training_folder(folder: str | Path, model: FaceModel, uv_size: int) -> 
     confidence = np.where(layout, confidence, 0.0)
     texture = np.where((confidence > 0)[..., None], texture, 0.0)
     position = np.where(layout[..., None], position, 0.0)
+    vertices = np.asarray(fit.vertices, dtype=np.float64)
+    normal = uv_layout(model, uv_size).interpolate(fit.pose.rotate_normals(model.vertex_normals(vertices)))
+    normal /= np.linalg.norm(normal, axis=2, keepdims=True) + 1e-12
     return _Folder(path=folder, texture=texture.astype(np.float32), confidence=confidence.astype(np.float32),
                    position=position.astype(np.float32), pseudo=_resize(pseudo, uv_size).astype(np.float32),
-                   vertices=np.asarray(fit.vertices, dtype=np.float64))
+                   vertices=vertices, rotation=np.asarray(fit.pose.rotation, dtype=np.float64),
+                   normal=np.where(layout[..., None], normal, 0.0).astype(np.float32),
+                   view=load_photo_view(folder, fit, model, view_size) if view_size else None)
 
 
 def _chw(image: np.ndarray) -> np.ndarray:
@@ -181,17 +193,24 @@ class UVTrainingSet(torch.utils.data.Dataset):
             so it is the same in every process (DataLoader workers included).
         epoch_length: ``len()`` of the dataset (default: the number of folders); index ``i`` uses
             folder ``i % N``.
+        view_size: ``R`` of the image-space views for the render losses and the face discriminator
+            (:mod:`stages.train.face_views`); 0 (default) leaves them out and does not read the photos.
+        novel_range: ``(max_yaw, max_pitch)`` degrees of the novel view's offset from the fitted pose.
 
     ``__getitem__`` returns :meth:`TrainingSample.to_torch`: ``partial (3,S,S)``, ``mask (1,S,S)``,
     ``position (3,S,S)``, ``target (3,S,S)``, ``weight (1,S,S)``, ``layout (1,S,S)`` float32
-    tensors, ``pose (3,)``, ``folder`` (int64 scalar) and ``kind`` (str). Call :meth:`set_epoch`
+    tensors, ``pose (3,)``, ``folder`` (int64 scalar) and ``kind`` (str); with ``view_size = R > 0`` also
+    ``view_image (3,R,R)``, ``view_mask (1,R,R)``, ``view_triangle_id (R,R)`` (int64), ``view_screen (V,3)``
+    (the photo at its fitted pose) and ``novel_mask``, ``novel_triangle_id``, ``novel_screen`` (the shape
+    turned by a random offset within ``novel_range``). Call :meth:`set_epoch`
     before each epoch for new poses (with DataLoader workers, use ``persistent_workers=False``
     so the workers pick the new epoch up).
     """
 
     def __init__(self, folders: list[Path], model: FaceModel, *, uv_size: int = 256,
                  pose_range: PoseRange = PoseRange(), pseudo_weight: float = 0.3, rerender_fraction: float = 0.25,
-                 seed: int = 0, epoch_length: int | None = None):
+                 seed: int = 0, epoch_length: int | None = None, view_size: int = 0,
+                 novel_range: tuple[float, float] = (40.0, 15.0)):
         folders = [Path(f) for f in folders]
         if not folders:
             raise ValueError("no training folders")
@@ -209,8 +228,12 @@ class UVTrainingSet(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch_length = epoch_length
         self.epoch = 0
+        if view_size < 0:
+            raise ValueError(f"view_size must be >= 0, got {view_size}")
+        self.view_size = int(view_size)
+        self.novel_range = (float(novel_range[0]), float(novel_range[1]))
         self.layout = uv_layout(model, self.uv_size).mask.copy()
-        self.folders = [load_training_folder(f, model, self.uv_size) for f in folders]
+        self.folders = [load_training_folder(f, model, self.uv_size, self.view_size) for f in folders]
 
     def __len__(self) -> int:
         return self.epoch_length or len(self.folders)
@@ -237,13 +260,32 @@ class UVTrainingSet(torch.utils.data.Dataset):
             return self._rerender_sample(data, pose, folder_index)
         return self._photo_sample(data, pose, folder_index)
 
+    def views(self, index: int) -> dict:
+        """Image-space views of sample ``index`` (needs ``view_size > 0``): see the class docstring."""
+        if not self.view_size:
+            raise ValueError("this dataset was built without views (view_size=0)")
+        rng = np.random.default_rng([self.seed, self.epoch, int(index), 1])
+        data = self.folders[int(index) % len(self.folders)]
+        yaw, pitch = rng.uniform(-1.0, 1.0, 2) * np.array(self.novel_range)
+        novel = novel_view(self.model, data.vertices, data.rotation, float(yaw), float(pitch), self.view_size)
+        view = data.view
+        return {"view_image": torch.from_numpy(_chw(view.image)), "view_mask": torch.from_numpy(_chw(view.mask)),
+                "view_triangle_id": torch.from_numpy(view.triangle_id), "view_screen": torch.from_numpy(view.screen),
+                "novel_mask": torch.from_numpy(_chw(novel.mask)),
+                "novel_triangle_id": torch.from_numpy(novel.triangle_id),
+                "novel_screen": torch.from_numpy(novel.screen)}
+
     def __getitem__(self, index: int) -> dict:
-        return self.sample(index).to_torch()
+        item = self.sample(index).to_torch()
+        if self.view_size:
+            item.update(self.views(index))
+        return item
 
     @staticmethod
     def _real(data: _Folder) -> dict:
         seen = data.confidence > 0
-        return {"real": _chw(np.where(seen[..., None], data.texture, 0.0)), "seen": _chw(seen)}
+        return {"real": _chw(np.where(seen[..., None], data.texture, 0.0)), "seen": _chw(seen),
+                "normal": _chw(data.normal)}
 
     def _photo_sample(self, data: _Folder, pose: tuple[float, float, float], folder_index: int) -> TrainingSample:
         reposed = reposed_confidence(self.model, data.vertices, *pose, self.uv_size, image_size=self.render_size)
