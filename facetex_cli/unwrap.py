@@ -1,4 +1,5 @@
-"""``facetex unwrap``: sample the visible UV texels from the photo through the fitted mesh."""
+"""``facetex unwrap``: sample the visible UV texels from the photo, through the fitted mesh (``geometric``)
+or with the learned UV sampler (``learned``, no 3D fit)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,36 @@ from pathlib import Path
 import typer
 
 from facetex_cli.batch import expand_inputs, print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, find_artifacts, outputs_exist
-from facetex_cli.fit import MAX_SIDE_HELP
+from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, build_or_exit, find_artifacts, outputs_exist
+from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
 from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import FitResult
 from stages.unwrap import EROSION_FRACTION, UV_SIZE_RANGE, unwrap_photo
 
+METHODS = ("geometric", "learned")
+
 
 def unwrap_command(
-    photos: list[str] = typer.Argument(..., help="Photo files, folders or globs."),
-    fit: Path = typer.Argument(..., help="A fit.json, or the output root of `facetex fit` (holds <stem>/fit.json)."),
+    photos: list[str] | None = typer.Argument(None, help="Photo files, folders or globs."),
+    fit: Path | None = typer.Argument(None, help="A fit.json, or the output root of `facetex fit` (holds "
+                                                 "<stem>/fit.json). Required by --method geometric; with --method "
+                                                 "learned only its 2D landmarks are read (default: detect them; "
+                                                 "anything that is not a .json or a fit root counts as a photo)."),
     out: Path = OUT_OPTION,
+    method: str = typer.Option("geometric", "--method",
+                               help="geometric: through the fitted mesh; learned: the learned UV sampler (seed 001 "
+                                    "§3.1), no 3D fit (needs --model unless one ships)."),
+    model_dir: Path | None = typer.Option(None, "--model", help="Model folder of `facetex train sampler` "
+                                                                "(--method learned)."),
     uv_size: int = typer.Option(512, "--uv-size", min=UV_SIZE_RANGE[0], max=UV_SIZE_RANGE[1],
                                 help="UV texture side in texels."),
     erosion: float = typer.Option(EROSION_FRACTION, "--erosion", min=0.0, max=0.2,
-                                  help="Silhouette erosion as a fraction of the face width."),
+                                  help="Silhouette erosion as a fraction of the face width (geometric)."),
     delight: bool = typer.Option(False, "--delight/--no-delight",
-                                 help="Divide by the fitted SH shading (albedo-like; relight with render --sh)."),
+                                 help="Divide by the fitted SH shading (albedo-like; relight with render --sh; "
+                                      "geometric only)."),
+    face: str = typer.Option("largest", "--face", help=FACE_HELP + " (learned without FIT)"),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
@@ -32,26 +45,80 @@ def unwrap_command(
     """Unwrap the visible face texture into UV space.
 
     Writes OUT/<stem>/uv_texture.png (RGBA, alpha = confidence), uv_mask.png, uv_position.npy
-    (+ .png preview) and unwrap.json.
+    (+ .png preview) and unwrap.json. With --method learned, alpha is the predicted visibility
+    probability and uv_position.npy is the face model's mean shape (no per-image fit).
     """
+    if method not in METHODS:
+        raise typer.BadParameter(f"unknown method {method!r}; choose from {', '.join(METHODS)}",
+                                 param_hint="--method")
+    photos = list(photos or [])
+    if fit is not None and not photos:
+        photos, fit = [str(fit)], None           # a single positional is the photo
+    elif fit is not None and method == "learned" and not _is_fit_source(fit):
+        # The last positional is a photo, not a fit (e.g. `unwrap --method learned a.jpg b.jpg`).
+        photos.append(str(fit))
+        fit = None
+    if not photos:
+        raise typer.BadParameter("give at least one photo", param_hint="PHOTOS")
+    if method == "geometric" and fit is None:
+        raise typer.BadParameter("--method geometric needs the FIT argument (run `facetex fit` first), or use "
+                                 "--method learned", param_hint="FIT")
+    if method == "learned" and delight:
+        raise typer.BadParameter("--delight needs a fitted lighting; it works with --method geometric only",
+                                 param_hint="--delight")
     inputs = expand_inputs(photos)
-    if fit.is_file() and len(inputs.files) > 1:
+    if fit is not None and fit.is_file() and len(inputs.files) > 1:
         raise typer.BadParameter("a single fit.json goes with a single photo; pass the fit output root instead",
                                  param_hint="FIT")
     model = load_builtin_face_model()
-
-    def process(path: Path) -> str:
-        fit_paths = find_artifacts(fit, path.stem, "fit.json")
-        photo = load_photo(path, max_side=max_side)
-        coverage = []
-        for fit_path in fit_paths:
-            result = unwrap_photo(photo.rgb, FitResult.load(fit_path), model=model, uv_size=uv_size, erosion=erosion,
-                                  delight=delight)
-            result.save(out / result.stem)
-            coverage.append(f"{result.info['coverage']:.0%}")
-        return "coverage " + ", ".join(coverage)
+    if method == "learned":
+        process = _learned_process(fit, out, model, model_dir, uv_size, face, max_side, debug)
+    else:
+        def process(path: Path) -> str:
+            fit_paths = find_artifacts(fit, path.stem, "fit.json")
+            photo = load_photo(path, max_side=max_side)
+            coverage = []
+            for fit_path in fit_paths:
+                result = unwrap_photo(photo.rgb, FitResult.load(fit_path), model=model, uv_size=uv_size,
+                                      erosion=erosion, delight=delight)
+                result.save(out / result.stem)
+                coverage.append(f"{result.info['coverage']:.0%}")
+            return "coverage " + ", ".join(coverage)
 
     results = run_batch(inputs.files, process, name_of=lambda p: p.name, missing=inputs.missing,
                         skip=(lambda p: outputs_exist(out, p.stem, "unwrap.json")) if skip_existing else None,
                         description="unwrap", debug=debug)
     raise typer.Exit(print_summary(results, "unwrap"))
+
+
+def _is_fit_source(path: Path) -> bool:
+    """True for a ``.json`` file or a folder holding ``fit.json`` or ``<stem>/fit.json`` (a fit output root)."""
+    if path.suffix.lower() == ".json":
+        return True
+    return path.is_dir() and ((path / "fit.json").is_file() or any(path.glob("*/fit.json")))
+
+
+def _learned_process(fit: Path | None, out: Path, model, model_dir: Path | None, uv_size: int, face: str,
+                     max_side: int, debug: bool):
+    """The per-photo function of ``--method learned``; the sampler (and detector) load once, here."""
+    from stages.learned_unwrap import LearnedUnwrapper
+
+    unwrapper = build_or_exit(lambda: LearnedUnwrapper(model_dir, face_model=model), debug)
+    landmarker = None
+    if fit is None:
+        from stages.fit import make_landmarker
+
+        landmarker = build_or_exit(lambda: make_landmarker("mediapipe"), debug)
+
+    def process(path: Path) -> str:
+        photo = load_photo(path, max_side=max_side)
+        if landmarker is None:
+            results = [unwrapper.unwrap_with_fit(photo, p, uv_size=uv_size)
+                       for p in find_artifacts(fit, path.stem, "fit.json")]
+        else:
+            results = unwrapper.unwrap_photo(photo, landmarker, uv_size=uv_size, face=face)
+        for result in results:
+            result.save(out / result.stem)
+        return "learned, coverage " + ", ".join(f"{r.info['coverage']:.0%}" for r in results)
+
+    return process

@@ -1,0 +1,75 @@
+"""``facetex train sampler``: seed 001's learned UV sampler (photo -> UV texel positions, no 3D fit at inference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from facetex_cli.batch import console
+from facetex_cli.common import DEBUG_OPTION, artifact_folders, build_or_exit
+from facetex_cli.train import train_app
+
+
+@train_app.command("sampler")
+def train_sampler_command(
+    data: list[str] = typer.Option(..., "--data", help="Output folders (or their root) of `facetex fit` + `facetex "
+                                                      "unwrap` (fit.json, unwrap.json, uv_texture.png; the photo "
+                                                      "named by fit.json must be on disk)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (config.json + weights.safetensors)."),
+    preset: str = typer.Option("small", "--preset", help="Model size: tiny (tests), small (CPU), base (GPU)."),
+    steps: int = typer.Option(3000, "--steps", min=1, help="Training steps."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    uv_size: int = typer.Option(128, "--uv-size", min=16, max=1024, help="Training UV resolution."),
+    lr: float = typer.Option(3e-4, "--lr", min=0.0, help="Adam learning rate."),
+    seed: int = typer.Option(0, "--seed"),
+    sample_every: int = typer.Option(200, "--sample-every", min=0, help="Write a sample sheet every N steps."),
+    checkpoint_every: int = typer.Option(250, "--checkpoint-every", min=0, help="Checkpoint every N steps."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/training_state if present."),
+    cpu: bool = typer.Option(False, "--cpu/--no-cpu", help="Force CPU even when CUDA is available."),
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Train the UV sampler against the geometric unwrap (seed 001, Eq. 5) and write a model folder.
+
+    London Set hold-out people (person % 5 == 0) are never trained on: such folders are skipped.
+    Works under `accelerate launch` unchanged.
+    """
+    from stages.core.face_model import load_builtin_face_model
+    from stages.train.sampler import SamplerTrainConfig, train_uv_sampler, training_folders
+
+    found, missing = artifact_folders(data, "unwrap.json")
+    for pattern in missing:
+        console.print(f"warning {pattern}: no folder with unwrap.json (run `facetex fit` and `facetex unwrap`)",
+                      markup=False)
+    folders, held = training_folders(found)
+    if held:
+        console.print(f"skipped {len(held)} London hold-out folders (person % 5 == 0), e.g. {held[0]}", markup=False)
+    if not folders:
+        console.print("error no training folders found", markup=False)
+        raise typer.Exit(2)
+    try:
+        config = SamplerTrainConfig(preset=preset, steps=steps, batch_size=batch_size, uv_size=uv_size, lr=lr,
+                                    seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    model = load_builtin_face_model()
+    progress = Progress(TextColumn("[bold]train sampler"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[losses]}"), console=console, disable=not console.is_terminal)
+    shown = ("loss", "uv", "render", "coord", "err_px", "iou")
+    with progress:
+        task = progress.add_task("train", total=steps, losses="")
+
+        def update(step: int, total: int, losses: dict) -> None:
+            progress.update(task, completed=step, losses=" ".join(f"{k} {losses[k]:.4f}" for k in shown))
+
+        result = build_or_exit(lambda: train_uv_sampler(folders, out, config, model=model, resume=resume,
+                                                        cpu=cpu or None, progress=update), debug)
+    if "loss" not in result:   # resumed at or past --steps: nothing to train, the folder is (re)written
+        console.print(f"already trained to step {result['steps']} (training_state); model written to {out}",
+                      markup=False)
+        return
+    console.print(f"trained {result['steps']} steps in {result['seconds']:.1f} s on {len(folders)} folders; "
+                  f"UV L1 {result.get('uv', float('nan')):.4f}, render L1 {result.get('render', float('nan')):.4f}, "
+                  f"coordinate error {result.get('err_px', float('nan')):.2f} px, visibility IoU "
+                  f"{result.get('iou', float('nan')):.3f}; model written to {out}", markup=False)
