@@ -58,10 +58,12 @@ def test_save_load_resume_and_determinism(model, train_folders, tmp_path):
     assert (tmp_path / "a" / "training_state" / "step.json").is_file()
 
 
-def test_missing_or_corrupt_model_folder(tmp_path):
+def test_missing_or_corrupt_model_folder(tmp_path, monkeypatch):
+    from stages.completion import unet
     from stages.completion.unet import load_generator
 
-    with pytest.raises(MissingArtifactError, match="no UV generator ships"):
+    monkeypatch.setattr(unet, "SHIPPED_GENERATOR", tmp_path / "absent")
+    with pytest.raises(MissingArtifactError, match="shipped UV generator is missing"):
         load_generator(None)
     with pytest.raises(MissingArtifactError, match=str(tmp_path / "nope")):
         load_generator(tmp_path / "nope")
@@ -85,6 +87,53 @@ def test_train_cli_and_complete_with_the_trained_model(train_folders, astronaut_
                        str(tmp_path / "model"), "--no-previews", "--no-glb", "--uv-size", "256")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "astronaut" / "uv_complete.png").is_file()
-    proc = run_facetex("complete", str(astronaut_path), "-o", str(tmp_path / "out2"), "--method", "unet")
-    assert proc.returncode == 2 and "no UV generator ships with facetex yet" in proc.stderr
+    proc = run_facetex("complete", str(astronaut_path), "-o", str(tmp_path / "out2"), "--method", "unet", "--model",
+                       str(tmp_path / "no-such-model"))
+    assert proc.returncode == 2 and "model folder not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_export_keeps_only_the_generator(train_folders, model, tmp_path):
+    from stages.completion.unet import load_generator
+    from stages.train.model_dir import export_pretrained
+    from stages.train.networks import UVGenerator, UVGeneratorConfig
+    from stages.train.trainer import MODEL_TYPE
+
+    train_uv_generator(train_folders, tmp_path / "full", tiny(2), model=model, cpu=True)
+    export_pretrained(tmp_path / "full", tmp_path / "lean", {"generator": lambda c: UVGenerator(
+        UVGeneratorConfig.from_dict(c))}, model_type=MODEL_TYPE, names=["generator"], extra={"note": "x"})
+    config = json.loads((tmp_path / "lean" / "config.json").read_text())
+    assert list(config["configs"]) == ["generator"] and config["steps"] == 2 and config["note"] == "x"
+    assert not (tmp_path / "lean" / "training_state").exists()
+    full, _ = load_generator(tmp_path / "full")
+    lean, _ = load_generator(tmp_path / "lean")
+    for (k, a), (_, b) in zip(full.state_dict().items(), lean.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_shipped_generator_loads():
+    from stages.completion.unet import SHIPPED_GENERATOR, load_generator
+
+    if not SHIPPED_GENERATOR.is_dir():
+        pytest.skip("no shipped generator in this checkout")
+    generator, size = load_generator(None)
+    assert size == 256
+    with torch.no_grad():
+        out = generator(torch.rand(1, 3, size, size), torch.ones(1, 1, size, size), torch.zeros(1, 3, size, size))
+    assert out.shape == (1, 3, size, size) and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert (SHIPPED_GENERATOR / "README.md").is_file(), "model card"
+
+
+def test_unet_batch_equals_single(train_folders, model, tmp_path):
+    """complete_batch (one forward pass for all) gives what one-by-one completion gives."""
+    from stages.completion import get_method
+    from stages.unwrap import UnwrapResult
+
+    train_uv_generator(train_folders, tmp_path / "m", tiny(2), model=model, cpu=True)
+    method = get_method("unet").load(model, model_path=str(tmp_path / "m"), device="cpu")
+    unwraps = [UnwrapResult.load(folder, model) for folder in train_folders]
+    batch = method.complete_batch(unwraps)
+    for unwrap, together in zip(unwraps, batch, strict=True):
+        alone = method.complete(unwrap)
+        assert np.allclose(alone.texture, together.texture, atol=1e-5)
+        assert np.array_equal(alone.provenance, together.provenance)

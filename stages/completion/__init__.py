@@ -67,6 +67,10 @@ class CompletionMethod:
     def complete(self, unwrap: UnwrapResult) -> Completion:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def complete_batch(self, unwraps: list[UnwrapResult]) -> list[Completion]:
+        """Complete several textures; learned methods override this with one batched forward pass."""
+        return [self.complete(unwrap) for unwrap in unwraps]
+
 
 _REGISTRY: dict[str, type[CompletionMethod]] = {}
 

@@ -6,7 +6,8 @@ photo's own texels are Poisson-blended into it (:func:`stages.pseudo_gt.blend_in
 mirror fill by default), so the visible detail is kept at full resolution and the prediction fills
 the rest without a seam.
 
-No generator ships yet: ``--model DIR`` must name one (see the README's training recipe).
+Without ``--model DIR`` the generator shipped in ``stages/assets/`` (:data:`SHIPPED_GENERATOR`,
+trained on the London training people, see its ``README.md`` model card) is used when present.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from stages.unwrap import UnwrapResult
 
 #: UV position maps are divided by this before entering the network (the model is unit-RMS).
 POSITION_SCALE = 1.5
+#: The default generator (a model folder with its model card), used when no ``--model`` is given.
+SHIPPED_GENERATOR = Path(__file__).resolve().parents[1] / "assets" / "uv_generator_london_v1"
 
 
 def load_generator(path: str | Path | None):
@@ -33,8 +36,11 @@ def load_generator(path: str | Path | None):
     from stages.train.trainer import MODEL_TYPE
 
     if path is None:
-        raise MissingArtifactError(None, "no UV generator ships with facetex yet: train one with `facetex train unet "
-                                         "--data DIR -o MODEL_DIR` and pass --model MODEL_DIR")
+        if not (SHIPPED_GENERATOR / "weights.safetensors").is_file():
+            raise MissingArtifactError(SHIPPED_GENERATOR, "the shipped UV generator is missing from this install: "
+                                                          "train one with `facetex train unet --data DIR -o "
+                                                          "MODEL_DIR` and pass --model MODEL_DIR")
+        path = SHIPPED_GENERATOR
     models, config = load_pretrained(path, {"generator": lambda c: UVGenerator(UVGeneratorConfig.from_dict(c))},
                                      model_type=MODEL_TYPE, names=["generator"])
     generator = models["generator"].eval()
@@ -43,18 +49,19 @@ def load_generator(path: str | Path | None):
 
 @register_method
 class UNetFill(CompletionMethod):
-    """Options: ``model_path``: a folder written by ``facetex train unet``; ``device``: torch device;
+    """Options: ``model_path``: a folder written by ``facetex train unet`` (default: the shipped one);
+    ``device``: torch device (default CUDA when available, else CPU);
     ``mirror``: also paste seen mirror partners over the prediction (default False: the generator
     learned the symmetry and completes the hidden texels itself, as in seed 001)."""
 
     name = "unet"
-    description = "weakly supervised UV generator (seed 001) from `facetex train unet` (needs --model)"
+    description = "weakly supervised UV generator (seed 001); built-in London model or --model DIR"
 
-    def __init__(self, model, model_path: str | None = None, device: str = "cpu", mirror: bool = False):
+    def __init__(self, model, model_path: str | None = None, device: str | None = None, mirror: bool = False):
         super().__init__(model)
         self.mirror = mirror
         self.generator, self.uv_size = load_generator(model_path)
-        self.device = torch.device(device)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator.to(self.device)
 
     def predict(self, unwraps: list[UnwrapResult]) -> np.ndarray:
@@ -80,7 +87,14 @@ class UNetFill(CompletionMethod):
         return out.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
 
     def complete(self, unwrap: UnwrapResult) -> Completion:
-        prediction = self.predict([unwrap])[0]
+        return self._finish(unwrap, self.predict([unwrap])[0])
+
+    def complete_batch(self, unwraps: list[UnwrapResult]) -> list[Completion]:
+        """One generator forward pass for the whole batch, then the per-texture Poisson blend."""
+        predictions = self.predict(unwraps) if unwraps else []
+        return [self._finish(unwrap, prediction) for unwrap, prediction in zip(unwraps, predictions, strict=True)]
+
+    def _finish(self, unwrap: UnwrapResult, prediction: np.ndarray) -> Completion:
         base = cv2.resize(prediction, (unwrap.size, unwrap.size), interpolation=cv2.INTER_CUBIC)
         texture, provenance = blend_into(np.clip(base, 0, 1), unwrap, mirror=self.mirror)
         n = max(1, int(unwrap.layout_mask.sum()))

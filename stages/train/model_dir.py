@@ -225,3 +225,18 @@ def load_pretrained(directory: str | Path, builders: dict[str, Callable[[dict], 
         module.load_state_dict(got, strict=True)
         models[name] = module.to(map_location).eval()
     return models, config
+
+
+def export_pretrained(source: str | Path, destination: str | Path, builders: dict[str, Callable[[dict], nn.Module]],
+                      *, model_type: str, names: list[str], extra: dict | None = None) -> Path:
+    """Copy only the networks ``names`` of a model folder into a new one (e.g. the generator of a
+    training folder, without its discriminators, optimizer state and samples: what inference needs).
+
+    The new ``config.json`` keeps the source's extra keys (training settings, data, steps), adds
+    ``exported_from`` and ``extra``; the weights are bit-identical.
+    """
+    models, config = load_pretrained(source, builders, model_type=model_type, names=names)
+    kept = {k: v for k, v in config.items() if k not in _RESERVED}
+    kept.update({"exported_from": str(source), **(extra or {})})
+    return save_pretrained(destination, models, {n: config["configs"][n] for n in names}, model_type=model_type,
+                           extra=kept)
