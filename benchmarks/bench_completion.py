@@ -79,6 +79,15 @@ def main() -> int:
         except FacetexError as exc:   # e.g. a learned method without weights: say so, go on
             print(f"skipped method {name}: {exc}", file=sys.stderr)
     methods = list(fills)
+    # Results are cached per method; a learned method's cache is keyed by its weights' checksum so a
+    # retrained or newly shipped model is scored afresh.
+    result_tags = {}
+    if "unet" in fills:
+        from stages.completion.unet import SHIPPED_GENERATOR
+        from stages.evaluate.metrics import file_sha256
+
+        weights = (args.unet_model or SHIPPED_GENERATOR) / "weights.safetensors"
+        result_tags["unet"] = f"unet-{file_sha256(weights)[:12]}"
     landmarker = None
     summary: dict[str, dict] = {}
     for set_name, photos in photo_sets(args.sets).items():
@@ -103,7 +112,7 @@ def main() -> int:
                 continue
             frontal += 1
             for name in methods:
-                tag = f"{name}-{args.unet_model.name}" if name == "unet" and args.unet_model else name
+                tag = result_tags.get(name, name)
                 result_path = args.work / "results" / set_name / tag / f"{path.stem}.json"
                 if result_path.is_file():
                     per_method[name].append(json.loads(result_path.read_text()))

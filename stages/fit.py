@@ -270,6 +270,25 @@ def select_faces(faces: list[np.ndarray], which: str) -> list[int]:
     return [index]
 
 
+def detect_faces(photo: Photo, landmarker, which: str) -> tuple[list[np.ndarray], list[int]]:
+    """Detect the landmarks of every face, largest first, and pick the ones ``which`` asks for.
+
+    Returns:
+        ``(faces, chosen)``: the point sets sorted by bounding-box area, and the selected indices.
+
+    Raises:
+        NoFaceError: nothing detected; BadInputError: a bad ``which`` (named in the message).
+    """
+    faces = landmarker.detect(photo.rgb)
+    if not faces:
+        raise NoFaceError(photo.path, "no face found")
+    faces.sort(key=lambda pts: -(np.ptp(pts[:, 0]) * np.ptp(pts[:, 1])))
+    try:
+        return faces, select_faces(faces, which)
+    except (ValueError, IndexError) as exc:
+        raise BadInputError(photo.path, str(exc)) from None
+
+
 def estimate_lighting(rgb: np.ndarray, screen_vertices: np.ndarray, normals_cam: np.ndarray,
                       model: FaceModel, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Fit SH lighting to the visible skin pixels of a posed face.
@@ -340,14 +359,7 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
         NoFaceError: no face, or only faces that are too small.
     """
     model = model or load_builtin_face_model()
-    faces = landmarker.detect(photo.rgb)
-    if not faces:
-        raise NoFaceError(photo.path, "no face found")
-    faces.sort(key=lambda pts: -(np.ptp(pts[:, 0]) * np.ptp(pts[:, 1])))
-    try:
-        chosen = select_faces(faces, face)
-    except (ValueError, IndexError) as exc:
-        raise BadInputError(photo.path, str(exc)) from None
+    faces, chosen = detect_faces(photo, landmarker, face)
     results = []
     for index in chosen:
         points = faces[index]

@@ -171,20 +171,13 @@ class LearnedUnwrapper:
         Raises:
             NoFaceError: no (large enough) face; BadInputError: bad ``face`` or a sparse detector.
         """
-        from stages.fit import MIN_FACE_PX, select_faces
+        from stages.fit import MIN_FACE_PX, detect_faces
 
         if getattr(landmarker, "kind", "dense") != "dense":
             raise BadInputError(photo.path, "the learned sampler needs MediaPipe's dense landmarks "
                                             "(--landmarks mediapipe)")
         min_face_px = MIN_FACE_PX if min_face_px is None else min_face_px
-        faces = landmarker.detect(photo.rgb)
-        if not faces:
-            raise NoFaceError(photo.path, "no face found")
-        faces.sort(key=lambda pts: -(np.ptp(pts[:, 0]) * np.ptp(pts[:, 1])))
-        try:
-            chosen = select_faces(faces, face)
-        except (ValueError, IndexError) as exc:
-            raise BadInputError(photo.path, str(exc)) from None
+        faces, chosen = detect_faces(photo, landmarker, face)
         results = []
         for index in chosen:
             width = float(np.ptp(faces[index][:, 0]))

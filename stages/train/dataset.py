@@ -107,12 +107,17 @@ class _Folder:
     view: FaceView | None    # the photo at its fitted pose (render losses), None when not asked for
 
 
-def check_training_folder(folder: str | Path) -> None:
-    """Raise :class:`MissingArtifactError` naming the first missing file and the command that makes it."""
+def check_training_folder(folder: str | Path, required: tuple[tuple[str, str], ...] = REQUIRED_FILES) -> None:
+    """Raise :class:`MissingArtifactError` naming the first missing file and the command that makes it.
+
+    Args:
+        folder: a facetex output folder.
+        required: ``(file name, command that writes it)`` pairs (default: the UV generator's).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingArtifactError(folder, "training folder not found")
-    for name, command in REQUIRED_FILES:
+    for name, command in required:
         if not (folder / name).is_file():
             raise MissingArtifactError(folder / name, f"missing (run `{command}` first)")
 

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stages.core.atomic import write_json
 from stages.core.errors import MissingArtifactError
 from stages.core.face_model import FaceModel
 from stages.core.image_io import load_photo, save_png
@@ -47,6 +46,7 @@ from stages.core.raster import rasterize
 from stages.core.splits import london_split
 from stages.core.uv import uv_layout
 from stages.train.model_dir import load_pretrained, save_pretrained
+from stages.train.trainer import save_checkpoint
 
 MODEL_TYPE = "uv_sampler"
 
@@ -445,12 +445,10 @@ def check_sampler_folder(folder: str | Path) -> Path:
         MissingArtifactError: naming the first missing file and the command that writes it, or the
             photo fit.json points to.
     """
+    from stages.train.dataset import check_training_folder
+
     folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingArtifactError(folder, "training folder not found")
-    for name, command in REQUIRED_FILES:
-        if not (folder / name).is_file():
-            raise MissingArtifactError(folder / name, f"missing (run `{command}` first)")
+    check_training_folder(folder, REQUIRED_FILES)
     try:
         source = json.loads((folder / "fit.json").read_text()).get("source")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -926,10 +924,10 @@ def train_uv_sampler(folders: list[Path], out_dir: Path, config: SamplerTrainCon
                                               align_corners=False) > 0).float() * batch["layout"]
                 save_png(out_dir / "samples" / f"step_{step:06d}.png", _sample_sheet(batch, sampled, vis_mask))
             if config.checkpoint_every and step % config.checkpoint_every == 0:
-                _checkpoint(accelerator, state_dir, step)
+                save_checkpoint(accelerator, state_dir, step)
         epoch += 1
 
-    _checkpoint(accelerator, state_dir, step)
+    save_checkpoint(accelerator, state_dir, step)
     if accelerator.is_main_process:
         save_pretrained(out_dir, {"sampler": accelerator.unwrap_model(net)}, {"sampler": net_cfg.to_dict()},
                         model_type=MODEL_TYPE, keep=("samples", "training_state", "train_log.jsonl"),
@@ -938,13 +936,6 @@ def train_uv_sampler(folders: list[Path], out_dir: Path, config: SamplerTrainCon
                                              "template_fill": TEMPLATE_FILL},
                                "steps": step, "data": [str(f) for f in folders], "last_losses": last})
     return {**last, "steps": step, "seconds": time.perf_counter() - start}
-
-
-def _checkpoint(accelerator, state_dir: Path, step: int) -> None:
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(state_dir))
-    if accelerator.is_main_process:
-        write_json(state_dir / "step.json", {"step": step})
 
 
 def training_folders(folders: list[Path]) -> tuple[list[Path], list[Path]]:

@@ -267,10 +267,10 @@ def train_uv_generator(folders: list[Path], out_dir: Path, config: TrainConfig, 
                 columns = [partial, pred, target] + ([photo, render_fitted, render_novel] if views else [])
                 save_png(out_dir / "samples" / f"step_{step:06d}.png", _sample_sheet(columns))
             if config.checkpoint_every and step % config.checkpoint_every == 0:
-                _checkpoint(accelerator, state_dir, step)
+                save_checkpoint(accelerator, state_dir, step)
         epoch += 1
 
-    _checkpoint(accelerator, state_dir, step)
+    save_checkpoint(accelerator, state_dir, step)
     if accelerator.is_main_process:
         unwrapped = {"generator": accelerator.unwrap_model(generator),
                      "disc_centre": accelerator.unwrap_model(disc_centre),
@@ -284,7 +284,8 @@ def train_uv_generator(folders: list[Path], out_dir: Path, config: TrainConfig, 
     return {**last, "steps": step, "seconds": time.perf_counter() - start}
 
 
-def _checkpoint(accelerator, state_dir: Path, step: int) -> None:
+def save_checkpoint(accelerator, state_dir: Path, step: int) -> None:
+    """Save the accelerate training state (models, optimizers, RNGs) and the step count, for resuming."""
     accelerator.wait_for_everyone()
     accelerator.save_state(str(state_dir))
     if accelerator.is_main_process:
