@@ -11,6 +11,9 @@
 #   make bench-completion                 every completion method on the hidden-texel benchmark
 #   make face-model                       rebuild the built-in face model asset from ../shared
 #   make albedo-model                     rebuild the shipped PCA albedo model from the London training people
+#   make train-diffusion-small            FreeUV's two networks, small from-scratch preset, on bench_out/train_london (CPU)
+#   make train-diffusion-sd15 SD15=dir    the same at real scale on a GPU with accelerate (SD 1.5 base, SD_DATA=dir)
+#   make bench-diffusion                  seconds per 512^2 texture of --method diffusion (benchmarks/bench_diffusion.py)
 
 PYTHON   ?= python3
 FACETEX  ?= facetex
@@ -26,6 +29,7 @@ COMPLETED   := $(STEMS:%=$(OUT)/%/complete.json)
 TURNTABLES  := $(STEMS:%=$(OUT)/%/turntable.gif)
 
 .PHONY: install test test-all lint pipeline renders evaluate demo bench bench-completion figure face-model albedo-model clean-out help
+.PHONY: train-diffusion-small train-diffusion-sd15 bench-diffusion
 .DELETE_ON_ERROR:
 # Keep the intermediate artifacts: they are outputs people look at, not temporaries.
 .SECONDARY:
@@ -35,7 +39,7 @@ help:
 
 install:
 	$(PYTHON) -m pip install -c constraints.txt torch==2.13.0
-	$(PYTHON) -m pip install -c constraints.txt -e ".[dev]"
+	$(PYTHON) -m pip install -c constraints.txt -e ".[dev,diffusion]"
 
 test:
 	$(PYTHON) -m pytest -q -n 2
@@ -107,3 +111,34 @@ albedo-model:
 
 clean-out:
 	rm -rf $(OUT)
+
+# FreeUV (seed 000): appearance network first (own base: autoencoder + UNet), then the structure
+# network on its frozen base. docs/DIFFUSION.md has the recipe and the numbers.
+DIFF_DATA  ?= bench_out/train_london
+DIFF_OUT   ?= bench_out/models
+DIFF_STEPS ?= 400
+DIFF_VAE_STEPS ?= 200
+
+train-diffusion-small:
+	$(FACETEX) train diffusion-appearance --data $(DIFF_DATA) -o $(DIFF_OUT)/diffusion_appearance_small \
+		--preset small --vae-steps $(DIFF_VAE_STEPS) --steps $(DIFF_STEPS) --sample-every 100
+	$(FACETEX) train diffusion-structure --data $(DIFF_DATA) -o $(DIFF_OUT)/diffusion_structure_small \
+		--preset small --base $(DIFF_OUT)/diffusion_appearance_small --steps $(DIFF_STEPS) --sample-every 100
+
+# Real scale (paper: batch 4, lr 3e-5, 80k steps, one A100): SD15 = a local Stable Diffusion 1.5
+# diffusers folder, CLIP = a local CLIP vision model folder (data_manifests/stable_diffusion.md).
+SD15  ?= models/stable-diffusion-v1-5
+CLIP  ?= models/clip-vit-large-patch14
+SD_DATA ?= out
+SD_STEPS ?= 80000
+
+train-diffusion-sd15:
+	accelerate launch -m facetex_cli.main train diffusion-appearance --data $(SD_DATA) -o models/diffusion_appearance_sd15 \
+		--preset sd15 --base $(SD15) --image-encoder $(CLIP) --steps $(SD_STEPS) --batch-size 4 --lr 3e-5 \
+		--mixed-precision fp16 --sample-every 2000 --checkpoint-every 5000
+	accelerate launch -m facetex_cli.main train diffusion-structure --data $(SD_DATA) -o models/diffusion_structure_sd15 \
+		--preset sd15 --base $(SD15) --image-encoder $(CLIP) --steps $(SD_STEPS) --batch-size 4 --lr 3e-5 \
+		--mixed-precision fp16 --sample-every 2000 --checkpoint-every 5000
+
+bench-diffusion:
+	$(PYTHON) benchmarks/bench_diffusion.py

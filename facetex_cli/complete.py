@@ -37,7 +37,22 @@ def complete_command(
     face: str = typer.Option("largest", "--face", help=FACE_HELP),
     landmarks: str = LANDMARKS_OPTION,
     pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend (default: built in)."),
-    model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train`)."),
+    model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
+                                                         "unet`) or the appearance model for --method diffusion "
+                                                         "(`facetex train diffusion-appearance`)."),
+    structure_dir: Path = typer.Option(None, "--structure-model",
+                                       help="--method diffusion: the structure model (`facetex train "
+                                            "diffusion-structure`) cross-assembled with --model."),
+    steps: int = typer.Option(None, "--steps", min=1, max=1000,
+                              help="--method diffusion: denoising steps (default 30, as the paper)."),
+    guidance: float = typer.Option(None, "--guidance", min=1.0,
+                                   help="--method diffusion: classifier-free guidance scale (default 1.4)."),
+    seed: int = typer.Option(None, "--seed", help="--method diffusion: sampling seed (default 0; same seed, same "
+                                                  "texture)."),
+    scheduler: str = typer.Option(None, "--scheduler",
+                                  help="--method diffusion: ddim (default) or dpm (DPM-Solver++, fewer steps)."),
+    colour_match: bool = typer.Option(None, "--colour-match/--no-colour-match",
+                                      help="--method diffusion: Lab mean-variance colour matching (default on)."),
     delight: bool = typer.Option(False, "--delight/--no-delight",
                                  help="Remove the fitted directional shading before completing (albedo-like)."),
     subdivide: int = typer.Option(1, "--subdivide", min=0, max=3, help="Loop subdivision levels of the exported mesh."),
@@ -62,9 +77,20 @@ def complete_command(
     if pca is not None and method not in ("pca", "blend"):
         raise typer.BadParameter("--pca goes with --method pca or blend", param_hint="--pca")
     if model_dir is not None:
-        if method != "unet":
-            raise typer.BadParameter("--model goes with --method unet", param_hint="--model")
+        if method not in ("unet", "diffusion"):
+            raise typer.BadParameter("--model goes with --method unet or diffusion", param_hint="--model")
         method_options["model_path"] = str(model_dir)
+    diffusion_options = {"structure_path": None if structure_dir is None else str(structure_dir), "steps": steps,
+                         "guidance": guidance, "seed": seed, "scheduler": scheduler, "colour_match": colour_match}
+    for key, value in diffusion_options.items():
+        if value is None:
+            continue
+        if method != "diffusion":
+            flag = {"structure_path": "--structure-model", "colour_match": "--colour-match"}.get(key, f"--{key}")
+            raise typer.BadParameter(f"{flag} goes with --method diffusion", param_hint=flag)
+        method_options[key] = value
+    if scheduler is not None and scheduler not in ("ddim", "dpm"):
+        raise typer.BadParameter("choose ddim or dpm", param_hint="--scheduler")
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
                               delight=delight)

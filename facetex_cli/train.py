@@ -75,3 +75,4 @@ def train_unet_command(
     console.print(f"trained {result['steps']} steps in {result['seconds']:.1f} s on {len(folders)} folders; "
                   f"reconstruction L1 {result.get('rec', float('nan')):.4f}; model written to {out}", markup=False)
 from facetex_cli import train_sampler  # noqa: E402,F401  (registers its commands)
+from facetex_cli import train_diffusion  # noqa: E402,F401  (registers its commands)

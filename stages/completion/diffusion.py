@@ -1,0 +1,131 @@
+"""``diffusion``: FreeUV's cross-assembled diffusion completion (seed 000).
+
+The appearance network's detail extractor (trained UV -> 2D on photos) and the structure
+network's ControlNet (trained 2D -> UV on renders) sample a complete UV texture from the defective
+unwrap and the complete UV position map (:class:`stages.diffusion.pipeline.CrossAssemblyPipeline`).
+The sample (at the networks' UV size) is upsampled to the unwrap's size, colour-matched to the
+photo's visible texels in Lab (mean and variance, the paper's correction), and the photo's own
+texels are Poisson-blended in (:func:`stages.pseudo_gt.blend_into`, no mirror fill), so the seen
+detail stays at full resolution.
+
+No trained models ship: ``model_path`` / ``structure_path`` (``--model`` / ``--structure-model``)
+name folders written by ``facetex train diffusion-appearance`` / ``diffusion-structure``, or set
+``FACETEX_DIFFUSION_MODEL`` / ``FACETEX_DIFFUSION_STRUCTURE_MODEL``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from stages.completion import MIRRORED, MODEL, OUTSIDE, VISIBLE, Completion, CompletionMethod, register_method
+from stages.core.errors import MissingArtifactError
+from stages.unwrap import UnwrapResult
+
+DEFAULT_STEPS = 30
+DEFAULT_GUIDANCE = 1.4
+ENV_APPEARANCE = "FACETEX_DIFFUSION_MODEL"
+ENV_STRUCTURE = "FACETEX_DIFFUSION_STRUCTURE_MODEL"
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@register_method
+class DiffusionFill(CompletionMethod):
+    """Options:
+        model_path: appearance model folder (``facetex train diffusion-appearance``).
+        structure_path: structure model folder (``facetex train diffusion-structure``) on the same base.
+        steps: denoising steps (paper: 30 with DDIM). guidance: classifier-free guidance (paper: 1.4).
+        seed: sampling seed (the same seed gives the same texture). scheduler: ``ddim`` or ``dpm``.
+        colour_match: Lab mean-variance matching to the visible texels (ablation switch).
+        paste_visible: Poisson-blend the photo's own texels over the sample (default True).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ...; half: float16 (default on CUDA).
+        batch_size: textures per network pass in :meth:`complete_batch`.
+    """
+
+    name = "diffusion"
+    description = ("FreeUV cross-assembled diffusion (seed 000) from `facetex train diffusion-*` "
+                   "(needs --model and --structure-model)")
+
+    def __init__(self, model, model_path: str | None = None, structure_path: str | None = None,
+                 steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, seed: int = 0,
+                 scheduler: str = "ddim", colour_match: bool = True, paste_visible: bool = True,
+                 device: str = "auto", half: bool | None = None, batch_size: int = 8):
+        super().__init__(model)
+        from stages.diffusion import require_diffusers
+        from stages.diffusion.pipeline import SCHEDULERS, CrossAssemblyPipeline
+
+        require_diffusers()
+        model_path = model_path or os.environ.get(ENV_APPEARANCE) or None
+        structure_path = structure_path or os.environ.get(ENV_STRUCTURE) or None
+        if model_path is None or structure_path is None:
+            raise MissingArtifactError(None, "no diffusion models ship with facetex: train them with `facetex train "
+                                             "diffusion-appearance` and `diffusion-structure`, then pass --model "
+                                             "APPEARANCE_DIR --structure-model STRUCTURE_DIR")
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
+            raise ValueError(f"steps must be an integer in [1, 1000], got {steps!r}")
+        if not float(guidance) >= 1.0:
+            raise ValueError(f"guidance must be >= 1, got {guidance!r}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.steps, self.guidance, self.seed, self.scheduler = steps, float(guidance), int(seed), scheduler
+        self.colour_match, self.paste_visible, self.batch_size = bool(colour_match), bool(paste_visible), batch_size
+        self.pipeline = CrossAssemblyPipeline.from_folders(model_path, structure_path, device=_device(device),
+                                                           half=half)
+
+    def predict(self, unwraps: list[UnwrapResult]) -> np.ndarray:
+        """Batched sampling: ``(B, U, U, 3)`` textures at the networks' UV size, before any post-processing."""
+        from stages.diffusion.pipeline import prepare_unwrap
+
+        prepared = [prepare_unwrap(u.texture, u.confidence, u.position, u.layout_mask,
+                                   source_size=self.pipeline.source_size, uv_size=self.pipeline.uv_size)
+                    for u in unwraps]
+        return self.pipeline(np.stack([p.source for p in prepared]), np.stack([p.position for p in prepared]),
+                             steps=self.steps, guidance=self.guidance, seed=self.seed, scheduler=self.scheduler,
+                             batch_size=self.batch_size)
+
+    def finish(self, sample: np.ndarray, unwrap: UnwrapResult) -> Completion:
+        """Upsample one sample to the unwrap's size, colour-match it, blend the photo's texels in."""
+        from stages.diffusion.colour import match_colour_lab
+        from stages.pseudo_gt import blend_into
+
+        base = np.clip(cv2.resize(sample, (unwrap.size, unwrap.size), interpolation=cv2.INTER_CUBIC), 0, 1)
+        visible = unwrap.confidence > 0
+        matched = self.colour_match and visible.sum() >= 16
+        if matched:
+            base = match_colour_lab(base, unwrap.texture, source_mask=unwrap.layout_mask & visible,
+                                    reference_mask=visible)
+        if self.paste_visible:
+            texture, provenance = blend_into(base, unwrap, mirror=False)
+        else:
+            texture = base.astype(np.float32)
+            provenance = np.where(unwrap.layout_mask, MODEL, OUTSIDE).astype(np.uint8)
+        n = max(1, int(unwrap.layout_mask.sum()))
+
+        def fraction(code: int) -> float:
+            return round(float((provenance == code).sum()) / n, 4)
+
+        return Completion(texture=texture, provenance=provenance,
+                          info={"method": self.name, "steps": self.steps, "guidance": self.guidance,
+                                "seed": self.seed, "scheduler": self.scheduler, "colour_matched": bool(matched),
+                                "network_uv_size": self.pipeline.uv_size, **self.pipeline.info,
+                                "visible_fraction": fraction(VISIBLE), "mirrored_fraction": fraction(MIRRORED),
+                                "smooth_fraction": fraction(MODEL)})
+
+    def complete_batch(self, unwraps: list[UnwrapResult]) -> list[Completion]:
+        """Complete several unwraps with batched sampling (each as :meth:`complete` would)."""
+        samples = self.predict(unwraps)
+        return [self.finish(s, u) for s, u in zip(samples, unwraps, strict=True)]
+
+    def complete(self, unwrap: UnwrapResult) -> Completion:
+        return self.complete_batch([unwrap])[0]
