@@ -86,3 +86,24 @@ def artifact_folders(patterns: list[str], marker: str) -> tuple[list[Path], list
         if not matched:
             missing.append(pattern)
     return list(found), missing
+
+
+def training_folders_or_exit(patterns: list[str], marker: str, hint: str) -> list[Path]:
+    """The training folders of a ``facetex train`` command: :func:`artifact_folders` holding
+    ``marker``, minus the London hold-out people (:func:`stages.core.splits.split_holdout_folders`);
+    warns about patterns that matched nothing (``hint`` says which command makes ``marker``) and
+    exits with status 2 when nothing is left."""
+    from facetex_cli.batch import console
+    from stages.core.splits import split_holdout_folders
+
+    found, missing = artifact_folders(patterns, marker)
+    for pattern in missing:
+        console.print(f"warning {pattern}: no folder with {marker} ({hint})", markup=False)
+    folders, held = split_holdout_folders(found)
+    if held:
+        console.print(f"skipped {len(held)} London hold-out folders (person % 5 == 0, kept for benchmarks), "
+                      f"e.g. {held[0]}", markup=False)
+    if not folders:
+        console.print("error no training folders found", markup=False)
+        raise typer.Exit(2)
+    return folders

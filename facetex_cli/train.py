@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from facetex_cli.batch import console
-from facetex_cli.common import DEBUG_OPTION, artifact_folders, build_or_exit
+from facetex_cli.common import DEBUG_OPTION, build_or_exit, training_folders_or_exit
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models from fit/unwrap/pseudo-gt outputs.")
 
@@ -46,12 +46,7 @@ def train_unet_command(
     from stages.core.face_model import load_builtin_face_model
     from stages.train.trainer import TrainConfig, train_uv_generator
 
-    folders, missing = artifact_folders(data, "uv_pseudo.png")
-    for pattern in missing:
-        console.print(f"warning {pattern}: no folder with uv_pseudo.png (run `facetex pseudo-gt`)", markup=False)
-    if not folders:
-        console.print("error no training folders found", markup=False)
-        raise typer.Exit(2)
+    folders = training_folders_or_exit(data, "uv_pseudo.png", "run `facetex pseudo-gt`")
     try:
         config = TrainConfig(preset=preset, steps=steps, batch_size=batch_size, uv_size=uv_size, seed=seed,
                              sample_every=sample_every, checkpoint_every=checkpoint_every, view_size=view_size,

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from facetex_cli.batch import console
-from facetex_cli.common import DEBUG_OPTION, artifact_folders, build_or_exit
+from facetex_cli.common import DEBUG_OPTION, build_or_exit, training_folders_or_exit
 from facetex_cli.train import train_app
 
 DATA_OPTION = typer.Option(..., "--data", help="Output folders (or their root) holding fit.json (with the photo's "
@@ -47,12 +47,7 @@ def _run(kind: str, data: list[str], out: Path, debug: bool, **settings) -> None
     from stages.diffusion.trainer import train_diffusion
 
     build_or_exit(require_diffusers, debug)
-    folders, missing = artifact_folders(data, "uv_pseudo.png")
-    for pattern in missing:
-        console.print(f"warning {pattern}: no folder with uv_pseudo.png (run `facetex pseudo-gt`)", markup=False)
-    if not folders:
-        console.print("error no training folders found", markup=False)
-        raise typer.Exit(2)
+    folders = training_folders_or_exit(data, "uv_pseudo.png", "run `facetex pseudo-gt`")
     resume, cpu = settings.pop("resume"), settings.pop("cpu")
     encoder = settings.pop("encoder")
     if encoder is not None:

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from facetex_cli.batch import console
-from facetex_cli.common import DEBUG_OPTION, artifact_folders, build_or_exit
+from facetex_cli.common import DEBUG_OPTION, build_or_exit, training_folders_or_exit
 from facetex_cli.train import train_app
 
 
@@ -36,18 +36,9 @@ def train_sampler_command(
     Works under `accelerate launch` unchanged.
     """
     from stages.core.face_model import load_builtin_face_model
-    from stages.train.sampler import SamplerTrainConfig, train_uv_sampler, training_folders
+    from stages.train.sampler import SamplerTrainConfig, train_uv_sampler
 
-    found, missing = artifact_folders(data, "unwrap.json")
-    for pattern in missing:
-        console.print(f"warning {pattern}: no folder with unwrap.json (run `facetex fit` and `facetex unwrap`)",
-                      markup=False)
-    folders, held = training_folders(found)
-    if held:
-        console.print(f"skipped {len(held)} London hold-out folders (person % 5 == 0), e.g. {held[0]}", markup=False)
-    if not folders:
-        console.print("error no training folders found", markup=False)
-        raise typer.Exit(2)
+    folders = training_folders_or_exit(data, "unwrap.json", "run `facetex fit` and `facetex unwrap`")
     try:
         config = SamplerTrainConfig(preset=preset, steps=steps, batch_size=batch_size, uv_size=uv_size, lr=lr,
                                     seed=seed, sample_every=sample_every, checkpoint_every=checkpoint_every)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stages.core.splits import split_holdout_folders
+
 import json
 
 import numpy as np
@@ -184,7 +186,7 @@ def test_holdout_people_are_never_trained_on(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "fit.json").write_text(json.dumps({"source": f"/x/london/neutral/{name}.jpg"}))
         folders.append(tmp_path / name)
-    keep, held = S.training_folders(folders)
+    keep, held = split_holdout_folders(folders)
     assert [f.name for f in keep] == ["011_08"] and [f.name for f in held] == ["010_03"]
 
 

@@ -9,6 +9,7 @@ every texture model (PCA albedo, trained networks) must train on ``split == "tra
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -27,3 +28,21 @@ def london_split(path: str | Path) -> str | None:
     if person is None:
         return None
     return "holdout" if person % 5 == 0 else "train"
+
+
+def split_holdout_folders(folders: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Split facetex output folders into trainable ones and London hold-out ones (never trained on).
+
+    A folder counts as hold-out when its fit.json ``source`` (or, failing that, the folder name) is
+    a London Set hold-out photo (:func:`london_split`). Every ``facetex train`` command drops them,
+    so no shipped or user-trained model sees the people the benchmarks score on.
+    """
+    keep, held = [], []
+    for folder in folders:
+        name = Path(folder).name
+        try:
+            name = json.loads((Path(folder) / "fit.json").read_text()).get("source") or name
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            pass
+        (held if london_split(name) == "holdout" else keep).append(Path(folder))
+    return keep, held

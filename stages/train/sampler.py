@@ -43,7 +43,6 @@ from stages.core.face_model import FaceModel
 from stages.core.image_io import load_photo, save_png
 from stages.core.poisson import pull_push_fill
 from stages.core.raster import rasterize
-from stages.core.splits import london_split
 from stages.core.uv import uv_layout
 from stages.train.model_dir import load_pretrained, save_pretrained
 from stages.train.trainer import save_checkpoint
@@ -936,23 +935,6 @@ def train_uv_sampler(folders: list[Path], out_dir: Path, config: SamplerTrainCon
                                              "template_fill": TEMPLATE_FILL},
                                "steps": step, "data": [str(f) for f in folders], "last_losses": last})
     return {**last, "steps": step, "seconds": time.perf_counter() - start}
-
-
-def training_folders(folders: list[Path]) -> tuple[list[Path], list[Path]]:
-    """Split folders into usable ones and London hold-out ones (never trained on: person % 5 == 0).
-
-    A folder counts as hold-out when its fit.json ``source`` (or, failing that, the folder name) is
-    a London Set hold-out photo (:func:`stages.core.splits.london_split`).
-    """
-    keep, held = [], []
-    for folder in folders:
-        name = Path(folder).name
-        try:
-            name = json.loads((Path(folder) / "fit.json").read_text()).get("source") or name
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            pass
-        (held if london_split(name) == "holdout" else keep).append(Path(folder))
-    return keep, held
 
 
 __all__ = ["MODEL_TYPE", "SamplerConfig", "SamplerTrainConfig", "SamplerTrainingSet", "UVSampler", "Augment",
