@@ -11,6 +11,7 @@
 #   make bench-completion                 every completion method on the hidden-texel benchmark
 #   make face-model                       rebuild the built-in face model asset from ../shared
 #   make albedo-model                     rebuild the shipped PCA albedo model from the London training people
+#   make unet-model                       retrain the shipped UV generator on the London training people (CPU, ~1 h)
 #   make train-diffusion-small            FreeUV's two networks, small from-scratch preset, on bench_out/train_london (CPU)
 #   make train-diffusion-sd15 SD15=dir    the same at real scale on a GPU with accelerate (SD 1.5 base, SD_DATA=dir)
 #   make bench-diffusion                  seconds per 512^2 texture of --method diffusion (benchmarks/bench_diffusion.py)
@@ -28,7 +29,7 @@ STEMS       := $(basename $(notdir $(PHOTO_FILES)))
 COMPLETED   := $(STEMS:%=$(OUT)/%/complete.json)
 TURNTABLES  := $(STEMS:%=$(OUT)/%/turntable.gif)
 
-.PHONY: install test test-all lint pipeline renders evaluate demo bench bench-completion figure face-model albedo-model clean-out help
+.PHONY: install test test-all lint pipeline renders evaluate demo bench bench-completion figure face-model albedo-model unet-model clean-out help
 .PHONY: train-diffusion-small train-diffusion-sd15 bench-diffusion
 .DELETE_ON_ERROR:
 # Keep the intermediate artifacts: they are outputs people look at, not temporaries.
@@ -108,6 +109,16 @@ face-model:
 
 albedo-model:
 	$(PYTHON) scripts/build_albedo_model.py
+
+# The shipped UV generator: training data (fit + unwrap + pseudo-gt of the London TRAIN people),
+# 3000 steps of the small preset, then the generator alone is exported with its model card.
+UNET_STEPS ?= 3000
+unet-model:
+	$(PYTHON) scripts/prepare_training_data.py
+	$(FACETEX) train unet --data bench_out/train_london -o bench_out/models/unet_london_v2 --preset small \
+		--steps $(UNET_STEPS) --batch-size 4 --uv-size 256 --view-size 128 --sample-every 250 \
+		--checkpoint-every 250 --seed 0 --cpu
+	$(PYTHON) scripts/export_uv_generator.py bench_out/models/unet_london_v2 stages/assets/uv_generator_london_v1
 
 clean-out:
 	rm -rf $(OUT)

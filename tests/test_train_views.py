@@ -159,7 +159,7 @@ def test_identity_loss(model, train_folders, tmp_path):
     rendered = torch.rand(2, 3, 48, 48, requires_grad=True)
     loss = network.loss(rendered, photo)
     loss.backward()
-    assert float(loss) > 0 and rendered.grad.abs().sum() > 0
+    assert loss.item() > 0 and rendered.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in network.extractor.model.parameters()), "the network stays frozen"
 
     history = []
