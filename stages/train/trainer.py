@@ -21,9 +21,11 @@ Every sample is relit and recoloured at random (:mod:`stages.train.augment`) con
 image space, so the generator does not learn one studio's light as "the" face colour.
 
 Runs through Hugging Face accelerate, so the same code trains on CPU, one GPU, or many GPUs/nodes
-with ``accelerate launch``. Seeded; deterministic on CPU. Checkpoints (``training_state/``) resume
-exactly; the model folder (``config.json`` + ``weights.safetensors``) is written in the
-``save_pretrained`` format of :mod:`stages.train.model_dir`.
+with ``accelerate launch``. Seeded; deterministic on CPU. Checkpoints (``training_state/``: weights,
+optimizers, step) resume training, but not bit-exactly: the interrupted epoch's data order starts
+over (measured: an interrupted tiny run drifts from an uninterrupted one after the resume). The
+model folder (``config.json`` + ``weights.safetensors``) is written in the ``save_pretrained``
+format of :mod:`stages.train.model_dir`.
 
 """
 
