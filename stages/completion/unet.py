@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from stages.completion import MIRRORED, MODEL, VISIBLE, Completion, CompletionMethod, register_method
+from stages.completion import MIRRORED, MODEL, OUTSIDE, VISIBLE, Completion, CompletionMethod, register_method
+from stages.core.poisson import poisson_fill_fast, pull_push_fill
 from stages.core.errors import MissingArtifactError
 from stages.pseudo_gt import blend_into
 from stages.unwrap import UnwrapResult
@@ -47,19 +48,56 @@ def load_generator(path: str | Path | None):
     return generator, int(config.get("uv_size", 256))
 
 
+COMPOSE_MODES = ("keep-photo", "eq9")
+
+
+def keep_photo_fill_prediction(prediction: np.ndarray, unwrap: UnwrapResult,
+                               solve_size: int | None = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Keep every seen texel of the photo and fill the rest of the layout with the prediction's
+    gradients (a guided Poisson fill with the seen texels as Dirichlet data), so a prediction whose
+    overall colour is off (a photo unlike the training set) cannot shift the photo's own colours and
+    leaves no seam at the border of the seen region.
+
+    Args:
+        prediction: ``(S, S, 3)`` complete texture in ``[0, 1]``.
+        unwrap: the partial texture (seen where ``confidence > 0``).
+
+    Returns:
+        ``(texture (S, S, 3) float32 padded beyond the layout, provenance (S, S) uint8)``.
+    """
+    layout = unwrap.layout_mask
+    seen = layout & (unwrap.confidence > 0)
+    if seen.any():
+        filled = poisson_fill_fast(unwrap.texture, seen, layout, prediction, layout & ~seen, solve_size=solve_size)
+    else:
+        filled = prediction
+    texture = pull_push_fill(np.clip(filled, 0.0, 1.0), layout)
+    provenance = np.full(layout.shape, OUTSIDE, dtype=np.uint8)
+    provenance[layout] = MODEL
+    provenance[seen] = VISIBLE
+    return texture.astype(np.float32), provenance
+
+
 @register_method
 class UNetFill(CompletionMethod):
     """Options: ``model_path``: a folder written by ``facetex train unet`` (default: the shipped one);
     ``device``: torch device (default CUDA when available, else CPU);
     ``mirror``: also paste seen mirror partners over the prediction (default False: the generator
-    learned the symmetry and completes the hidden texels itself, as in seed 001)."""
+    learned the symmetry and completes the hidden texels itself, as in seed 001);
+    ``compose``: ``"keep-photo"`` (default: the photo's texels stay exact, the prediction's gradients
+    fill the rest, :func:`keep_photo_fill_prediction`) or ``"eq9"`` (seed 001's Eq. 9 as in the
+    pseudo-GT: the photo's gradients are blended into the prediction, whose colour level wins)."""
 
     name = "unet"
     description = "weakly supervised UV generator (seed 001); built-in London model or --model DIR"
 
-    def __init__(self, model, model_path: str | None = None, device: str | None = None, mirror: bool = False):
+    def __init__(self, model, model_path: str | None = None, device: str | None = None, mirror: bool = False,
+                 compose: str = "keep-photo"):
         super().__init__(model)
+        if compose not in COMPOSE_MODES:
+            raise ValueError(f"compose must be one of {COMPOSE_MODES}, got {compose!r}")
         self.mirror = mirror
+        self.compose = compose
         self.generator, self.uv_size = load_generator(model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator.to(self.device)
@@ -67,17 +105,15 @@ class UNetFill(CompletionMethod):
     def predict(self, unwraps: list[UnwrapResult]) -> np.ndarray:
         """Batched generator forward pass: ``(B, S', S', 3)`` predictions at the training resolution."""
         size = self.uv_size
+        from stages.train.dataset import resize_unwrap
+
         partial, mask, position = [], [], []
         for unwrap in unwraps:
-            seen = (unwrap.confidence > 0).astype(np.float32)
-            texture = unwrap.texture * seen[..., None]
-            if unwrap.size != size:
-                texture = cv2.resize(texture, (size, size), interpolation=cv2.INTER_AREA)
-                seen = cv2.resize(seen, (size, size), interpolation=cv2.INTER_AREA)
-            pos = cv2.resize(unwrap.position, (size, size), interpolation=cv2.INTER_AREA) / POSITION_SCALE
+            # Exactly the resizing the training pairs had (normalised, so the seen edge keeps its colour).
+            texture, confidence, pos = resize_unwrap(unwrap, self.model, size)
             partial.append(texture.transpose(2, 0, 1))
-            mask.append((seen > 0.5).astype(np.float32)[None])
-            position.append(pos.transpose(2, 0, 1))
+            mask.append((confidence > 0).astype(np.float32)[None])
+            position.append((pos / POSITION_SCALE).transpose(2, 0, 1))
 
         def batch(arrays):
             return torch.from_numpy(np.stack(arrays).astype(np.float32)).to(self.device)
@@ -95,8 +131,11 @@ class UNetFill(CompletionMethod):
         return [self._finish(unwrap, prediction) for unwrap, prediction in zip(unwraps, predictions, strict=True)]
 
     def _finish(self, unwrap: UnwrapResult, prediction: np.ndarray) -> Completion:
-        base = cv2.resize(prediction, (unwrap.size, unwrap.size), interpolation=cv2.INTER_CUBIC)
-        texture, provenance = blend_into(np.clip(base, 0, 1), unwrap, mirror=self.mirror)
+        base = np.clip(cv2.resize(prediction, (unwrap.size, unwrap.size), interpolation=cv2.INTER_CUBIC), 0, 1)
+        if self.compose == "eq9" or self.mirror:
+            texture, provenance = blend_into(base, unwrap, mirror=self.mirror)
+        else:
+            texture, provenance = keep_photo_fill_prediction(base, unwrap)
         n = max(1, int(unwrap.layout_mask.sum()))
 
         def fraction(code: int) -> float:

@@ -143,14 +143,16 @@ def _resize_masked(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.n
     return values.astype(np.float32), weight
 
 
-def load_training_folder(folder: str | Path, model: FaceModel, uv_size: int, view_size: int = 0) -> _Folder:
-    """Read one checked folder into memory at ``uv_size`` (and its photo view at ``view_size``, if > 0)."""
-    folder = Path(folder)
-    fit = FitResult.load(folder / "fit.json")
-    if fit.model_id != model.name or fit.vertices.shape != (model.n_vertices, 3):
-        raise MissingArtifactError(folder / "fit.json", f"fit was made with model {fit.model_id!r}, not {model.name!r}")
-    unwrap = UnwrapResult.load(folder, model)
-    pseudo = load_texture(folder / "uv_pseudo.png")[..., :3]
+def resize_unwrap(unwrap: UnwrapResult, model: FaceModel, uv_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An unwrap as the networks see it at ``uv_size`` (training and inference share this).
+
+    Seen colours, confidences and positions are resized by normalised convolution (unseen texels
+    do not darken the edge of the seen region); a texel stays seen when most of its area was.
+
+    Returns:
+        ``texture (S, S, 3)`` zero where unseen, ``confidence (S, S)``, ``position (S, S, 3)`` model
+        space, zero outside the layout; float32.
+    """
     texture, confidence, position = unwrap.texture, unwrap.confidence, unwrap.position
     if unwrap.size != uv_size:
         seen = (confidence > 0).astype(np.float32)
@@ -161,9 +163,22 @@ def load_training_folder(folder: str | Path, model: FaceModel, uv_size: int, vie
         confidence[~keep] = 0.0
         position, _ = _resize_masked(position, unwrap.layout_mask.astype(np.float32), uv_size)
     layout = uv_layout(model, uv_size).mask
-    confidence = np.where(layout, confidence, 0.0)
-    texture = np.where((confidence > 0)[..., None], texture, 0.0)
-    position = np.where(layout[..., None], position, 0.0)
+    confidence = np.where(layout, confidence, 0.0).astype(np.float32)
+    texture = np.where((confidence > 0)[..., None], texture, 0.0).astype(np.float32)
+    position = np.where(layout[..., None], position, 0.0).astype(np.float32)
+    return texture, confidence, position
+
+
+def load_training_folder(folder: str | Path, model: FaceModel, uv_size: int, view_size: int = 0) -> _Folder:
+    """Read one checked folder into memory at ``uv_size`` (and its photo view at ``view_size``, if > 0)."""
+    folder = Path(folder)
+    fit = FitResult.load(folder / "fit.json")
+    if fit.model_id != model.name or fit.vertices.shape != (model.n_vertices, 3):
+        raise MissingArtifactError(folder / "fit.json", f"fit was made with model {fit.model_id!r}, not {model.name!r}")
+    unwrap = UnwrapResult.load(folder, model)
+    pseudo = load_texture(folder / "uv_pseudo.png")[..., :3]
+    texture, confidence, position = resize_unwrap(unwrap, model, uv_size)
+    layout = uv_layout(model, uv_size).mask
     vertices = np.asarray(fit.vertices, dtype=np.float64)
     normal = uv_layout(model, uv_size).interpolate(fit.pose.rotate_normals(model.vertex_normals(vertices)))
     normal /= np.linalg.norm(normal, axis=2, keepdims=True) + 1e-12
