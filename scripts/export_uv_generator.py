@@ -37,8 +37,7 @@ the UV position map), trained by `facetex train unet` without any complete groun
   ({w_render}), symmetry ({w_sym}), TV ({w_tv}), centre/side partial-UV discriminators ({w_adv}),
   face discriminator on renders ({w_face_adv}), identity ({identity}). Colour/lighting augmentation:
   {augment}.
-- Last step's losses: {losses}.
-- Command:
+{losses}- Command:
 
 ```bash
 python scripts/prepare_training_data.py
@@ -88,7 +87,8 @@ def main() -> int:
         identity="off: no face-embedding network available here" if not train.get("identity_model")
         else train["w_id"],
         augment=", ".join(f"{k} {v}" for k, v in augment.items()) or "off",
-        losses=", ".join(f"{k} {v:.4f}" for k, v in config.get("last_losses", {}).items()),
+        losses="".join(f"- Last step's losses: {', '.join(f'{k} {v:.4f}' for k, v in last.items())}.\n"
+                       for last in [config.get("last_losses") or {}] if last),
         train_dir=args.train_dir, out_dir=args.out_dir, view_size=train.get("view_size", 0), sha256=sha)
     card_path.write_text(card + evaluation)
     print(f"exported {args.out_dir} ({(args.out_dir / 'weights.safetensors').stat().st_size / 1e6:.1f} MB)")

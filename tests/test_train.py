@@ -137,3 +137,33 @@ def test_unet_batch_equals_single(train_folders, model, tmp_path):
         alone = method.complete(unwrap)
         assert np.allclose(alone.texture, together.texture, atol=1e-5)
         assert np.array_equal(alone.provenance, together.provenance)
+
+
+def test_keep_photo_composition_keeps_seen_texels_and_follows_the_prediction(model):
+    """Seen texels stay exactly the photo's; hidden ones take the prediction's shape (its gradients),
+    shifted to meet the photo at the border instead of shifting the photo."""
+    from stages.completion.unet import keep_photo_fill_prediction
+    from stages.core.uv import uv_layout
+    from stages.unwrap import UnwrapResult
+
+    size = 64
+    layout = uv_layout(model, size).mask
+    rng = np.random.default_rng(0)
+    photo = np.full((size, size, 3), 0.6, np.float32) + 0.05 * rng.random((size, size, 3), dtype=np.float32)
+    confidence = np.where(layout, 1.0, 0.0).astype(np.float32)
+    confidence[:, size // 2:] = 0.0                              # the right half is hidden
+    unwrap = UnwrapResult(texture=photo, confidence=confidence, position=np.zeros((size, size, 3), np.float32),
+                          layout_mask=layout, stem="t", info={})
+    ramp = np.linspace(0.0, 0.3, size, dtype=np.float32)[None, :, None] * np.ones((size, 1, 3), np.float32)
+    prediction = 0.2 + ramp                                      # darker than the photo, with a gradient
+    texture, provenance = keep_photo_fill_prediction(prediction, unwrap, solve_size=None)
+    seen = layout & (confidence > 0)
+    hidden = layout & ~seen
+    assert np.allclose(texture[seen], photo[seen], atol=1e-6)
+    # The hidden half keeps the prediction's horizontal gradient, at the photo's level, not the prediction's.
+    rows = np.where(hidden.any(1))[0]
+    r = rows[len(rows) // 2]
+    cols = np.where(hidden[r])[0]
+    assert abs(float(np.diff(texture[r, cols, 0]).mean()) - 0.3 / (size - 1)) < 0.002
+    assert abs(float(texture[r, cols[0], 0]) - float(photo[r, cols[0] - 1, 0])) < 0.05
+    assert (provenance[seen] == 1).all() and (provenance[hidden] == 3).all()
