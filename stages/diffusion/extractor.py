@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.core.errors import MissingArtifactError
+from stages.train.model_dir import read_schema_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
@@ -234,14 +235,7 @@ class DetailExtractor(nn.Module):
 
         directory = Path(directory)
         path = directory / CONFIG_NAME
-        if not path.is_file():
-            raise MissingArtifactError(path, "extractor config.json missing")
-        try:
-            config = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MissingArtifactError(path, f"unreadable ({type(e).__name__})") from None
-        if not isinstance(config, dict) or config.get("schema") != SCHEMA:
-            raise MissingArtifactError(path, f"not a facetex extractor config (schema is not {SCHEMA!r})")
+        config = read_schema_json(path, SCHEMA, "facetex extractor config", "extractor config.json missing")
         config = {k: v for k, v in config.items() if k not in ("schema", "format_version", "encoder_fingerprint")}
         try:
             module = cls(config)

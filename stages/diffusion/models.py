@@ -28,6 +28,7 @@ from pathlib import Path
 
 from stages import __version__
 from stages.core.errors import MissingArtifactError
+from stages.train.model_dir import read_schema_json
 from stages.diffusion import require_diffusers
 from stages.diffusion.extractor import DetailExtractor, folder_fingerprint
 
@@ -124,7 +125,7 @@ def save_model_folder(directory: str | Path, *, kind: str, train: dict, extracto
             ``unet`` is given (the folder then holds its own base: path None, its own fingerprint).
         vae, unet: the own base, written into ``vae/`` and ``unet/`` (appearance, own-base presets).
     """
-    from stages.train.model_dir import _swap_into_place
+    from stages.train.model_dir import swap_into_place
 
     directory = Path(directory)
     meta = {"schema": SCHEMA, "format_version": FORMAT_VERSION, "kind": kind, "train": train, "base": dict(base),
@@ -147,7 +148,7 @@ def save_model_folder(directory: str | Path, *, kind: str, train: dict, extracto
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)
-        _swap_into_place(tmp, directory, keep)
+        swap_into_place(tmp, directory, keep)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -164,15 +165,9 @@ def read_meta(directory: str | Path, kind: str | None = None) -> dict:
     if not directory.is_dir():
         raise MissingArtifactError(directory, "diffusion model folder not found")
     path = directory / META_NAME
-    if not path.is_file():
-        raise MissingArtifactError(path, "missing (not a facetex diffusion model folder: train one with "
-                                         "`facetex train diffusion-appearance|diffusion-structure`)")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MissingArtifactError(path, f"unreadable ({type(e).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        raise MissingArtifactError(path, f"not a facetex diffusion model (schema is not {SCHEMA!r})")
+    meta = read_schema_json(path, SCHEMA, "facetex diffusion model",
+                            "missing (not a facetex diffusion model folder: train one with "
+                            "`facetex train diffusion-appearance|diffusion-structure`)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise MissingArtifactError(path, f"unsupported format_version {meta.get('format_version')!r}")
     if kind is not None and meta.get("kind") != kind:

@@ -87,7 +87,7 @@ def save_pretrained(directory: str | Path, models: dict[str, nn.Module], configs
         (tmp / CONFIG_NAME).write_text(text)
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
         os.chmod(tmp, 0o777 & ~_umask())
-        _swap_into_place(tmp, directory, keep)
+        swap_into_place(tmp, directory, keep)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -100,7 +100,7 @@ def _umask() -> int:
     return mask
 
 
-def _swap_into_place(tmp: Path, directory: Path, keep: Iterable[str]) -> None:
+def swap_into_place(tmp: Path, directory: Path, keep: Iterable[str]) -> None:
     """Rename ``tmp`` onto ``directory``; an existing folder is moved aside first and restored on failure."""
     if not directory.exists():
         os.replace(tmp, directory)
@@ -126,6 +126,30 @@ def _swap_into_place(tmp: Path, directory: Path, keep: Iterable[str]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def read_schema_json(path: str | Path, schema: str, what: str, missing: str = "missing") -> dict:
+    """Read a JSON object whose ``"schema"`` key must be ``schema``.
+
+    Args:
+        path: the file.
+        schema: the expected schema name.
+        what: what the file is, for the message (e.g. ``"facetex model config"``).
+        missing: the reason given when the file does not exist.
+
+    Raises:
+        MissingArtifactError: naming the file: missing, unreadable, not an object, or wrong schema.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingArtifactError(path, missing)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MissingArtifactError(path, f"unreadable ({_one_line(e)})") from None
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        raise MissingArtifactError(path, f"not a {what} (schema is not {schema!r})")
+    return data
+
+
 def read_model_config(directory: str | Path, *, model_type: str | None = None) -> dict:
     """Read and check ``directory/config.json``.
 
@@ -136,14 +160,7 @@ def read_model_config(directory: str | Path, *, model_type: str | None = None) -
     if not directory.is_dir():
         raise MissingArtifactError(directory, "model folder not found")
     path = directory / CONFIG_NAME
-    if not path.is_file():
-        raise MissingArtifactError(path, "config.json missing (not a facetex model folder)")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MissingArtifactError(path, f"unreadable config.json ({_one_line(e)})") from None
-    if not isinstance(config, dict) or config.get("schema") != SCHEMA:
-        raise MissingArtifactError(path, f"not a facetex model config (schema is not {SCHEMA!r})")
+    config = read_schema_json(path, SCHEMA, "facetex model config", "config.json missing (not a facetex model folder)")
     version = config.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise MissingArtifactError(path, f"unsupported format_version {version!r} (this facetex reads "
