@@ -38,8 +38,9 @@ def complete_command(
     landmarks: str = LANDMARKS_OPTION,
     pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend (default: built in)."),
     model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
-                                                         "unet`) or the appearance model for --method diffusion "
-                                                         "(`facetex train diffusion-appearance`)."),
+                                                         "unet`; default: the shipped London generator) or the "
+                                                         "appearance model for --method diffusion (`facetex train "
+                                                         "diffusion-appearance`)."),
     structure_dir: Path = typer.Option(None, "--structure-model",
                                        help="--method diffusion: the structure model (`facetex train "
                                             "diffusion-structure`) cross-assembled with --model."),
