@@ -167,3 +167,24 @@ def test_keep_photo_composition_keeps_seen_texels_and_follows_the_prediction(mod
     assert abs(float(np.diff(texture[r, cols, 0]).mean()) - 0.3 / (size - 1)) < 0.002
     assert abs(float(texture[r, cols[0], 0]) - float(photo[r, cols[0] - 1, 0])) < 0.05
     assert (provenance[seen] == 1).all() and (provenance[hidden] == 3).all()
+
+
+def test_keep_photo_composition_with_mirror(model):
+    """mirror=True: hidden texels whose mirror partner was seen follow the partner's colours."""
+    from stages.completion.unet import keep_photo_fill_prediction
+    from stages.core.uv import uv_layout
+    from stages.unwrap import UnwrapResult
+
+    size = 64
+    layout = uv_layout(model, size).mask
+    photo = 0.4 + 0.4 * np.random.default_rng(1).random((size, size, 3), dtype=np.float32)
+    confidence = np.where(layout, 1.0, 0.0).astype(np.float32)
+    confidence[:, size // 2:] = 0.0
+    unwrap = UnwrapResult(texture=photo, confidence=confidence, position=np.zeros((size, size, 3), np.float32),
+                          layout_mask=layout, stem="t", info={})
+    prediction = np.full((size, size, 3), 0.1, np.float32)
+    texture, provenance = keep_photo_fill_prediction(prediction, unwrap, solve_size=None, mirror=True)
+    mirrored = provenance == 2
+    assert mirrored.sum() > 0.3 * layout.sum()
+    error = np.abs(texture[mirrored] - photo[:, ::-1][mirrored]).mean()
+    assert error < 0.03, error                                   # the partner's colours, not the prediction's

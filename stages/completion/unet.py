@@ -51,8 +51,9 @@ def load_generator(path: str | Path | None):
 COMPOSE_MODES = ("keep-photo", "eq9")
 
 
-def keep_photo_fill_prediction(prediction: np.ndarray, unwrap: UnwrapResult,
-                               solve_size: int | None = 128) -> tuple[np.ndarray, np.ndarray]:
+def keep_photo_fill_prediction(prediction: np.ndarray, unwrap: UnwrapResult, solve_size: int | None = 128,
+                               mirror: bool = False,
+                               keep_confidence: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """Keep every seen texel of the photo and fill the rest of the layout with the prediction's
     gradients (a guided Poisson fill with the seen texels as Dirichlet data), so a prediction whose
     overall colour is off (a photo unlike the training set) cannot shift the photo's own colours and
@@ -61,19 +62,30 @@ def keep_photo_fill_prediction(prediction: np.ndarray, unwrap: UnwrapResult,
     Args:
         prediction: ``(S, S, 3)`` complete texture in ``[0, 1]``.
         unwrap: the partial texture (seen where ``confidence > 0``).
+        solve_size: coarse grid of the Poisson solve (None: exact).
+        mirror: hidden texels whose mirror partner was seen (better) follow the partner's gradients
+            instead of the prediction's (``mirror``'s rule, same ``keep_confidence``); the two guidance
+            regions are labelled apart so no gradient is taken across their border.
+        keep_confidence: with ``mirror``, a seen texel at or above this confidence is always kept.
 
     Returns:
         ``(texture (S, S, 3) float32 padded beyond the layout, provenance (S, S) uint8)``.
     """
     layout = unwrap.layout_mask
-    seen = layout & (unwrap.confidence > 0)
+    conf = unwrap.confidence
+    conf_mirror = conf[:, ::-1] if mirror else np.zeros_like(conf)
+    seen = layout & (conf > 0) & ((conf >= keep_confidence) | (conf >= conf_mirror))
+    mirrored = layout & ~seen & (conf_mirror > conf)
+    guidance = np.where(mirrored[..., None], unwrap.texture[:, ::-1], prediction)
+    labels = np.where(mirrored, 1, np.where(layout & ~seen, 2, 0))
     if seen.any():
-        filled = poisson_fill_fast(unwrap.texture, seen, layout, prediction, layout & ~seen, solve_size=solve_size)
+        filled = poisson_fill_fast(unwrap.texture, seen, layout, guidance, labels, solve_size=solve_size)
     else:
-        filled = prediction
+        filled = guidance
     texture = pull_push_fill(np.clip(filled, 0.0, 1.0), layout)
     provenance = np.full(layout.shape, OUTSIDE, dtype=np.uint8)
     provenance[layout] = MODEL
+    provenance[mirrored] = MIRRORED
     provenance[seen] = VISIBLE
     return texture.astype(np.float32), provenance
 
@@ -132,10 +144,10 @@ class UNetFill(CompletionMethod):
 
     def _finish(self, unwrap: UnwrapResult, prediction: np.ndarray) -> Completion:
         base = np.clip(cv2.resize(prediction, (unwrap.size, unwrap.size), interpolation=cv2.INTER_CUBIC), 0, 1)
-        if self.compose == "eq9" or self.mirror:
+        if self.compose == "eq9":
             texture, provenance = blend_into(base, unwrap, mirror=self.mirror)
         else:
-            texture, provenance = keep_photo_fill_prediction(base, unwrap)
+            texture, provenance = keep_photo_fill_prediction(base, unwrap, mirror=self.mirror)
         n = max(1, int(unwrap.layout_mask.sum()))
 
         def fraction(code: int) -> float:
