@@ -161,7 +161,7 @@ def test_missing_model_or_data_gives_one_line_errors(model, sampler_folders, tmp
         S.load_sampler(tmp_path / "nope")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{ not json")
-    with pytest.raises(MissingArtifactError, match="unreadable config.json") as info:
+    with pytest.raises(MissingArtifactError, match="config.json: unreadable") as info:
         S.load_sampler(tmp_path / "bad")
     assert "\n" not in str(info.value)
     # Training folders: the first missing file is named with the command that writes it.
