@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.completion import MIRRORED, MODEL, OUTSIDE, VISIBLE, provenance_image
+from stages.completion import MIRRORED, MODEL, VISIBLE, provenance_image, provenance_map
 from stages.core.atomic import write_json
 from stages.core.image_io import save_png
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
@@ -114,10 +114,7 @@ def blend_into(uv_pca: np.ndarray, unwrap: UnwrapResult, *, mirror: bool = True,
     fixed = layout & ~(real | mirrored)
     result = poisson_fill_fast(uv_pca, fixed, layout, guidance, labels, anchor=uv_pca, solve_size=solve_size)
     texture = pull_push_fill(np.clip(result, 0.0, 1.0), layout)
-    provenance = np.full(layout.shape, OUTSIDE, dtype=np.uint8)
-    provenance[layout] = MODEL
-    provenance[mirrored] = MIRRORED
-    provenance[real] = VISIBLE
+    provenance = provenance_map(layout, real, mirrored)
     return texture.astype(np.float32), provenance
 
 

@@ -41,6 +41,17 @@ class Completion:
         return provenance_image(self.provenance)
 
 
+def provenance_map(layout: np.ndarray, visible: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
+    """``(S, S)`` uint8 provenance codes: OUTSIDE beyond the layout, VISIBLE where the photo's texels
+    were kept, MIRRORED where their mirror partners were used, MODEL for the rest of the layout."""
+    provenance = np.full(layout.shape, OUTSIDE, dtype=np.uint8)
+    provenance[layout] = MODEL
+    if mirrored is not None:
+        provenance[mirrored & layout] = MIRRORED
+    provenance[visible & layout] = VISIBLE
+    return provenance
+
+
 def provenance_image(provenance: np.ndarray) -> np.ndarray:
     """``(S, S)`` provenance codes -> ``(S, S, 3)`` uint8 colours (PROVENANCE_COLOURS)."""
     out = np.zeros(provenance.shape + (3,), dtype=np.uint8)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stages.completion import MODEL, OUTSIDE, VISIBLE, Completion, CompletionMethod, register_method
+from stages.completion import Completion, CompletionMethod, provenance_map, register_method
 from stages.core.image_io import to_uint8
 from stages.core.poisson import pull_push_fill
 from stages.unwrap import UnwrapResult
@@ -43,9 +43,7 @@ class TeleaInpaint(CompletionMethod):
         filled = cv2.inpaint(to_uint8(base), holes, self.radius, cv2.INPAINT_TELEA).astype(np.float32) / 255.0
         filled[visible] = unwrap.texture[visible]
         texture = pull_push_fill(filled, domain)
-        provenance = np.full(domain.shape, OUTSIDE, dtype=np.uint8)
-        provenance[domain] = MODEL
-        provenance[visible] = VISIBLE
+        provenance = provenance_map(domain, visible)
         n = max(1, int(domain.sum()))
         return Completion(texture=texture, provenance=provenance,
                           info={"method": self.name, "visible_fraction": round(float(visible.sum()) / n, 4),

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from stages.completion import MIRRORED, MODEL, OUTSIDE, VISIBLE, Completion, CompletionMethod, register_method
+from stages.completion import MIRRORED, MODEL, VISIBLE, Completion, CompletionMethod, provenance_map, register_method
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
 from stages.core.errors import MissingArtifactError
 from stages.pseudo_gt import blend_into
@@ -83,10 +83,7 @@ def keep_photo_fill_prediction(prediction: np.ndarray, unwrap: UnwrapResult, sol
     else:
         filled = guidance
     texture = pull_push_fill(np.clip(filled, 0.0, 1.0), layout)
-    provenance = np.full(layout.shape, OUTSIDE, dtype=np.uint8)
-    provenance[layout] = MODEL
-    provenance[mirrored] = MIRRORED
-    provenance[seen] = VISIBLE
+    provenance = provenance_map(layout, seen, mirrored)
     return texture.astype(np.float32), provenance
 
 
