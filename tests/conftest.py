@@ -61,26 +61,37 @@ def smooth_random_texture(size: int, seed: int = 0) -> np.ndarray:
     return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 1)
 
 
-@pytest.fixture(scope="session")
-def train_folders(model, tmp_path_factory):
-    """Three facetex-like output folders (fit.json, unwrap at 256^2, uv_pseudo.png) of rendered faces
-    at yaw 0, 25, -30: enough for the training code to run for real in seconds."""
+def rendered_face_folders(model, root: Path, yaws, *, photo_size: int, texture_size: int, seed: int,
+                          pseudo: bool = True) -> list[Path]:
+    """facetex-like output folders of faces rendered with a known smooth texture, one per yaw:
+    ``photo.png`` (named by fit.json's ``source``), ``fit.json`` (mean shape at the yaw; landmarks =
+    the projected mesh vertices), the geometric unwrap at 256^2 and, with ``pseudo``, the true texture
+    as ``uv_pseudo.png``. Texture ``k`` uses seed ``seed + k``."""
     from stages.core.image_io import save_png
     from stages.render import render_mesh
     from stages.unwrap import unwrap_photo
     from tests.test_unwrap_render import synthetic_fit
 
-    root = tmp_path_factory.mktemp("train")
     out = []
-    for k, yaw in enumerate((0.0, 25.0, -30.0)):
-        fit = synthetic_fit(model, yaw, 384)
-        texture = smooth_random_texture(256, seed=10 + k)
-        rgb, mask = render_mesh(texture, fit.screen_vertices(), model, 384, 384)
+    for k, yaw in enumerate(yaws):
+        fit = synthetic_fit(model, yaw, photo_size)
+        texture = smooth_random_texture(texture_size, seed=seed + k)
+        rgb, mask = render_mesh(texture, fit.screen_vertices(), model, photo_size, photo_size)
         photo = (np.where(mask[..., None], rgb, 0.5) * 255 + 0.5).astype(np.uint8)
         folder = root / f"face{k}"
-        unwrap_photo(photo, fit, model=model, uv_size=256).save(folder)
         save_png(folder / "photo.png", photo)        # the render losses read the photo named in fit.json
-        dataclasses.replace(fit, source=str(folder / "photo.png")).save(folder / "fit.json")
-        save_png(folder / "uv_pseudo.png", texture)
+        fit = dataclasses.replace(fit, source=str(folder / "photo.png"), stem=folder.name)
+        unwrap_photo(photo, fit, model=model, uv_size=256).save(folder)
+        fit.save(folder / "fit.json")
+        if pseudo:
+            save_png(folder / "uv_pseudo.png", texture)
         out.append(folder)
     return out
+
+
+@pytest.fixture(scope="session")
+def train_folders(model, tmp_path_factory):
+    """Three facetex-like output folders (fit.json, unwrap at 256^2, uv_pseudo.png, photo) of rendered
+    faces at yaw 0, 25, -30: enough for the training code to run for real in seconds."""
+    return rendered_face_folders(model, tmp_path_factory.mktemp("train"), (0.0, 25.0, -30.0), photo_size=384,
+                                 texture_size=256, seed=10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
@@ -27,26 +26,10 @@ def tiny(kind: str, **kw) -> DiffusionTrainConfig:
 @pytest.fixture(scope="module")
 def photo_folders(model, tmp_path_factory):
     """Two training folders of rendered faces whose fit.json names a real photo file next to them."""
-    from stages.core.image_io import save_png
-    from stages.render import render_mesh
-    from stages.unwrap import unwrap_photo
-    from tests.conftest import smooth_random_texture
-    from tests.test_unwrap_render import synthetic_fit
+    from tests.conftest import rendered_face_folders
 
-    root = tmp_path_factory.mktemp("diffusion_data")
-    folders = []
-    for k, yaw in enumerate((0.0, 25.0)):
-        fit = synthetic_fit(model, yaw, 160)
-        texture = smooth_random_texture(128, seed=20 + k)
-        rgb, mask = render_mesh(texture, fit.screen_vertices(), model, 160, 160)
-        photo = (np.where(mask[..., None], rgb, 0.5) * 255 + 0.5).astype(np.uint8)
-        folder = root / f"face{k}"
-        unwrap_photo(photo, fit, model=model, uv_size=256).save(folder)
-        save_png(folder / "photo.png", photo)
-        dataclasses.replace(fit, source=str(folder / "photo.png")).save(folder / "fit.json")
-        save_png(folder / "uv_pseudo.png", texture)
-        folders.append(folder)
-    return folders
+    return rendered_face_folders(model, tmp_path_factory.mktemp("diffusion_data"), (0.0, 25.0), photo_size=160,
+                                 texture_size=128, seed=20)
 
 
 @pytest.fixture(scope="module")

@@ -18,26 +18,10 @@ from stages.train import sampler as S
 def sampler_folders(model, tmp_path_factory):
     """Three facetex-like folders of rendered faces (yaw 0, 25, -30), each with its photo on disk,
     a fit.json whose landmarks are the (471 >= 468) mesh points, and the geometric unwrap at 256^2."""
-    from stages.core.image_io import save_png
-    from stages.render import render_mesh
-    from stages.unwrap import unwrap_photo
-    from tests.conftest import smooth_random_texture
-    from tests.test_unwrap_render import synthetic_fit
+    from tests.conftest import rendered_face_folders
 
-    root = tmp_path_factory.mktemp("sampler")
-    out = []
-    for k, yaw in enumerate((0.0, 25.0, -30.0)):
-        fit = synthetic_fit(model, yaw, 256)
-        texture = smooth_random_texture(256, seed=20 + k)
-        rgb, mask = render_mesh(texture, fit.screen_vertices(), model, 256, 256)
-        photo = (np.where(mask[..., None], rgb, 0.5) * 255 + 0.5).astype(np.uint8)
-        folder = root / f"face{k}"
-        save_png(folder / "photo.png", photo)
-        fit.source, fit.stem = str(folder / "photo.png"), f"face{k}"
-        unwrap_photo(photo, fit, model=model, uv_size=256).save(folder)
-        fit.save(folder / "fit.json")
-        out.append(folder)
-    return out
+    return rendered_face_folders(model, tmp_path_factory.mktemp("sampler"), (0.0, 25.0, -30.0), photo_size=256,
+                                 texture_size=256, seed=20, pseudo=False)
 
 
 NO_AUGMENT = {"rotate_deg": 0.0, "scale": 0.0, "shift": 0.0, "flip": 0.0}
