@@ -325,8 +325,8 @@ def test_cli_train_and_complete(trained, photo_folders, tmp_path):
             "--structure-model", str(structure), "--steps", "2", "--seed", "3", "--no-previews", "--no-glb"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    info = json.loads((out / "synthetic" / "complete.json").read_text())
-    assert (out / "synthetic" / "uv_complete.png").is_file()
+    info = json.loads((out / photo_folders[1].name / "complete.json").read_text())
+    assert (out / photo_folders[1].name / "uv_complete.png").is_file()
     assert "diffusion" in json.dumps(info)
     result = runner.invoke(app, ["complete", str(photo_folders[1]), "-o", str(out), "--method", "diffusion",
                                  "--model", str(appearance)])
