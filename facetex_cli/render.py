@@ -102,7 +102,8 @@ def render_command(
             save_png(target / "views.png", compose_views(views))
             if turntable:
                 write_turntable(target / "turntable.gif", texture, result, model, sh=light, subdivide=subdivide)
-            export_textured_mesh(target, texture, result.vertices, model, subdivide=subdivide, glb=glb)
+            export_textured_mesh(target, texture, result.vertices, model, label=result.stem, subdivide=subdivide,
+                                 glb=glb)
             if Path(result.source).is_file():
                 photo = load_photo(result.source)
                 save_png(target / "render_fitted.png",
