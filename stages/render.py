@@ -46,7 +46,11 @@ def normalised_light(sh: np.ndarray) -> np.ndarray:
     sh = np.asarray(sh, dtype=np.float32)
     if sh.shape != (9, 3):
         raise ValueError(f"SH lighting must have shape (9, 3), got {sh.shape}")
-    return sh / np.maximum(sh[0] * _C0, 1e-6)
+    if not np.isfinite(sh).all():
+        raise ValueError("SH lighting contains NaN or infinite values")
+    if (sh[0] <= 0).any():
+        raise ValueError(f"SH lighting needs a positive ambient term (row 0) in every channel, got {sh[0].tolist()}")
+    return sh / (sh[0] * _C0)
 
 
 def render_mesh(texture: np.ndarray, screen_vertices: np.ndarray, model: FaceModel, height: int, width: int,
