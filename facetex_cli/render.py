@@ -9,7 +9,14 @@ import numpy as np
 import typer
 
 from facetex_cli.batch import expand_inputs, print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, find_artifacts, outputs_exist
+from facetex_cli.common import (
+    DEBUG_OPTION,
+    OUT_OPTION,
+    SKIP_OPTION,
+    build_or_exit,
+    find_artifacts,
+    outputs_exist,
+)
 from stages.core.errors import BadInputError
 from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import load_photo, load_texture, save_png
@@ -17,6 +24,7 @@ from stages.fit import FitResult
 from stages.render import (
     compose_views,
     export_textured_mesh,
+    normalised_light,
     render_on_photo,
     render_views,
     write_turntable,
@@ -44,14 +52,34 @@ def texture_stem(path: Path) -> str:
 
 
 def load_sh(path: Path) -> np.ndarray:
-    """SH lighting ``(9, 3)`` from a JSON list, or from a fit.json's ``lighting_sh``."""
+    """SH lighting ``(9, 3)`` from a JSON list of 9 ``[r, g, b]`` rows, or from a fit.json's ``lighting_sh``.
+
+    Raises:
+        BadInputError: one line naming ``path`` and what is wrong (missing, unreadable, not JSON, no
+            ``lighting_sh``, not 9x3 numbers, non-finite, or an ambient term that is not positive).
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(path, f"cannot read SH lighting ({exc})") from None
-    coeffs = np.asarray(data.get("lighting_sh") if isinstance(data, dict) else data, dtype=np.float32)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(path, "no such file (--sh wants a 9x3 JSON list or a fit.json)") from None
+    except OSError as exc:
+        raise BadInputError(path, f"cannot read --sh file ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadInputError(path, "not a JSON file (--sh wants a 9x3 JSON list or a fit.json)") from None
+    if isinstance(data, dict):
+        if data.get("lighting_sh") is None:
+            raise BadInputError(path, "has no 'lighting_sh' (--sh wants a 9x3 JSON list or a fit.json)")
+        data = data["lighting_sh"]
+    try:
+        coeffs = np.asarray(data, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise BadInputError(path, "SH lighting must be a 9x3 list of numbers") from None
     if coeffs.shape != (9, 3):
-        raise BadInputError(path, f"SH lighting must be a 9x3 list (or a fit.json), got shape {coeffs.shape}")
+        raise BadInputError(path, f"SH lighting must be a 9x3 list of numbers, got shape {coeffs.shape}")
+    try:
+        normalised_light(coeffs)
+    except ValueError as exc:
+        raise BadInputError(path, str(exc)) from None
     return coeffs
 
 
@@ -64,8 +92,9 @@ def parse_angles(text: str) -> tuple[float, ...]:
 
 def render_command(
     textures: list[str] = typer.Argument(
-        ..., help="UV texture PNGs or globs; a result folder OUT/<stem>/ or an output root OUT/ means their "
-                  "uv_complete.png."),
+        None, show_default=False,
+        help="UV texture PNGs or globs; a result folder OUT/<stem>/ or an output root OUT/ means their "
+             "uv_complete.png."),
     fit: Path = typer.Argument(..., help="A fit.json, or an output root holding <stem>/fit.json."),
     out: Path = OUT_OPTION,
     yaws: str = typer.Option("-60,-30,0,30,60", "--yaws", help="Comma-separated novel-view yaw angles (degrees)."),
@@ -83,10 +112,17 @@ def render_command(
     Writes OUT/<stem>/render_fitted.png (over the photo, if it is still where fit found it),
     render_yaw<+A>.png per angle, views.png, turntable.gif, textured.obj/.mtl/.png and textured.glb.
     """
+    if not textures:
+        # Click hands a lone path to FIT (the last, required argument) and would blame TEXTURES.
+        missing = "UV texture" if fit.suffix.lower() == ".json" else "fit.json"
+        raise typer.BadParameter(
+            f"render needs TEXTURE... FIT and got one path, {fit}: the {missing} is missing. Call e.g. "
+            "'facetex render out/photo/uv_complete.png out/photo/fit.json', or 'facetex render out out' "
+            "(FIT may be the output root holding <stem>/fit.json)")
     angles = parse_angles(yaws)
+    light = build_or_exit(lambda: load_sh(sh)) if sh is not None else None
     inputs = resolve_textures(textures)
     model = load_builtin_face_model()
-    light = load_sh(sh) if sh is not None else None
 
     def process(path: Path) -> str:
         stem = texture_stem(path)
@@ -102,7 +138,8 @@ def render_command(
             save_png(target / "views.png", compose_views(views))
             if turntable:
                 write_turntable(target / "turntable.gif", texture, result, model, sh=light, subdivide=subdivide)
-            export_textured_mesh(target, texture, result.vertices, model, subdivide=subdivide, glb=glb)
+            export_textured_mesh(target, texture, result.vertices, model, label=result.stem, subdivide=subdivide,
+                                 glb=glb)
             if Path(result.source).is_file():
                 photo = load_photo(result.source)
                 save_png(target / "render_fitted.png",

@@ -127,8 +127,8 @@ class Completer:
         t = time.perf_counter()
         save_png(out_dir / "uv_complete.png", completion.texture)
         save_png(out_dir / "uv_provenance.png", completion.provenance_image())
-        export_textured_mesh(out_dir, completion.texture, fit.vertices, self.model, subdivide=opts.subdivide,
-                             glb=opts.glb, texture_file="uv_complete.png")
+        export_textured_mesh(out_dir, completion.texture, fit.vertices, self.model, label=fit.stem,
+                             subdivide=opts.subdivide, glb=opts.glb, texture_file="uv_complete.png")
         timings["write"] = time.perf_counter() - t
         if opts.previews:
             t = time.perf_counter()

@@ -13,6 +13,7 @@ the texture up and applies SH shading.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,7 +46,11 @@ def normalised_light(sh: np.ndarray) -> np.ndarray:
     sh = np.asarray(sh, dtype=np.float32)
     if sh.shape != (9, 3):
         raise ValueError(f"SH lighting must have shape (9, 3), got {sh.shape}")
-    return sh / np.maximum(sh[0] * _C0, 1e-6)
+    if not np.isfinite(sh).all():
+        raise ValueError("SH lighting contains NaN or infinite values")
+    if (sh[0] <= 0).any():
+        raise ValueError(f"SH lighting needs a positive ambient term (row 0) in every channel, got {sh[0].tolist()}")
+    return sh / (sh[0] * _C0)
 
 
 def render_mesh(texture: np.ndarray, screen_vertices: np.ndarray, model: FaceModel, height: int, width: int,
@@ -172,16 +177,34 @@ def write_turntable(path: str | Path, texture: np.ndarray, fit: FitResult, model
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
 
 
+def mesh_label(stem: str) -> str:
+    """``stem`` made safe as an OBJ/MTL/glTF name: characters other than letters, digits, ``_ - .``
+    become ``_`` (OBJ and MTL statements are whitespace-separated)."""
+    return re.sub(r"[^0-9A-Za-z_.-]", "_", stem) or "face"
+
+
 def export_textured_mesh(out_dir: str | Path, texture: np.ndarray, vertices: np.ndarray, model: FaceModel, *,
-                         name: str = "textured", subdivide: int = 1, glb: bool = True,
+                         label: str, name: str = "textured", subdivide: int = 1, glb: bool = True,
                          texture_file: str | None = None) -> list[Path]:
     """Write ``NAME.obj`` + ``NAME.mtl`` + ``NAME.png`` (and ``NAME.glb``) into ``out_dir``.
+
+    Coordinates are metres: model units times :meth:`FaceModel.metres_per_unit`, one constant per
+    model (the mean shape's eye distance = the mean adult IPD, 63 mm). A single photo under a
+    scaled-orthographic camera carries no absolute size, and the fit aligns every per-image shape to
+    the mean shape by a similarity, so every face comes out at about the average adult size while its
+    proportions stay its own. Axes are glTF's (and the model's): right-handed, +x the subject's left
+    (image right), +y up, +z out of the face towards the viewer; OBJ and GLB use the same numbers.
+    ``vt`` follow the OBJ convention (v up); faces are counter-clockwise seen from outside.
+
+    Names carry ``label`` (sanitised by :func:`mesh_label`): the OBJ object and the glTF node and mesh
+    are ``LABEL``, the material ``LABEL_face``, the glTF image ``LABEL_<texture file stem>``.
 
     Args:
         out_dir: output folder.
         texture: ``(S, S, 3)`` float RGB in ``[0, 1]``.
         vertices: ``(V, 3)`` model-space vertices of the base model (the per-image shape).
         model: base face model.
+        label: what the mesh shows, normally the photo's stem.
         name: file stem.
         subdivide: Loop subdivision levels for a smoother mesh.
         glb: also write a binary glTF.
@@ -189,27 +212,29 @@ def export_textured_mesh(out_dir: str | Path, texture: np.ndarray, vertices: np.
             instead of writing ``NAME.png``.
 
     Returns:
-        The paths written. Coordinates are model space (y up, z to the front, unit RMS radius);
-        ``vt`` follow the OBJ convention (v up), faces are counter-clockwise seen from outside.
+        The paths written.
     """
     out_dir = Path(out_dir)
+    label = mesh_label(label)
+    material_name = f"{label}_face"
     fine = _subdivided(model, subdivide)
     verts = np.asarray(vertices, dtype=np.float64)
     if fine is not model:
         verts = fine.upsample_vertices(verts)
     normals = fine.vertex_normals(verts)
+    verts = verts * model.metres_per_unit()
     tex_name = texture_file or f"{name}.png"
     if texture_file is None:
         save_png(out_dir / tex_name, texture[..., :3])
     with atomic_path(out_dir / f"{name}.mtl") as tmp:
-        tmp.write_text(f"# facetex material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 1\nd 1\nillum 1\n"
-                       f"map_Kd {tex_name}\n")
-    lines = [f"# facetex textured face ({fine.name}); model units, y up, z towards the viewer",
-             f"mtllib {name}.mtl", f"o {name}"]
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
+        tmp.write_text(f"# facetex material\nnewmtl {material_name}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 1\nd 1\n"
+                       f"illum 1\nmap_Kd {tex_name}\n")
+    lines = [f"# facetex textured face ({fine.name}); metres, y up, z towards the viewer",
+             f"mtllib {name}.mtl", f"o {label}"]
+    lines += [f"v {x:.7f} {y:.7f} {z:.7f}" for x, y, z in verts]
     lines += [f"vt {u:.6f} {v:.6f}" for u, v in fine.uv]
     lines += [f"vn {x:.5f} {y:.5f} {z:.5f}" for x, y, z in normals]
-    lines += ["usemtl face", "s 1"]
+    lines += [f"usemtl {material_name}", "s 1"]
     lines += [f"f {a}/{a}/{a} {b}/{b}/{b} {c}/{c}/{c}" for a, b, c in fine.triangles + 1]
     with atomic_path(out_dir / f"{name}.obj") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
@@ -217,12 +242,22 @@ def export_textured_mesh(out_dir: str | Path, texture: np.ndarray, vertices: np.
     if glb:
         import trimesh
         from PIL import Image
+        from trimesh.exchange.gltf import export_glb
 
         material = trimesh.visual.material.PBRMaterial(
-            baseColorTexture=Image.fromarray(to_uint8(texture[..., :3])), metallicFactor=0.0, roughnessFactor=0.9)
+            name=material_name, baseColorTexture=Image.fromarray(to_uint8(texture[..., :3])), metallicFactor=0.0,
+            roughnessFactor=0.9)
         mesh = trimesh.Trimesh(vertices=verts, faces=fine.triangles, vertex_normals=normals, process=False,
                                visual=trimesh.visual.TextureVisuals(uv=fine.uv, material=material))
+        scene = trimesh.Scene()
+        scene.add_geometry(mesh, geom_name=label, node_name=label)
+
+        def name_images(tree: dict) -> None:
+            # trimesh leaves glTF images unnamed; tools that write the texture out by name need one.
+            for image in tree.get("images", []):
+                image["name"] = f"{label}_{Path(tex_name).stem}"
+
         with atomic_path(out_dir / f"{name}.glb") as tmp:
-            tmp.write_bytes(mesh.export(file_type="glb"))
+            tmp.write_bytes(export_glb(scene, tree_postprocessor=name_images))
         written.append(out_dir / f"{name}.glb")
     return written

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stages.core.camera import Pose, euler_to_matrix
-from stages.core.raster import rasterize
+from stages.core.raster import crop_window, rasterize
 from stages.core.uv import uv_layout
 from stages.fit import FitResult
 from stages.render import render_mesh
@@ -155,3 +155,95 @@ def test_delight_removes_known_directional_shading(model):
     assert flat.texture[seen].std() < 0.2 * plain.texture[seen].std()
     assert abs(flat.texture[seen].mean() - 0.6) < 0.03
     assert flat.info["delight"] is True
+
+
+# ------------------------------------------------------------------ render outputs, checked by value
+
+FLAT = np.array([40, 150, 230], np.float32) / 255  # a flat texture colour, exact in 8 bits
+
+
+def _directional_light(strength: float = 0.5) -> np.ndarray:
+    """SH light: ambient 0.8 plus a light from camera +x (image right)."""
+    from stages.core.lighting import _C0, _C1
+
+    light = np.zeros((9, 3), np.float32)
+    light[0] = 0.8 / _C0
+    light[3] = strength / _C1
+    return light
+
+
+def test_render_on_photo_puts_the_texture_on_the_face_only(model):
+    """A flat-colour texture at a known fit: the face region has that colour, the photo elsewhere is untouched."""
+    from stages.render import render_on_photo
+
+    size = 160
+    fit = synthetic_fit(model, 20.0, size)
+    photo = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    texture = np.broadcast_to(FLAT, (32, 32, 3)).copy()
+    out = render_on_photo(photo, texture, fit, model, subdivide=0, crop=False)
+    face = rasterize(fit.screen_vertices(), model.triangles, size, size).triangle_id >= 0
+    assert out.shape == photo.shape and face.mean() > 0.2
+    assert (out[face] == np.round(FLAT * 255).astype(np.uint8)).all()
+    assert (out[~face] == photo[~face]).all()
+    # The default crop is a window of that same image around the face.
+    window = render_on_photo(photo, texture, fit, model, subdivide=0, margin=0.1)
+    x0, y0, x1, y1 = crop_window(fit.screen_vertices(), size, size, margin=0.1 * np.ptp(fit.screen_vertices()[:, :2],
+                                                                                        axis=0).max())
+    assert np.array_equal(window, out[y0:y1, x0:x1])
+
+
+def _left_centre_right(image: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+    """Mean brightness of the covered pixels in the left fifth, middle fifth and right fifth of the face."""
+    cols = np.nonzero(mask.any(axis=0))[0]
+    edges = np.linspace(cols[0], cols[-1] + 1, 6).astype(int)
+    grey = image[..., :3].mean(axis=2)
+    return tuple(float(grey[:, a:b][mask[:, a:b]].mean()) for a, b in ((edges[0], edges[1]), (edges[2], edges[3]),
+                                                                        (edges[4], edges[5])))
+
+
+def test_relit_views_darken_the_side_away_from_the_light(model):
+    """Light from image right: the left side darkens, the right brightens, the middle keeps the texture level."""
+    from stages.render import render_on_photo, render_views
+
+    size = 128
+    fit = synthetic_fit(model, 0.0, size)
+    texture = np.full((32, 32, 3), 0.5, np.float32)
+    light = _directional_light()
+    (unlit,) = render_views(texture, fit, model, yaws=[0], size=size, subdivide=0)
+    (lit,) = render_views(texture, fit, model, yaws=[0], size=size, subdivide=0, sh=light)
+    mask = lit[..., 3] > 0.5
+    assert np.allclose(unlit[..., :3][mask], 0.5, atol=1e-4)
+    left, centre, right = _left_centre_right(lit, mask)
+    assert left < 0.5 - 0.1 and right > 0.5 + 0.1, (left, centre, right)
+    assert abs(centre - 0.5) < 0.04, "the normalised light keeps the ambient (texture) level"
+    photo = np.zeros((size, size, 3), np.uint8)
+    on_photo = render_on_photo(photo, texture, fit, model, subdivide=0, crop=False, sh=light) / 255.0
+    face = rasterize(fit.screen_vertices(), model.triangles, size, size).triangle_id >= 0
+    left, centre, right = _left_centre_right(on_photo, face)
+    assert left < 0.5 - 0.1 and right > 0.5 + 0.1 and abs(centre - 0.5) < 0.04, (left, centre, right)
+
+
+def test_views_sheet_shows_the_texture_centred_over_background(model):
+    """compose_views: tiles in yaw order, the texture's colour at each face centre, background at the corners."""
+    from stages.render import compose_views, render_views
+
+    size = 96
+    fit = synthetic_fit(model, 0.0, 256)
+    # The subject's right half of the UV square (u < 0.5, image left when frontal) red, the left half blue.
+    texture = np.zeros((64, 64, 3), np.float32)
+    texture[:, :32, 0] = 1.0
+    texture[:, 32:, 2] = 1.0
+    views = render_views(texture, fit, model, yaws=[-40, 0, 40], size=size, subdivide=0)
+    sheet = compose_views(views, background=0.16)
+    assert sheet.shape == (size, 3 * size, 3)
+    for k in range(3):
+        tile = sheet[:, k * size:(k + 1) * size]
+        assert np.allclose(tile[[0, 0, -1, -1], [0, -1, 0, -1]], 0.16)
+        assert views[k][size // 2, size // 2, 3] == 1.0
+    frontal = sheet[:, size:2 * size]
+    assert np.allclose(frontal[size // 2, size // 2 - 8], [1, 0, 0], atol=0.02)   # subject's right: red
+    assert np.allclose(frontal[size // 2, size // 2 + 8], [0, 0, 1], atol=0.02)   # subject's left: blue
+    # Yaw +40 turns the nose to image right: the subject's left (blue) turns away, so red dominates.
+    red = [float(sheet[:, k * size:(k + 1) * size, 0].sum()) for k in range(3)]
+    blue = [float(sheet[:, k * size:(k + 1) * size, 2].sum()) for k in range(3)]
+    assert blue[0] > 1.5 * red[0] and red[2] > 1.5 * blue[2]

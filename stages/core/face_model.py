@@ -51,6 +51,7 @@ import scipy.sparse as sp
 __all__ = [
     "BUILTIN_ASSET",
     "FORMAT_VERSION",
+    "MEAN_ADULT_IPD_M",
     "REGION_NAMES",
     "FaceModel",
     "boundary_loops",
@@ -71,6 +72,11 @@ _READABLE_VERSIONS = (1, 2)
 
 BUILTIN_ASSET = Path(__file__).resolve().parent.parent / "assets" / "mediapipe471_v2.npz"
 """Path of the committed built-in model asset."""
+
+MEAN_ADULT_IPD_M = 0.063
+"""Mean adult interpupillary distance in metres: "mean adult IPD is around 63 mm" (N. A. Dodgson,
+"Variation and extrema of human interpupillary distance", Proc. SPIE 5291, 2004). Sets the metric
+scale of exported meshes (:meth:`FaceModel.metres_per_unit`)."""
 
 REGION_NAMES = (
     "face_oval",
@@ -663,6 +669,23 @@ class FaceModel:
         return flat.reshape(-1, B, C).transpose(1, 0, 2).copy()
 
     # ---------------------------------------------------------------- geometry
+    def metres_per_unit(self) -> float:
+        """Metres per model unit: :data:`MEAN_ADULT_IPD_M` over the mean shape's eye distance.
+
+        Model space is metric-free (the built-in mean shape has unit RMS radius). The eye centres
+        are the centroids of the ``left_eye`` and ``right_eye`` regions (the eye-opening contours;
+        for a forward gaze their centres are the pupils). For the built-in model this is about
+        0.052 m per unit, so the mean face is ~0.165 m from mid-forehead to chin.
+
+        Raises:
+            ValueError: if the model defines no ``left_eye``/``right_eye`` regions.
+        """
+        if not {"left_eye", "right_eye"} <= self.regions.keys():
+            raise ValueError(f"model {self.name!r} has no left_eye/right_eye regions to set a metric scale")
+        v = self.vertices.astype(np.float64)
+        eyes = np.linalg.norm(v[self.regions["left_eye"]].mean(axis=0) - v[self.regions["right_eye"]].mean(axis=0))
+        return MEAN_ADULT_IPD_M / float(eyes)
+
     def vertex_normals(self, vertices: np.ndarray | None = None) -> np.ndarray:
         """Unit area-weighted vertex normals.
 
