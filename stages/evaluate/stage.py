@@ -320,7 +320,7 @@ def colour_bar(width: int, vmax: float = HEATMAP_MAX_ERROR, title: str = "per-te
     (right), with its title above and tick labels 0, vmax/2, >= vmax below, on white."""
     from PIL import Image, ImageDraw
 
-    font_px = max(10, width // 18)
+    font_px = max(10, width // 15)
     margin = font_px
     bar_h = max(6, width // 20)
     top = int(font_px * 1.6)
