@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import typer
 
 from facetex_cli.batch import console, print_summary, run_batch
 from facetex_cli.common import DEBUG_OPTION, artifact_folders, build_or_exit
-from stages.completion import available_methods, get_method
+from stages.completion import available_methods
+from stages.core.errors import MissingArtifactError
 from stages.core.face_model import load_builtin_face_model
 
 
 def evaluate_command(
     results: list[str] = typer.Argument(..., help="Result folders of `facetex complete` (OUT/<stem>/), or roots."),
     out: Path = typer.Option(Path("facetex_eval"), "--out", "-o", help="Where metrics.json/.csv and report.html go."),
-    method: str = typer.Option("mirror", "--method", "-m",
-                               help="Completion method run by the hidden-texel benchmark ('none' to skip it)."),
+    method: str = typer.Option(None, "--method", "-m",
+                               help="Completion method of the hidden-texel benchmark (default: the one recorded in "
+                                    "each folder's complete.json; a name overrides it; 'none' skips it)."),
     identity: bool = typer.Option(True, "--identity/--no-identity",
                                   help="Identity cosine with dlib's ResNet when face-recognition-models is installed."),
     clip_model: str = typer.Option(None, "--clip-model", help="TorchScript CLIP image encoder ($FACETEX_CLIP_MODEL)."),
@@ -30,14 +33,17 @@ def evaluate_command(
 
     Optional metrics whose model is not available are reported as "skipped: <reason>", never faked.
     """
-    from stages.evaluate.stage import OptionalModels, default_settings, evaluate_result, write_outputs
+    from stages.evaluate.stage import MethodResolver, OptionalModels, evaluate_result, run_settings, write_outputs
 
-    if method != "none" and method not in available_methods():
+    if method is not None and method != "none" and method not in available_methods():
         choices = ", ".join(["none", *sorted(available_methods())])
         raise typer.BadParameter(f"unknown method {method!r}; choose from {choices}", param_hint="--method")
-    folders, missing = artifact_folders(results, "uv_complete.png")
+    folders, missing = artifact_folders(results, "complete.json")
+    # An input that exists but holds no finished result is not "no such file": say what is wrong with it.
+    empty = [Path(p) for p in missing if _exists(p)]
+    missing = [p for p in missing if not _exists(p)]
     model = load_builtin_face_model()
-    fill = None if method == "none" else get_method(method).load(model)
+    resolver = None if method == "none" else MethodResolver(model, override=method)
     optional = build_or_exit(lambda: OptionalModels.load(clip=clip_model, dino=dino_model, inception=inception_model,
                                                          lpips=lpips_model, identity=identity), debug)
     for metric, reason in optional.skipped.items():
@@ -45,19 +51,34 @@ def evaluate_command(
     evaluations = []
 
     def process(folder: Path) -> str:
-        evaluation = evaluate_result(folder, model, out / "images", method=fill, optional=optional)
+        if folder in empty:
+            raise MissingArtifactError(folder, _no_results_reason(folder))
+        scored = None if resolver is None else resolver.resolve(folder)
+        evaluation = evaluate_result(folder, model, out / "images", method=scored, optional=optional)
         evaluations.append(evaluation)
         m = evaluation.metrics
         parts = [f"reproj PSNR {m['reproj_psnr']:.2f}" if m.get("reproj_psnr") is not None else "no photo"]
         if m.get("hidden_psnr") is not None:
-            parts.append(f"hidden PSNR {m['hidden_psnr']:.2f}")
+            parts.append(f"hidden PSNR {m['hidden_psnr']:.2f} ({evaluation.hidden_texel['method']})")
         return ", ".join(parts)
 
-    outcome = run_batch(folders, process, name_of=lambda p: p.name, missing=missing, description="evaluate",
+    outcome = run_batch(empty + folders, process, name_of=lambda p: p.name, missing=missing, description="evaluate",
                         debug=debug)
     failures = {r.name: r.detail for r in outcome if r.status == "failed"}
     if evaluations:
-        settings = default_settings(None if fill is None else method, None)
+        settings = run_settings(evaluations, None if method == "none" else (method or "recorded"))
         write_outputs(out, evaluations, settings, optional, failures)
         console.print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'report.html'}", highlight=False)
     raise typer.Exit(print_summary(outcome, "evaluate"))
+
+
+def _exists(pattern: str) -> bool:
+    return Path(pattern).exists() or (glob.has_magic(pattern) and bool(glob.glob(pattern, recursive=True)))
+
+
+def _no_results_reason(path: Path) -> str:
+    """Why an existing input is not something ``evaluate`` can score (one line, with the fix)."""
+    make = "make result folders with `facetex complete PHOTOS -o OUT`, then evaluate OUT"
+    if path.is_file():
+        return f"is a file, not a `facetex complete` result folder (OUT/<stem>/ with complete.json); {make}"
+    return f"exists but holds no `facetex complete` results (no complete.json in it or its subfolders); {make}"

@@ -99,17 +99,35 @@ def test_masked_variant_is_inflated():
     mask = np.zeros((40, 40), bool)
     mask[10:30, 10:30] = True
     variant = M.masked_variant_ssim_psnr(render, photo, mask)
-    assert set(variant) >= {"psnr", "ssim", "data_range"}
-    rm = np.where(mask[..., None], render, 0)
-    assert variant["data_range"] == pytest.approx(rm.max() - rm.min())
+    assert set(variant) >= {"psnr", "ssim", "data_range", "mask_fraction"}
+    assert variant["data_range"] == 1.0 and variant["mask_fraction"] == pytest.approx(mask.mean())
     # whole-image MSE over zeroed background = masked MSE * fraction of masked pixels
-    frac = mask.mean()
-    expected = M.psnr(render, photo, mask, data_range=variant["data_range"]) - 10 * np.log10(frac)
+    expected = M.psnr(render, photo, mask) - 10 * np.log10(mask.mean())
     assert variant["psnr"] == pytest.approx(expected, abs=1e-9)
     assert variant["psnr"] > M.psnr(render, photo, mask)
     assert variant["ssim"] > M.ssim(render, photo, mask)
     same = M.masked_variant_ssim_psnr(photo, photo, mask)
     assert same["psnr"] == float("inf") and same["ssim"] == 1.0
+    assert np.isnan(M.masked_variant_ssim_psnr(render, photo, np.zeros((40, 40), bool))["psnr"])
+
+
+def test_masked_variant_never_below_plain_for_a_dark_face():
+    """A dim face (values <= 0.3) on half the image: a data range taken from the render (0.3) cost
+    -10.5 dB, more than the +3 dB the zero background gives, so the "inflated" PSNR came out lower than
+    the plain one (12 of 72 photos in issue 10). With the fixed range it is plain + 3.01 dB."""
+    rng = np.random.default_rng(11)
+    photo = 0.3 * rng.random((32, 32, 3))
+    render = np.clip(photo + 0.02 * rng.standard_normal(photo.shape), 0, 0.3)
+    mask = np.zeros((32, 32), bool)
+    mask[:, :16] = True
+    plain = M.psnr(render, photo, mask)
+    variant = M.masked_variant_ssim_psnr(render, photo, mask)
+    assert variant["psnr"] >= plain
+    assert variant["psnr"] - plain == pytest.approx(-10 * np.log10(0.5), abs=1e-9)
+    for fraction in (0.1, 0.5, 1.0):  # any mask: never below, equal when it covers everything
+        m = np.zeros((32, 32), bool)
+        m.flat[: round(fraction * m.size)] = True
+        assert M.masked_variant_ssim_psnr(render, photo, m)["psnr"] >= M.psnr(render, photo, m) - 1e-12
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,6 +375,22 @@ def test_identity_model_unavailable(monkeypatch):
 def test_identity_model_unavailable_without_dlib():
     with pytest.raises(M.MetricUnavailable, match="identity model not installed"):
         M.IdentityModel.load()
+
+
+def test_model_sha256_of_files_and_folders(tmp_path):
+    import hashlib
+
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(b"\x00\x01" * 100)
+    (folder / "sub" / "config.json").write_text("{}")
+    assert M.model_sha256(folder / "weights.bin") == hashlib.sha256(b"\x00\x01" * 100).hexdigest()
+    before = M.model_sha256(folder)
+    assert before == M.model_sha256(folder) and len(before) == 64
+    (folder / "sub" / "config.json").write_text('{"a": 1}')  # any file of the model changes the checksum
+    assert M.model_sha256(folder) != before
+    with pytest.raises(FileNotFoundError):
+        M.model_sha256(tmp_path / "nothing")
 
 
 def test_file_sha256(tmp_path):

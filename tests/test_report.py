@@ -204,3 +204,18 @@ def test_format_and_direction():
     assert format_value(3) == "3"
     assert lower_is_better("masked_L1") and lower_is_better("fid") and lower_is_better("fill_seconds")
     assert not lower_is_better("psnr") and not lower_is_better("identity_cosine")
+
+
+def test_row_captions_and_details_are_shown_escaped(tmp_path):
+    img = _png(tmp_path / "p.png", (32, 32))
+    row = ImageRow("face", {"hidden_error": img}, {"hidden_l1": 0.1},
+                   captions={"hidden_error": "yaw+50: error <0 to 0.25>"},
+                   details={"hidden-texel method": "pca (complete.json); pca_path a&b.h5"})
+    page = write_report(tmp_path / "r", [row], {}, {}, {}).read_text(encoding="utf-8")
+    parser = _Collector()
+    parser.feed(page)
+    text = "".join(parser.text)
+    assert "yaw+50: error <0 to 0.25>" in text and "&lt;0 to 0.25&gt;" in page
+    assert "hidden-texel method" in text and "pca (complete.json); pca_path a&b.h5" in text
+    assert "hidden-texel test: per-texel L1 error" not in text  # the row's caption replaces the generic one
+    assert any(s.endswith("__hidden_error.jpg") for s in parser.imgs)

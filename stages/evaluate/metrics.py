@@ -161,40 +161,42 @@ def ssim(a, b, mask=None, data_range: float = 1.0) -> float:
     return float(smap[m].mean())
 
 
-def masked_variant_ssim_psnr(render, photo, mask) -> dict:
-    """PSNR and SSIM under the "masked variant" protocol used by seed 003's evaluation code.
+def masked_variant_ssim_psnr(render, photo, mask, data_range: float = 1.0) -> dict:
+    """PSNR and SSIM under the "masked variant" protocol of seed 003's comparison: the whole image
+    with everything outside the face zeroed.
 
-    Protocol: every pixel outside ``mask`` is set to 0 in both ``render`` and ``photo``; the data range
-    is taken from the reconstruction, ``R = max - min`` of the masked render array (that array
-    includes the zeroed background whenever the mask does not cover the whole image); PSNR
-    (``10 log10(R^2 / MSE)``, MSE over all pixels and channels) and SSIM (mean of :func:`ssim_map`
-    with that ``R`` over all pixels) are computed over the **whole image**.
+    Protocol: every pixel outside ``mask`` is set to 0 in both ``render`` and ``photo``; PSNR
+    (``10 log10(R^2 / MSE)``, MSE over **all** pixels and channels) and SSIM (mean of :func:`ssim_map`
+    over all pixels) are computed over the whole image, with the same fixed ``R = data_range`` as
+    :func:`psnr` (1.0 for float images in ``[0, 1]``, what ``skimage`` infers for non-negative floats).
 
-    These numbers are inflated relative to :func:`psnr` / :func:`ssim` with a mask: the shared zero
-    background counts as perfectly reconstructed pixels (it lowers the MSE and pushes SSIM towards 1),
-    and the reconstruction-dependent data range changes with the render. Report them only for
-    comparison with that protocol, labelled as such. Returns ``{"psnr", "ssim", "data_range",
-    "protocol"}``; PSNR is ``inf`` when the masked images are equal, and both are ``nan`` when
-    ``R == 0`` (a constant masked render) and the images differ.
+    The only difference from :func:`psnr` with a mask is the shared zero background: it counts as
+    perfectly reconstructed pixels, so ``MSE_whole = f * MSE_mask`` with ``f`` the masked fraction of
+    the image, and ``PSNR_variant = PSNR_masked - 10 log10(f) >= PSNR_masked`` always (equal when the
+    mask covers everything). SSIM is pushed towards 1 the same way. (An earlier version took ``R``
+    from the masked render, ``max - min``; for a face darker than ``sqrt(f)`` that lowered the score
+    below the plain one, so it measured the render's brightness, not the background's inflation.)
+    Report these only for comparison with that protocol, labelled as inflated. Returns ``{"psnr",
+    "ssim", "data_range", "mask_fraction", "protocol"}``; PSNR is ``inf`` when the masked images are
+    equal; both are ``nan`` when the mask is empty.
     """
     r, p = _pair(render, photo)
     m = _mask(mask, r.shape)
-    r = np.where(m[:, :, None], r, 0.0)
-    p = np.where(m[:, :, None], p, 0.0)
-    data_range = float(r.max() - r.min())
-    mse = float(((r - p) ** 2).mean())
-    if mse == 0.0:
-        psnr_v, ssim_v = float("inf"), 1.0
-    elif data_range <= 0.0:
+    fraction = float(m.mean())
+    if not m.any():
         psnr_v, ssim_v = float("nan"), float("nan")
     else:
-        psnr_v = float(10.0 * np.log10(data_range**2 / mse))
-        ssim_v = float(ssim_map(r, p, data_range=data_range).mean())
+        r = np.where(m[:, :, None], r, 0.0)
+        p = np.where(m[:, :, None], p, 0.0)
+        mse = float(((r - p) ** 2).mean())
+        psnr_v = float("inf") if mse == 0.0 else float(10.0 * np.log10(data_range**2 / mse))
+        ssim_v = 1.0 if mse == 0.0 else float(ssim_map(r, p, data_range=data_range).mean())
     return {
         "psnr": psnr_v,
         "ssim": ssim_v,
-        "data_range": data_range,
-        "protocol": "masked-variant: outside mask zeroed in both, R from render, whole image (inflated)",
+        "data_range": float(data_range),
+        "mask_fraction": fraction,
+        "protocol": "masked-variant: outside mask zeroed in both, fixed data range, whole image (inflated)",
     }
 
 
@@ -336,6 +338,20 @@ def file_sha256(path) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def model_sha256(path) -> str:
+    """Checksum of a model: :func:`file_sha256` of a file; of a folder, the sha256 of the lines
+    ``<relative path>\\t<file sha256>\\n`` of every file in it (recursively, sorted by path)."""
+    p = Path(path)
+    if p.is_file():
+        return file_sha256(p)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such model file or folder")
+    h = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        h.update(f"{f.relative_to(p).as_posix()}\t{file_sha256(f)}\n".encode())
     return h.hexdigest()
 
 

@@ -93,9 +93,14 @@ def score_hidden(completed: np.ndarray, reference: np.ndarray, case: HiddenTexel
 
 
 def run_hidden_texel_protocol(unwrap: UnwrapResult, fit: FitResult, model: FaceModel, method: CompletionMethod,
-                              views: dict[str, tuple[float, float]] | None = None) -> dict[str, float]:
+                              views: dict[str, tuple[float, float]] | None = None,
+                              examples: dict[str, tuple[HiddenTexelCase, np.ndarray]] | None = None
+                              ) -> dict[str, float]:
     """Run every simulated view with ``method``; returns ``hidden_<score>`` (mean over views),
-    ``hidden_<score>_<view>`` per view, ``hidden_fraction_<view>`` and ``seconds_per_fill``."""
+    ``hidden_<score>_<view>`` per view, ``hidden_fraction_<view>`` and ``seconds_per_fill``.
+
+    ``examples``, when given, receives ``view -> (case, completed (S, S, 3))`` for every view with
+    hidden texels (for pictures of the test; the report shows one)."""
     views = HIDDEN_VIEWS if views is None else views
     results: dict[str, float] = {}
     per_score: dict[str, list[float]] = {k: [] for k in SCORES}
@@ -109,6 +114,8 @@ def run_hidden_texel_protocol(unwrap: UnwrapResult, fit: FitResult, model: FaceM
         start = time.perf_counter()
         completed = method.complete(case.partial).texture
         seconds.append(time.perf_counter() - start)
+        if examples is not None:
+            examples[view] = (case, completed)
         for key, value in score_hidden(completed, unwrap.texture, case).items():
             results[f"hidden_{key}_{view}"] = value
             if not np.isnan(value):  # inf (a perfect PSNR) counts, nan (no seam pairs) does not

@@ -7,8 +7,8 @@ relative image paths only, so the folder can be zipped, mailed or served as is.
 Page layout, top to bottom: title, generation time and a summary line; the aggregate table
 (metric | mean | median | std | count); metrics that were skipped and why; the method comparison
 table (best value per column highlighted) when given; one card per image (a contact sheet of the
-tiles in :data:`CONTACT_SHEET_TILES` order with captions, the image's metrics, notes); the exact
-settings.
+tiles in :data:`CONTACT_SHEET_TILES` order, then any other tiles of the row, e.g. the hidden-texel
+test's pictures, with captions; the image's details and metrics; notes); the exact settings.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ CONTACT_SHEET_TILES = (
     "render_frontal",
     "render_left45",
     "render_right45",
-    "error_heatmap",
 )
 
 #: Human captions of the tiles; a tile name not listed here is shown as is.
@@ -51,7 +50,10 @@ TILE_LABELS = {
     "render_frontal": "frontal render",
     "render_left45": "yaw -45",
     "render_right45": "yaw +45",
-    "error_heatmap": "error heat map",
+    "hidden_view": "hidden-texel test: hidden texels (magenta)",
+    "hidden_completed": "hidden-texel test: completed",
+    "hidden_photo": "hidden-texel test: photo (truth)",
+    "hidden_error": "hidden-texel test: per-texel L1 error",
 }
 
 #: Metric names containing one of these (case-insensitive) are better when lower.
@@ -73,12 +75,16 @@ class ImageRow:
         images: tile name -> source image file (PNG/JPEG); any may be missing.
         metrics: metric name -> value (``None`` = not computed for this image).
         notes: free-form lines shown under the image's contact sheet.
+        captions: tile name -> caption for this row (overrides :data:`TILE_LABELS`).
+        details: label -> text shown above the image's metrics (e.g. which method was scored).
     """
 
     stem: str
     images: dict[str, Path]
     metrics: dict[str, float | None]
     notes: list[str] = field(default_factory=list)
+    captions: dict[str, str] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,7 +227,7 @@ def _make_tiles(row: ImageRow, files_dir: Path, file_stem: str, written: set[str
     tiles: list[_Tile] = []
     notes: list[str] = []
     for name in names:
-        label = TILE_LABELS.get(name, name.replace("_", " "))
+        label = row.captions.get(name) or TILE_LABELS.get(name, name.replace("_", " "))
         source = row.images.get(name)
         missing = True
         if source is None:
@@ -356,13 +362,17 @@ def _row_html(index: int, row: ImageRow, tiles: list[_Tile], tile_notes: list[st
     notes_html = ""
     if notes:
         notes_html = '<ul class="notes">' + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"
+    details = ""
+    if row.details:
+        items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in row.details.items())
+        details = f'<h4>details</h4><dl class="settings details">{items}</dl>'
     n_missing = sum(t.missing for t in tiles)
     badge = f'<span class="badge warn">{n_missing} missing</span>' if n_missing else ""
     return (
         f'<article class="card sheet" id="image-{index}">'
         f'<header><h3>{_esc(row.stem)}</h3>{badge}</header>'
         f'<div class="sheet-body"><div class="tiles">{"".join(figures)}</div>'
-        f'<aside class="row-metrics"><h4>metrics</h4>{_row_metrics_html(row.metrics)}</aside></div>'
+        f'<aside class="row-metrics">{details}<h4>metrics</h4>{_row_metrics_html(row.metrics)}</aside></div>'
         f"{notes_html}</article>"
     )
 
@@ -470,6 +480,7 @@ dl.settings { margin: 0; display: grid; grid-template-columns: max-content minma
 dl.settings dt { font-weight: 600; color: var(--muted); }
 dl.settings dd { margin: 0; word-break: break-word; }
 dl.settings dl.settings { padding-left: 12px; border-left: 2px solid var(--line); }
+dl.details { grid-template-columns: minmax(0, 1fr); margin-bottom: 12px; font-size: 13px; }
 details { margin-top: 14px; }
 summary { cursor: pointer; color: var(--accent); }
 pre { background: var(--head); border: 1px solid var(--line); border-radius: 6px; padding: 12px;
