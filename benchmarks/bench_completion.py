@@ -84,7 +84,7 @@ def main() -> int:
     result_tags = {}
     if "unet" in fills:
         from stages.completion.unet import SHIPPED_GENERATOR
-        from stages.evaluate.metrics import file_sha256
+        from stages.core.checksums import file_sha256
 
         weights = (args.unet_model or SHIPPED_GENERATOR) / "weights.safetensors"
         result_tags["unet"] = f"unet-{file_sha256(weights)[:12]}"

@@ -106,3 +106,36 @@ def test_telea_fills_holes_and_keeps_visible(model):
     assert np.abs(result.texture[hole] - 0.4).max() < 4 / 255  # 8-bit fast marching: a few grey levels
     visible = confidence > 0
     assert np.array_equal(result.texture[visible], texture[visible])
+
+
+def test_pca_completion_records_its_model_file_and_evaluate_rebuilds_it(model, tmp_path):
+    """A pca completion records the PCA file it loaded (path + sha256), and evaluate's resolver rebuilds
+    that exact method from the record (no "default model" note); a changed file is refused."""
+    import json
+    import shutil
+
+    from stages.completion.pca import BUILTIN_PCA
+    from stages.core.checksums import file_sha256
+    from stages.evaluate.stage import MethodResolver
+
+    pca_file = tmp_path / "albedo.h5"
+    shutil.copy(BUILTIN_PCA, pca_file)
+    method = get_method("pca").load(model, pca_path=str(pca_file))
+    size = 64
+    layout = uv_layout(model, size).mask
+    confidence = np.zeros((size, size), np.float32)
+    confidence[:, size // 2:] = 1.0
+    completion = method.complete(make_unwrap(symmetric_texture(size), confidence * layout, layout))
+    record = completion.info["model_files"]["pca_path"]
+    assert record == {"path": str(pca_file.resolve()), "sha256": file_sha256(pca_file)}
+
+    folder = tmp_path / "result"
+    folder.mkdir()
+    (folder / "complete.json").write_text(json.dumps({"method": "pca", "completion": completion.info}))
+    scored = MethodResolver(model).resolve(folder)
+    assert scored.description["model_files"]["pca_path"]["sha256"] == record["sha256"]
+    assert scored.description["note"] is None
+    with open(pca_file, "ab") as fh:  # the model changed after the result was made
+        fh.write(b"\0")
+    with pytest.raises(Exception, match="not scoring another model"):
+        MethodResolver(model).resolve(folder)

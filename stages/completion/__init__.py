@@ -19,6 +19,9 @@ from stages.unwrap import UnwrapResult
 
 #: Provenance codes written into ``provenance.png`` (as colours, see PROVENANCE_COLOURS).
 VISIBLE, MIRRORED, MODEL, OUTSIDE = 1, 2, 3, 0
+#: Key of a completion's ``info`` listing the model files its method loaded (see
+#: :meth:`CompletionMethod.record_model_file`).
+MODEL_FILES_KEY = "model_files"
 PROVENANCE_COLOURS = {OUTSIDE: (0, 0, 0), VISIBLE: (70, 200, 90), MIRRORED: (70, 130, 240), MODEL: (235, 120, 60)}
 
 
@@ -74,6 +77,16 @@ class CompletionMethod:
     def __init__(self, model: FaceModel, **options):
         self.model = model
         self.options = options
+        #: Model files this method was built with, ``{load option: model_file_record(path)}``; methods
+        #: put it into every completion's ``info`` under :data:`MODEL_FILES_KEY` so ``evaluate`` can
+        #: rebuild exactly this method (and notice when the file changed).
+        self.model_files: dict[str, dict] = {}
+
+    def record_model_file(self, option: str, path) -> None:
+        """Remember that load option ``option`` (e.g. ``pca_path``) resolved to the model at ``path``."""
+        from stages.core.checksums import model_file_record
+
+        self.model_files[option] = model_file_record(path)
 
     def complete(self, unwrap: UnwrapResult) -> Completion:  # pragma: no cover - interface
         raise NotImplementedError

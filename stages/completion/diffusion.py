@@ -20,7 +20,9 @@ import os
 import cv2
 import numpy as np
 
-from stages.completion import MIRRORED, MODEL, OUTSIDE, VISIBLE, Completion, CompletionMethod, register_method
+from stages.completion import (
+    MIRRORED, MODEL, MODEL_FILES_KEY, OUTSIDE, VISIBLE, Completion, CompletionMethod, register_method,
+)
 from stages.core.errors import MissingArtifactError
 from stages.unwrap import UnwrapResult
 
@@ -82,6 +84,8 @@ class DiffusionFill(CompletionMethod):
         self.colour_match, self.paste_visible, self.batch_size = bool(colour_match), bool(paste_visible), batch_size
         self.pipeline = CrossAssemblyPipeline.from_folders(model_path, structure_path, device=_device(device),
                                                            half=half)
+        self.record_model_file("model_path", model_path)
+        self.record_model_file("structure_path", structure_path)
 
     def predict(self, unwraps: list[UnwrapResult]) -> np.ndarray:
         """Batched sampling: ``(B, U, U, 3)`` textures at the networks' UV size, before any post-processing."""
@@ -120,7 +124,7 @@ class DiffusionFill(CompletionMethod):
                                 "seed": self.seed, "scheduler": self.scheduler, "colour_matched": bool(matched),
                                 "network_uv_size": self.pipeline.uv_size, **self.pipeline.info,
                                 "visible_fraction": fraction(VISIBLE), "mirrored_fraction": fraction(MIRRORED),
-                                "smooth_fraction": fraction(MODEL)})
+                                "smooth_fraction": fraction(MODEL), MODEL_FILES_KEY: self.model_files})
 
     def complete_batch(self, unwraps: list[UnwrapResult]) -> list[Completion]:
         """Complete several unwraps with batched sampling (each as :meth:`complete` would)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.completion import MODEL, OUTSIDE, Completion, CompletionMethod, register_method
+from stages.completion import MODEL, MODEL_FILES_KEY, OUTSIDE, Completion, CompletionMethod, register_method
 from stages.pseudo_gt import DEFAULT_LAMBDA, pca_texture, pseudo_ground_truth
 from stages.unwrap import UnwrapResult
 
@@ -39,6 +39,7 @@ class PCAFill(CompletionMethod):
     def __init__(self, model, pca_path: str | None = None, lam: float = DEFAULT_LAMBDA):
         super().__init__(model)
         self.pca = load_pca(pca_path)
+        self.record_model_file("pca_path", pca_path or BUILTIN_PCA)
         self.lam = lam
 
     def complete(self, unwrap: UnwrapResult) -> Completion:
@@ -46,7 +47,8 @@ class PCAFill(CompletionMethod):
         provenance = np.where(unwrap.layout_mask, MODEL, OUTSIDE).astype(np.uint8)
         return Completion(texture=texture, provenance=provenance,
                           info={"method": self.name, "visible_fraction": 0.0, "mirrored_fraction": 0.0,
-                                "smooth_fraction": 1.0, "pca_components": self.pca.n_components})
+                                "smooth_fraction": 1.0, "pca_components": self.pca.n_components,
+                                "lam": self.lam, MODEL_FILES_KEY: self.model_files})
 
 
 @register_method
@@ -60,5 +62,6 @@ class BlendFill(PCAFill):
         result = pseudo_ground_truth(unwrap, self.pca, lam=self.lam)
         info = {"method": self.name, "visible_fraction": result.info["visible_fraction"],
                 "mirrored_fraction": result.info["mirrored_fraction"],
-                "smooth_fraction": result.info["model_fraction"]}
+                "smooth_fraction": result.info["model_fraction"], "lam": self.lam,
+                MODEL_FILES_KEY: self.model_files}
         return Completion(texture=result.texture, provenance=result.provenance, info=info)

@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 import torch
 
-from stages.completion import MIRRORED, MODEL, VISIBLE, Completion, CompletionMethod, provenance_map, register_method
+from stages.completion import (
+    MIRRORED, MODEL, MODEL_FILES_KEY, VISIBLE, Completion, CompletionMethod, provenance_map, register_method,
+)
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
 from stages.core.errors import MissingArtifactError
 from stages.pseudo_gt import blend_into
@@ -108,6 +110,7 @@ class UNetFill(CompletionMethod):
         self.mirror = mirror
         self.compose = compose
         self.generator, self.uv_size = load_generator(model_path)
+        self.record_model_file("model_path", model_path or SHIPPED_GENERATOR)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.generator.to(self.device)
 
@@ -152,4 +155,5 @@ class UNetFill(CompletionMethod):
 
         return Completion(texture=texture, provenance=provenance,
                           info={"method": self.name, "visible_fraction": fraction(VISIBLE),
-                                "mirrored_fraction": fraction(MIRRORED), "smooth_fraction": fraction(MODEL)})
+                                "mirrored_fraction": fraction(MIRRORED), "smooth_fraction": fraction(MODEL),
+                                "mirror": self.mirror, "compose": self.compose, MODEL_FILES_KEY: self.model_files})

@@ -19,7 +19,6 @@ each network and how to export it: ``data_manifests/evaluation_models.md``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from stages.core.checksums import file_sha256, model_sha256  # noqa: F401  (re-exported)
 import scipy.linalg
 import scipy.ndimage
 
@@ -330,29 +331,6 @@ class MetricUnavailable(Exception):
         reason = " ".join(str(reason).split())  # one line
         super().__init__(reason)
         self.reason = reason
-
-
-def file_sha256(path) -> str:
-    """Hex sha256 of a file (streamed), for recording user-supplied models in ``metrics.json``."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def model_sha256(path) -> str:
-    """Checksum of a model: :func:`file_sha256` of a file; of a folder, the sha256 of the lines
-    ``<relative path>\\t<file sha256>\\n`` of every file in it (recursively, sorted by path)."""
-    p = Path(path)
-    if p.is_file():
-        return file_sha256(p)
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such model file or folder")
-    h = hashlib.sha256()
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        h.update(f"{f.relative_to(p).as_posix()}\t{file_sha256(f)}\n".encode())
-    return h.hexdigest()
 
 
 def _load_torchscript(path):

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.completion import CompletionMethod, available_methods, get_method
+from stages.completion import MODEL_FILES_KEY, CompletionMethod, available_methods, get_method
 from stages.core.atomic import atomic_path, write_json
 from stages.core.errors import FacetexError, MissingArtifactError
 from stages.core.face_model import FaceModel
@@ -110,10 +110,6 @@ class OptionalModels:
 # --------------------------------------------------------------------------------------------
 # which completion method the hidden-texel test runs
 
-#: The key of ``complete.json["completion"]`` (a completion's ``info``) listing the model files a method
-#: was built with: ``{load option: {"path": str, "sha256": hex of metrics.model_sha256}}``, e.g.
-#: ``{"pca_path": {...}}`` for pca/blend, ``{"model_path": {...}}`` for unet.
-MODEL_FILES_KEY = "model_files"
 
 
 def read_complete_json(result_dir: Path) -> dict:
