@@ -6,6 +6,7 @@ import glob
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.markup import escape
@@ -21,6 +22,24 @@ RECURSIVE_OPTION = typer.Option(False, "--recursive/--no-recursive", "-r",
 SKIP_OPTION = typer.Option(False, "--skip-existing/--no-skip-existing",
                            help="Skip inputs whose outputs already exist (resume a batch).")
 DEBUG_OPTION = typer.Option(False, "--debug/--no-debug", help="Show tracebacks and native library logs.")
+#: The papers behind the methods, named by title in the help (never by their seed number).
+PAPER_FREEUV = "FreeUV"
+PAPER_YIN = "Weakly-supervised photo-realistic texture generation (Yin et al.)"
+PAPER_UVAPM = "UVAPM (Dai et al.)"
+PAPER_SLOSSBERG = "Unsupervised high-fidelity facial texture generation and reconstruction (Slossberg et al.)"
+
+_SEEDS = {"seed 000": PAPER_FREEUV, "seed 001": PAPER_YIN, "seed 002": PAPER_UVAPM, "seed 003": PAPER_SLOSSBERG}
+
+
+def name_papers(text: str) -> str:
+    """``text`` with the project's internal paper numbers ("seed 001") replaced by the papers' titles."""
+    for seed, title in _SEEDS.items():
+        text = text.replace(seed, title)
+    return text
+
+
+#: Landmark backends (:func:`stages.fit.make_landmarker`).
+LandmarksChoice = Literal["mediapipe", "face-alignment"]
 LANDMARKS_OPTION = typer.Option("mediapipe", "--landmarks",
                                 help="Landmark backend: 'mediapipe' (built in, 478 points) or 'face-alignment' "
                                      "(optional extra, 68 points, only with its weights already on disk).")

@@ -15,7 +15,9 @@ from facetex_cli.common import (
     OUT_OPTION,
     RECURSIVE_OPTION,
     SKIP_OPTION,
+    LandmarksChoice,
     build_or_exit,
+    name_papers,
     outputs_exist,
     prepare_output_root,
 )
@@ -31,7 +33,8 @@ MethodChoice = Literal[tuple(sorted(available_methods()))]
 
 
 def _method_help() -> str:
-    return "Completion method: " + "; ".join(f"'{n}': {m.description}" for n, m in sorted(available_methods().items()))
+    return name_papers("Completion method: " + "; ".join(f"'{n}': {m.description}"
+                                                         for n, m in sorted(available_methods().items())))
 
 
 def complete_command(
@@ -43,7 +46,7 @@ def complete_command(
     uv_size: int = typer.Option(DEFAULTS.uv_size, "--uv-size", min=UV_SIZE_RANGE[0], max=UV_SIZE_RANGE[1],
                                 help="UV texture side in texels (an unwrap folder input keeps its own size)."),
     face: str = typer.Option(DEFAULTS.face, "--face", help=FACE_HELP),
-    landmarks: str = LANDMARKS_OPTION,
+    landmarks: LandmarksChoice = LANDMARKS_OPTION,
     pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend.", show_default="built in"),
     model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
                                                          "unet`) or the appearance model for --method diffusion "

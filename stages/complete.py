@@ -42,9 +42,12 @@ COMPLETION_FILES = ("uv_complete.png", "uv_provenance.png", "textured.obj", "tex
                     "render_fitted.png", "views.png", "complete.json")
 
 
-def photo_stem(path: str | Path) -> str:
-    """The default output name of a photo: its file name without the suffix."""
-    return Path(path).stem
+def renamed(result, photo_path: str | Path, name: str | None):
+    """``result`` (a :class:`FitResult` or :class:`UnwrapResult` of ``photo_path``) written under
+    ``name`` instead of the photo's stem (``<name>_face<i>`` with ``--face all``); as is if ``name`` is None."""
+    if name is None:
+        return result
+    return dataclasses.replace(result, stem=name + result.stem[len(Path(photo_path).stem):])
 
 
 @dataclass
@@ -104,8 +107,7 @@ class Completer:
         timings["load+fit"] = time.perf_counter() - t0
         out_dirs = []
         for fit in fits:
-            if name is not None:
-                fit = dataclasses.replace(fit, stem=name + fit.stem[len(photo_stem(photo_path)):])
+            fit = renamed(fit, photo_path, name)
             out_dirs.append(Path(out_root) / fit.stem)
             face_timings = dict(timings)
             t = time.perf_counter()
