@@ -5,10 +5,11 @@ A batch never stops at a bad file: each item's expected failure (a
 reported as an internal error with its type (``--debug`` shows the traceback). The exit code is 1
 if any item failed.
 
-Native libraries (MediaPipe, TFLite) write to file descriptor 2 directly. While a command runs,
-:func:`silence_native_stderr` points fd 2 at ``/dev/null`` for the whole command (model loading
-included) and gives Python's ``sys.stderr`` (and so the rich console and its progress bar) its own
-duplicate of the terminal's descriptor, so the bar keeps drawing and native lines never leak.
+Native libraries (MediaPipe, TFLite) write to file descriptor 2 directly. From a command's first
+model load, :func:`silence_native_stderr` points fd 2 at ``/dev/null`` and gives Python's
+``sys.stderr`` (and so the rich console and its progress bar) its own duplicate of the terminal's
+descriptor, so the bar keeps drawing and native lines never leak. (Silencing fd 2 only around each
+item, as before, also silenced the bar, which drew on fd 2: it stayed at 0/N.)
 """
 
 from __future__ import annotations
@@ -236,51 +237,29 @@ class _Silencer:
     active = False
 
 
-@contextlib.contextmanager
-def _silenced() -> Iterator[None]:
-    sys.stderr.flush()
+def silence_native_stderr(debug: bool = False) -> None:
+    """Point file descriptor 2 at ``/dev/null`` for the rest of the process, keeping Python's ``sys.stderr``
+    (and so the rich console and its progress bar) on its own duplicate of the terminal.
+
+    Called by :func:`run_batch` and :func:`facetex_cli.common.build_or_exit`, so a command is
+    covered from its first model load to its exit (MediaPipe's destructors still log then). A no-op
+    with ``debug`` (native logs wanted), when already done, or when ``sys.stderr`` is not fd 2
+    (typer's CliRunner, pytest's capture): there :func:`quiet_native_stderr` silences each block.
+    """
+    if debug or _Silencer.active:
+        return
     try:
         real = sys.stderr.fileno() == 2
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        real = False  # e.g. typer's CliRunner: Python output is captured apart from fd 2
-    saved = os.dup(2)
+        real = False
+    if not real:
+        return
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
     devnull = os.open(os.devnull, os.O_WRONLY)
-    old_stderr = sys.stderr
-    if real:
-        # Python (and rich) keep writing to the terminal through their own duplicate of fd 2.
-        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=old_stderr.encoding,
-                               errors="backslashreplace")
     os.dup2(devnull, 2)
     os.close(devnull)
     _Silencer.active = True
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        if not real:
-            os.dup2(saved, 2)
-            if real:
-                sys.stderr.close()
-                sys.stderr = old_stderr
-            _Silencer.active = False
-        # else: a command-line run keeps fd 2 silenced until the process exits, when MediaPipe's
-        # destructors still log; Python's stderr stays on the terminal's duplicate. Captured runs
-        # (CliRunner, pytest) get fd 2 back.
-        os.close(saved)
-
-
-def silence_native_stderr(debug: bool = False) -> None:
-    """Silence native stderr until the current command ends (a no-op with ``debug`` or outside a command).
-
-    Called by :func:`run_batch` and :func:`facetex_cli.common.build_or_exit`, so every command that
-    loads a model or runs a batch is covered from its first model load to its summary.
-    """
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    if debug or ctx is None or _Silencer.active:
-        return
-    ctx.with_resource(_silenced())
 
 
 @contextlib.contextmanager
