@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 import traceback
 from pathlib import Path
@@ -13,7 +14,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from facetex_cli.batch import console
 from facetex_cli.common import DEBUG_OPTION, artifact_folders
 from stages.core.errors import FacetexError
+from stages.pca import build_albedo_pca
 
+#: The defaults of :func:`stages.pca.build_albedo_pca`, shown by the options.
+_DEFAULTS = {name: p.default for name, p in inspect.signature(build_albedo_pca).parameters.items()}
 UNWRAPS_HELP = "Unwrap folders (each holding unwrap.json), or roots holding <stem>/unwrap.json; globs work."
 
 
@@ -29,22 +33,30 @@ def build_pca_command(
     unwraps: list[str] = typer.Argument(..., help=UNWRAPS_HELP),
     out: Path = typer.Option(Path("albedo_pca.h5"), "--out", "-o",
                              help="Model file to write; the component sheet goes next to it as <stem>.png."),
-    resolution: int = typer.Option(128, "--resolution", min=64, max=512, help="UV side of the model in texels."),
-    components: int = typer.Option(40, "--components", min=1, help="Principal components per colour channel."),
-    iterations: int = typer.Option(15, "--iterations", min=0,
+    uv_size: int = typer.Option(_DEFAULTS["resolution"], "--uv-size", min=64, max=512,
+                                help="UV side of the model in texels."),
+    resolution: int = typer.Option(None, "--resolution", min=64, max=512, hidden=True,
+                                   help="Deprecated name of --uv-size."),
+    components: int = typer.Option(_DEFAULTS["n_components"], "--components", min=1,
+                                   help="Principal components per colour channel."),
+    iterations: int = typer.Option(_DEFAULTS["iterations"], "--iterations", min=0,
                                    help="EM rounds re-estimating the missing texels after the initial PCA."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the randomized SVD (same seed, same model)."),
+    seed: int = typer.Option(_DEFAULTS["seed"], "--seed", help="Seed of the randomized SVD (same seed, same model)."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Learn a per-channel PCA albedo model (UVAPM) from incomplete unwraps (EM-PCA over the missing texels).
+    """Learn a per-channel PCA albedo model (UVAPM, Dai et al.) from incomplete unwraps (EM-PCA over the missing texels).
 
     Writes OUT (HDF5: mean, bases, variances, provenance) and OUT's <stem>.png, the mean and the
-    first components at +-2 sigma.
+    first components at +-2 sigma. Unreadable unwrap folders are skipped with a warning; the model
+    is still written from the rest, and the exit code is then 1.
     """
     from stages.core.face_model import load_builtin_face_model
     from stages.core.image_io import save_png
-    from stages.pca import build_albedo_pca, component_sheet
+    from stages.pca import component_sheet
 
+    if resolution is not None:
+        _warning("--resolution is deprecated; it is now called --uv-size")
+        uv_size = resolution
     folders, missing = artifact_folders(unwraps, "unwrap.json")
     for pattern in missing:
         _warning(f"{pattern}: no unwrap folder (no unwrap.json here or in its subfolders)")
@@ -63,7 +75,7 @@ def build_pca_command(
             def update(message: str, fraction: float) -> None:
                 progress.update(task, completed=round(1000 * min(max(fraction, 0.0), 1.0)), description=message)
 
-            pca = build_albedo_pca(folders, out, model=load_builtin_face_model(), resolution=resolution,
+            pca = build_albedo_pca(folders, out, model=load_builtin_face_model(), resolution=uv_size,
                                    n_components=components, iterations=iterations, seed=seed, progress=update,
                                    warn=_warning)
         sheet_path = out.parent / f"{out.stem}.png"
@@ -87,3 +99,5 @@ def build_pca_command(
                   f"K={pca.n_components}, missing {info['missing_fraction']:.0%}; explained variance {explained} "
                   f"-> {out}, {sheet_path} ({time.perf_counter() - start:.1f} s)",
                   highlight=False, markup=False, soft_wrap=True)
+    if info["skipped"] or missing:
+        raise typer.Exit(1)  # something named on the command line was not used

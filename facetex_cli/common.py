@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import glob
+import os
+import tempfile
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.markup import escape
 
-from facetex_cli.batch import console, quiet_native_stderr
+from facetex_cli.batch import console, quiet_native_stderr, silence_native_stderr
+from stages.core.atomic import clean_stale_temporaries
 from stages.core.errors import FacetexError, MissingArtifactError
 
-OUT_OPTION = typer.Option(Path("facetex_out"), "--out", "-o", help="Output root; each input writes OUT/<stem>/.")
+OUT_OPTION = typer.Option(Path("facetex_out"), "--out", "-o",
+                          help="Output root; each input writes OUT/<stem>/ (inputs sharing a stem: OUT/<stem>_<suffix>/).")
+RECURSIVE_OPTION = typer.Option(False, "--recursive/--no-recursive", "-r",
+                                help="Also take the photos in the subfolders of folders given as inputs.")
 SKIP_OPTION = typer.Option(False, "--skip-existing/--no-skip-existing",
                            help="Skip inputs whose outputs already exist (resume a batch).")
 DEBUG_OPTION = typer.Option(False, "--debug/--no-debug", help="Show tracebacks and native library logs.")
+#: The papers behind the methods, named by title in the help (never by their seed number).
+PAPER_FREEUV = "FreeUV"
+PAPER_YIN = "Weakly-supervised photo-realistic texture generation (Yin et al.)"
+PAPER_UVAPM = "UVAPM (Dai et al.)"
+PAPER_SLOSSBERG = "Unsupervised high-fidelity facial texture generation and reconstruction (Slossberg et al.)"
+
+_SEEDS = {"seed 000": PAPER_FREEUV, "seed 001": PAPER_YIN, "seed 002": PAPER_UVAPM, "seed 003": PAPER_SLOSSBERG}
+
+
+def name_papers(text: str) -> str:
+    """``text`` with the project's internal paper numbers ("seed 001") replaced by the papers' titles."""
+    for seed, title in _SEEDS.items():
+        text = text.replace(seed, title)
+    return text
+
+
+#: Landmark backends (:func:`stages.fit.make_landmarker`).
+LandmarksChoice = Literal["mediapipe", "face-alignment"]
 LANDMARKS_OPTION = typer.Option("mediapipe", "--landmarks",
                                 help="Landmark backend: 'mediapipe' (built in, 478 points) or 'face-alignment' "
                                      "(optional extra, 68 points, only with its weights already on disk).")
@@ -22,12 +47,36 @@ LANDMARKS_OPTION = typer.Option("mediapipe", "--landmarks",
 
 def build_or_exit(factory, debug: bool = False):
     """Build a model/detector before a batch; an expected failure is one line and exit code 2."""
+    silence_native_stderr(debug)
     try:
         with quiet_native_stderr(not debug):
             return factory()
     except FacetexError as exc:
         console.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def prepare_output_root(out: Path) -> None:
+    """Check once, before any work, that the output root ``out`` is a writable folder (creating it),
+    and remove the temporaries interrupted runs left there; an unusable root is one line and exit 2."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise FacetexError(out, "the output folder (-o) exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".facetex-write-test.p{os.getpid()}.", suffix=".part", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except FacetexError as exc:
+        console.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        console.print(f"[red]error[/red] {escape(str(out))}: the output folder (-o) is not writable "
+                      f"({escape(exc.strerror or str(exc))})", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    removed = clean_stale_temporaries(out)
+    if removed:
+        console.print(f"removed {len(removed)} temporary file(s)/folder(s) left in {out} by an interrupted run",
+                      markup=False, highlight=False, soft_wrap=True)
 
 
 def outputs_exist(out: Path, stem: str, marker: str) -> bool:

@@ -4,26 +4,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Literal
+
 import typer
 
-from facetex_cli.batch import expand_inputs, print_summary, run_batch
+from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
     LANDMARKS_OPTION,
     OUT_OPTION,
+    RECURSIVE_OPTION,
     SKIP_OPTION,
+    LandmarksChoice,
     build_or_exit,
+    name_papers,
     outputs_exist,
+    prepare_output_root,
 )
 from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
-from stages.complete import DEFAULT_METHOD, CompleteOptions, Completer
+from stages.complete import CompleteOptions, Completer
 from stages.completion import available_methods
-from stages.core.image_io import DEFAULT_MAX_SIDE
+from stages.completion.diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from stages.unwrap import UV_SIZE_RANGE
+
+DEFAULTS = CompleteOptions()
+#: The registered completion methods, as a choice type of the CLI.
+MethodChoice = Literal[tuple(sorted(available_methods()))]
 
 
 def _method_help() -> str:
-    return "Completion method: " + "; ".join(f"'{n}': {m.description}" for n, m in sorted(available_methods().items()))
+    return name_papers("Completion method: " + "; ".join(f"'{n}': {m.description}"
+                                                         for n, m in sorted(available_methods().items())))
 
 
 def complete_command(
@@ -31,35 +42,41 @@ def complete_command(
         ..., help="Photo files, folders or globs; or `facetex unwrap` output folders (OUT/<stem>/ holding "
                   "unwrap.json and fit.json), which are filled without re-fitting."),
     out: Path = OUT_OPTION,
-    method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help=_method_help()),
-    uv_size: int = typer.Option(512, "--uv-size", min=UV_SIZE_RANGE[0], max=UV_SIZE_RANGE[1],
-                                help="UV texture side in texels."),
-    face: str = typer.Option("largest", "--face", help=FACE_HELP),
-    landmarks: str = LANDMARKS_OPTION,
-    pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend (default: built in)."),
+    method: MethodChoice = typer.Option(DEFAULTS.method, "--method", "-m", help=_method_help()),
+    uv_size: int = typer.Option(DEFAULTS.uv_size, "--uv-size", min=UV_SIZE_RANGE[0], max=UV_SIZE_RANGE[1],
+                                help="UV texture side in texels (an unwrap folder input keeps its own size)."),
+    face: str = typer.Option(DEFAULTS.face, "--face", help=FACE_HELP),
+    landmarks: LandmarksChoice = LANDMARKS_OPTION,
+    pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend.", show_default="built in"),
     model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
-                                                         "unet`; default: the shipped London generator) or the "
-                                                         "appearance model for --method diffusion (`facetex train "
-                                                         "diffusion-appearance`)."),
+                                                         "unet`) or the appearance model for --method diffusion "
+                                                         "(`facetex train diffusion-appearance`).",
+                                   show_default="the shipped model of the method"),
     structure_dir: Path = typer.Option(None, "--structure-model",
                                        help="--method diffusion: the structure model (`facetex train "
-                                            "diffusion-structure`) cross-assembled with --model."),
-    steps: int = typer.Option(None, "--steps", min=1, max=1000,
-                              help="--method diffusion: denoising steps (default 30, as the paper)."),
+                                            "diffusion-structure`) cross-assembled with --model.",
+                                       show_default="the one in --model"),
+    steps: int = typer.Option(None, "--steps", min=1, max=1000, help="--method diffusion: denoising steps.",
+                              show_default=f"{DEFAULT_STEPS}, as the paper"),
     guidance: float = typer.Option(None, "--guidance", min=1.0,
-                                   help="--method diffusion: classifier-free guidance scale (default 1.4)."),
-    seed: int = typer.Option(None, "--seed", help="--method diffusion: sampling seed (default 0; same seed, same "
-                                                  "texture)."),
-    scheduler: str = typer.Option(None, "--scheduler",
-                                  help="--method diffusion: ddim (default) or dpm (DPM-Solver++, fewer steps)."),
+                                   help="--method diffusion: classifier-free guidance scale.",
+                                   show_default=str(DEFAULT_GUIDANCE)),
+    seed: int = typer.Option(None, "--seed", help="--method diffusion: sampling seed (same seed, same texture).",
+                             show_default="0"),
+    scheduler: Literal["ddim", "dpm"] = typer.Option(None, "--scheduler",
+                                  help="--method diffusion: DDIM or DPM-Solver++ (fewer steps).", show_default="ddim"),
     colour_match: bool = typer.Option(None, "--colour-match/--no-colour-match",
-                                      help="--method diffusion: Lab mean-variance colour matching (default on)."),
-    delight: bool = typer.Option(False, "--delight/--no-delight",
+                                      help="--method diffusion: Lab mean-variance colour matching.",
+                                      show_default="on"),
+    delight: bool = typer.Option(DEFAULTS.delight, "--delight/--no-delight",
                                  help="Remove the fitted directional shading before completing (albedo-like)."),
-    subdivide: int = typer.Option(1, "--subdivide", min=0, max=3, help="Loop subdivision levels of the exported mesh."),
-    glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
-    previews: bool = typer.Option(True, "--previews/--no-previews", help="Write render_fitted.png and views.png."),
-    max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
+    subdivide: int = typer.Option(DEFAULTS.subdivide, "--subdivide", min=0, max=3,
+                                  help="Loop subdivision levels of the exported mesh."),
+    glb: bool = typer.Option(DEFAULTS.glb, "--glb/--no-glb", help="Also export textured.glb."),
+    previews: bool = typer.Option(DEFAULTS.previews, "--previews/--no-previews",
+                                  help="Write render_fitted.png and views.png."),
+    max_side: int = typer.Option(DEFAULTS.max_side, "--max-side", min=256, help=MAX_SIDE_HELP),
+    recursive: bool = RECURSIVE_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -67,13 +84,11 @@ def complete_command(
 
     Writes into OUT/<stem>/: fit.json, fit_overlay.png, uv_texture.png, uv_mask.png, uv_position.npy,
     uv_complete.png, uv_provenance.png, textured.obj/.mtl/.glb, render_fitted.png, views.png and
-    complete.json.
+    complete.json. Each folder is written aside and swapped in whole when done, replacing an
+    earlier run's folder; an unwrap folder input keeps its fit and unwrap files.
     """
-    if method not in available_methods():
-        raise typer.BadParameter(f"unknown method {method!r}; choose from {', '.join(sorted(available_methods()))}",
-                                 param_hint="--method")
     unwrap_dirs = [Path(p) for p in photos if (Path(p) / "unwrap.json").is_file()]
-    inputs = expand_inputs([p for p in photos if Path(p) not in unwrap_dirs])
+    inputs = expand_inputs([p for p in photos if Path(p) not in unwrap_dirs], recursive=recursive)
     method_options = {"pca_path": str(pca)} if pca is not None else {}
     if pca is not None and method not in ("pca", "blend"):
         raise typer.BadParameter("--pca goes with --method pca or blend", param_hint="--pca")
@@ -90,22 +105,23 @@ def complete_command(
             flag = {"structure_path": "--structure-model", "colour_match": "--colour-match"}.get(key, f"--{key}")
             raise typer.BadParameter(f"{flag} goes with --method diffusion", param_hint=flag)
         method_options[key] = value
-    if scheduler is not None and scheduler not in ("ddim", "dpm"):
-        raise typer.BadParameter("choose ddim or dpm", param_hint="--scheduler")
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
                               delight=delight)
+    prepare_output_root(out)
+    names = output_names(inputs.files)
+    report_renames(names)
     completer = build_or_exit(lambda: Completer(options), debug)
 
-    def process(path: Path) -> str:
+    def process(path: Path) -> Done:
         if path in unwrap_dirs:
-            return str(completer.run_from_unwrap(path, out))
-        return ", ".join(str(d) for d in completer.run(path, out))
+            return Done(folders=[completer.run_from_unwrap(path, out)])
+        return Done(folders=completer.run(path, out, name=names[path]))
 
-    def stem_of(path: Path) -> str:
-        return path.name if path in unwrap_dirs else path.stem
+    def name_of(path: Path) -> str:
+        return path.name if path in unwrap_dirs else names[path]
 
-    results = run_batch(unwrap_dirs + inputs.files, process, name_of=lambda p: p.name, missing=inputs.missing,
-                        skip=(lambda p: outputs_exist(out, stem_of(p), "complete.json")) if skip_existing else None,
+    results = run_batch(unwrap_dirs + inputs.files, process, name_of=lambda p: p.name, inputs=inputs,
+                        skip=(lambda p: outputs_exist(out, name_of(p), "complete.json")) if skip_existing else None,
                         description="complete", debug=debug)
     raise typer.Exit(print_summary(results, "complete"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -17,16 +18,21 @@ from stages.core.face_model import load_builtin_face_model
 def evaluate_command(
     results: list[str] = typer.Argument(..., help="Result folders of `facetex complete` (OUT/<stem>/), or roots."),
     out: Path = typer.Option(Path("facetex_eval"), "--out", "-o", help="Where metrics.json/.csv and report.html go."),
-    method: str = typer.Option(None, "--method", "-m",
-                               help="Completion method of the hidden-texel benchmark (default: the one recorded in "
-                                    "each folder's complete.json; a name overrides it; 'none' skips it)."),
+    method: Literal[tuple(["none", *sorted(available_methods())])] = typer.Option(
+        None, "--method", "-m",
+        help="Completion method of the hidden-texel benchmark: a name overrides the one each folder's "
+             "complete.json records ('none' skips the benchmark).",
+        show_default="the method recorded in complete.json"),
     identity: bool = typer.Option(True, "--identity/--no-identity",
                                   help="Identity cosine with dlib's ResNet when face-recognition-models is installed."),
-    clip_model: str = typer.Option(None, "--clip-model", help="TorchScript CLIP image encoder ($FACETEX_CLIP_MODEL)."),
-    dino_model: str = typer.Option(None, "--dino-model", help="TorchScript DINO encoder (or $FACETEX_DINO_MODEL)."),
-    inception_model: str = typer.Option(None, "--inception-model",
-                                        help="TorchScript Inception for FID (or $FACETEX_INCEPTION_MODEL)."),
-    lpips_model: str = typer.Option(None, "--lpips-model", help="TorchScript LPIPS (or $FACETEX_LPIPS_MODEL)."),
+    clip_model: str = typer.Option(None, "--clip-model", help="TorchScript CLIP image encoder.",
+                                   show_default="$FACETEX_CLIP_MODEL, else skipped"),
+    dino_model: str = typer.Option(None, "--dino-model", help="TorchScript DINO encoder.",
+                                   show_default="$FACETEX_DINO_MODEL, else skipped"),
+    inception_model: str = typer.Option(None, "--inception-model", help="TorchScript Inception for FID.",
+                                        show_default="$FACETEX_INCEPTION_MODEL, else skipped"),
+    lpips_model: str = typer.Option(None, "--lpips-model", help="TorchScript LPIPS.",
+                                    show_default="$FACETEX_LPIPS_MODEL, else skipped"),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Score completed textures: reprojection, hidden-texel completion, symmetry, optional feature metrics.

@@ -6,15 +6,19 @@ from pathlib import Path
 
 import typer
 
-from facetex_cli.batch import expand_inputs, print_summary, run_batch
+from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
     LANDMARKS_OPTION,
     OUT_OPTION,
+    RECURSIVE_OPTION,
     SKIP_OPTION,
+    LandmarksChoice,
     build_or_exit,
     outputs_exist,
+    prepare_output_root,
 )
+from stages.complete import renamed
 from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import fit_photo, make_landmarker, save_fit
@@ -27,8 +31,9 @@ def fit_command(
     photos: list[str] = typer.Argument(..., help="Photo files, folders or globs."),
     out: Path = OUT_OPTION,
     face: str = typer.Option("largest", "--face", help=FACE_HELP),
-    landmarks: str = LANDMARKS_OPTION,
+    landmarks: LandmarksChoice = LANDMARKS_OPTION,
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
+    recursive: bool = RECURSIVE_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -36,19 +41,23 @@ def fit_command(
 
     Writes OUT/<stem>/fit.json and fit_overlay.png.
     """
-    inputs = expand_inputs(photos)
+    inputs = expand_inputs(photos, recursive=recursive)
+    prepare_output_root(out)
+    names = output_names(inputs.files)
+    report_renames(names)
     model = load_builtin_face_model()
     landmarker = build_or_exit(lambda: make_landmarker(landmarks), debug)
 
-    def process(path: Path) -> str:
+    def process(path: Path) -> Done:
         photo = load_photo(path, max_side=max_side)
-        fits = fit_photo(photo, landmarker, model=model, face=face)
+        fits = [renamed(fit, path, names[path]) for fit in fit_photo(photo, landmarker, model=model, face=face)]
         for fit in fits:
             save_fit(fit, photo.rgb, out / fit.stem, model)
         yaw, pitch, _ = fits[0].pose.euler
-        return f"{len(fits)} of {fits[0].num_faces} face(s); yaw {yaw:+.0f} pitch {pitch:+.0f}"
+        return Done(f"{len(fits)} of {fits[0].num_faces} face(s); yaw {yaw:+.0f} pitch {pitch:+.0f}",
+                    [out / fit.stem for fit in fits])
 
-    results = run_batch(inputs.files, process, name_of=lambda p: p.name, missing=inputs.missing,
-                        skip=(lambda p: outputs_exist(out, p.stem, "fit.json")) if skip_existing else None,
+    results = run_batch(inputs.files, process, name_of=lambda p: p.name, inputs=inputs,
+                        skip=(lambda p: outputs_exist(out, names[p], "fit.json")) if skip_existing else None,
                         description="fit", debug=debug)
     raise typer.Exit(print_summary(results, "fit"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from typer.core import TyperOption
 
 from facetex_cli.build_pca import build_pca_command
 from facetex_cli.complete import complete_command
@@ -12,6 +13,16 @@ from facetex_cli.fit import fit_command
 from facetex_cli.render import render_command
 from facetex_cli.train import train_app
 from facetex_cli.unwrap import unwrap_command
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_without_placeholder(self: TyperOption, ctx) -> str | None:
+    """typer's rich help shows ``<bool>`` after every ``--x/--no-x`` flag (and ``--help``); flags take no value."""
+    return None if self.is_flag and self.metavar is None else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_placeholder
 
 app = typer.Typer(
     name="facetex", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

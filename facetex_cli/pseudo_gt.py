@@ -1,4 +1,4 @@
-"""``facetex pseudo-gt``: PCA fit + Poisson blending + symmetric fill of unwraps (seed 001's UV_bl)."""
+"""``facetex pseudo-gt``: PCA fit + Poisson blending + symmetric fill of unwraps (UV_bl of Yin et al.'s weakly-supervised texture generation)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,26 @@ from pathlib import Path
 
 import typer
 
-from facetex_cli.batch import print_summary, run_batch
+from facetex_cli.batch import Done, print_summary, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
     OUT_OPTION,
+    PAPER_YIN,
     SKIP_OPTION,
     artifact_folders,
     build_or_exit,
     outputs_exist,
+    prepare_output_root,
 )
 from stages.core.face_model import load_builtin_face_model
+from stages.pseudo_gt import DEFAULT_LAMBDA
 
 
 def pseudo_gt_command(
     unwraps: list[str] = typer.Argument(..., help="`facetex unwrap` output folders (OUT/<stem>/) or their root."),
     out: Path = OUT_OPTION,
-    pca: Path = typer.Option(None, "--pca", help="PCA albedo model from `facetex build-pca` (default: built in)."),
-    lam: float = typer.Option(1e-2, "--lambda", min=0.0, help="Ridge weight of the PCA fit (seed 001, Eq. 8)."),
+    pca: Path = typer.Option(None, "--pca", help="PCA albedo model from `facetex build-pca`.", show_default="built in"),
+    lam: float = typer.Option(DEFAULT_LAMBDA, "--lambda", min=0.0, help=f"Ridge weight of the PCA fit ({PAPER_YIN}, Eq. 8)."),
     mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Fill hidden texels from seen mirror partners."),
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
@@ -37,15 +40,16 @@ def pseudo_gt_command(
     from stages.unwrap import UnwrapResult
 
     folders, missing = artifact_folders(unwraps, "unwrap.json")
+    prepare_output_root(out)
     model = load_builtin_face_model()
     albedo = build_or_exit(lambda: load_pca(pca), debug)
 
-    def process(folder: Path) -> str:
+    def process(folder: Path) -> Done:
         result = pseudo_ground_truth(UnwrapResult.load(folder, model), albedo, lam=lam, mirror=mirror)
         result.save(out / folder.name)
         i = result.info
-        return (f"real {i['visible_fraction']:.0%}, mirrored {i['mirrored_fraction']:.0%}, "
-                f"model {i['model_fraction']:.0%}")
+        return Done(f"real {i['visible_fraction']:.0%}, mirrored {i['mirrored_fraction']:.0%}, "
+                    f"model {i['model_fraction']:.0%}", [out / folder.name])
 
     results = run_batch(folders, process, name_of=lambda p: p.name, missing=missing, description="pseudo-gt",
                         skip=(lambda p: outputs_exist(out, p.name, "pseudo_gt.json")) if skip_existing else None,

@@ -99,8 +99,10 @@ def render_command(
     out: Path = OUT_OPTION,
     yaws: str = typer.Option("-60,-30,0,30,60", "--yaws", help="Comma-separated novel-view yaw angles (degrees)."),
     pitch: float = typer.Option(0.0, "--pitch", help="Pitch of the novel views (degrees, + looks down)."),
-    size: int = typer.Option(512, "--size", min=64, max=4096, help="Side of each novel view in pixels."),
-    sh: Path = typer.Option(None, "--sh", help="Relight with these SH coefficients (9x3 JSON, or a fit.json)."),
+    size: int = typer.Option(512, "--view-size", min=64, max=4096, help="Side of each novel view in pixels."),
+    old_size: int = typer.Option(None, "--size", min=64, max=4096, hidden=True, help="Deprecated name of --view-size."),
+    sh: Path = typer.Option(None, "--sh", help="Relight with these SH coefficients (9x3 JSON, or a fit.json).",
+                            show_default="the fitted lighting"),
     turntable: bool = typer.Option(True, "--turntable/--no-turntable", help="Write turntable.gif."),
     subdivide: int = typer.Option(1, "--subdivide", min=0, max=3, help="Loop subdivision levels for smoother meshes."),
     glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
@@ -119,6 +121,7 @@ def render_command(
             f"render needs TEXTURE... FIT and got one path, {fit}: the {missing} is missing. Call e.g. "
             "'facetex render out/photo/uv_complete.png out/photo/fit.json', or 'facetex render out out' "
             "(FIT may be the output root holding <stem>/fit.json)")
+    size = size if old_size is None else old_size
     angles = parse_angles(yaws)
     light = build_or_exit(lambda: load_sh(sh)) if sh is not None else None
     inputs = resolve_textures(textures)

@@ -1,14 +1,19 @@
-"""``facetex train``: models learned from the artifacts on disk (``unet``: seed 001's UV generator)."""
+"""``facetex train``: models learned from the artifacts on disk (``unet``: the UV generator of Yin et al.,
+"Weakly-supervised photo-realistic texture generation")."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from facetex_cli.batch import console
 from facetex_cli.common import DEBUG_OPTION, build_or_exit, training_folders_or_exit
+from stages.train.trainer import PRESETS, TrainConfig
+
+_D = TrainConfig()
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models from fit/unwrap/pseudo-gt outputs.")
 
@@ -18,33 +23,35 @@ def train_unet_command(
     data: list[str] = typer.Option(..., "--data", help="Output folders (or their root) holding fit.json, the unwrap "
                                                       "and uv_pseudo.png (run fit, unwrap, pseudo-gt first)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (config.json + weights.safetensors)."),
-    preset: str = typer.Option("small", "--preset", help="Model size: tiny (tests), small (CPU), base (GPU)."),
-    steps: int = typer.Option(2000, "--steps", min=1, help="Training steps."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
-    uv_size: int = typer.Option(256, "--uv-size", min=32, max=1024, help="Training UV resolution."),
-    seed: int = typer.Option(0, "--seed"),
-    view_size: int = typer.Option(128, "--view-size", min=0, max=1024,
+    preset: Literal[tuple(PRESETS)] = typer.Option(_D.preset, "--preset",
+                                                   help="Model size: tiny (tests), small (CPU), base (GPU)."),
+    steps: int = typer.Option(_D.steps, "--steps", min=1, help="Training steps."),
+    batch_size: int = typer.Option(_D.batch_size, "--batch-size", min=1, help="Samples per step."),
+    uv_size: int = typer.Option(_D.uv_size, "--uv-size", min=32, max=1024, help="Training UV side in texels."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation and sampling (same seed, same run)."),
+    view_size: int = typer.Option(_D.view_size, "--view-size", min=0, max=1024,
                                   help="Side of the face renders for the render L1 / face discriminator / identity "
                                        "losses (0: UV losses only; then the photos are not read)."),
-    w_render: float = typer.Option(1.0, "--w-render", min=0.0, help="Weight of the render L1 loss."),
-    w_face_adv: float = typer.Option(0.01, "--w-face-adv", min=0.0, help="Weight of the face discriminator."),
+    w_render: float = typer.Option(_D.w_render, "--w-render", min=0.0, help="Weight of the render L1 loss."),
+    w_face_adv: float = typer.Option(_D.w_face_adv, "--w-face-adv", min=0.0, help="Weight of the face discriminator."),
     identity_model: Path = typer.Option(None, "--identity-model", help="TorchScript face-embedding network for the "
-                                        "identity loss (see data_manifests/evaluation_models.md); off without it."),
-    w_id: float = typer.Option(0.1, "--w-id", min=0.0, help="Weight of the identity loss."),
+                                        "identity loss (see data_manifests/evaluation_models.md).",
+                                        show_default="none: no identity loss"),
+    w_id: float = typer.Option(_D.w_id, "--w-id", min=0.0, help="Weight of the identity loss."),
     augment: bool = typer.Option(True, "--augment/--no-augment",
                                  help="Random relighting and recolouring of every sample (stages/train/augment.py)."),
-    sample_every: int = typer.Option(200, "--sample-every", min=0, help="Write a sample sheet every N steps."),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=0, help="Checkpoint every N steps."),
+    sample_every: int = typer.Option(_D.sample_every, "--sample-every", min=0, help="Write a sample sheet every N steps."),
+    checkpoint_every: int = typer.Option(_D.checkpoint_every, "--checkpoint-every", min=0, help="Checkpoint every N steps."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/training_state if present."),
     cpu: bool = typer.Option(False, "--cpu/--no-cpu", help="Force CPU even when CUDA is available."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Train seed 001's weakly supervised UV generator (no ground truth) and write a model folder.
+    """Train the UV generator of Yin et al.'s weakly-supervised texture generation (no ground truth); write a model folder.
 
     Works under `accelerate launch` unchanged for multi-GPU / multi-node training.
     """
     from stages.core.face_model import load_builtin_face_model
-    from stages.train.trainer import TrainConfig, train_uv_generator
+    from stages.train.trainer import train_uv_generator
 
     folders = training_folders_or_exit(data, "uv_pseudo.png", "run `facetex pseudo-gt`")
     try:

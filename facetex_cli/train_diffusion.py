@@ -1,4 +1,4 @@
-"""``facetex train diffusion-appearance|diffusion-structure``: FreeUV's two networks (seed 000).
+"""``facetex train diffusion-appearance|diffusion-structure``: FreeUV's two networks.
 
 Registered on :data:`facetex_cli.train.train_app` (imported at the end of ``facetex_cli/train.py``).
 """
@@ -6,6 +6,7 @@ Registered on :data:`facetex_cli.train.train_app` (imported at the end of ``face
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,37 +14,40 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from facetex_cli.batch import console
 from facetex_cli.common import DEBUG_OPTION, build_or_exit, training_folders_or_exit
 from facetex_cli.train import train_app
+from stages.diffusion.config import PRESETS, DiffusionTrainConfig
+
+_D = DiffusionTrainConfig()
+Preset = Literal[tuple(PRESETS)]
+Encoder = Literal["cnn", "clip"]
+Attention = Literal["channel", "self"]
+Precision = Literal["no", "fp16", "bf16"]
 
 DATA_OPTION = typer.Option(..., "--data", help="Output folders (or their root) holding fit.json (with the photo's "
                                               "path), the unwrap and uv_pseudo.png (run fit, unwrap, pseudo-gt).")
 OUT_OPTION = typer.Option(..., "--out", "-o", help="Model folder to write.")
-PRESET_OPTION = typer.Option("small", "--preset", help="tiny (tests), small (from scratch, CPU or small GPU), "
+PRESET_OPTION = typer.Option(_D.preset, "--preset", help="tiny (tests), small (from scratch, CPU or small GPU), "
                                                        "sd15 (a local Stable Diffusion 1.5 folder as --base).")
 BASE_HELP = ("Base model folder (unet/ + vae/): a local Stable Diffusion 1.5 diffusers folder for --preset sd15; "
              "for the structure network of tiny/small, the diffusion-appearance model folder.")
-ENCODER_OPTION = typer.Option(None, "--encoder", help="Image encoder of the extractor: cnn or clip (default: preset).")
-IMAGE_ENCODER_OPTION = typer.Option(None, "--image-encoder", help="Local CLIP vision model folder (--encoder clip).")
-STEPS_OPTION = typer.Option(2000, "--steps", min=1, help="Diffusion training steps (paper: 80000).")
-BATCH_OPTION = typer.Option(4, "--batch-size", min=1, help="Samples per step (paper: 4).")
-LR_OPTION = typer.Option(None, "--lr", min=0.0, help="Learning rate (default: preset; paper: 3e-5 with SD).")
-SEED_OPTION = typer.Option(0, "--seed")
-SAMPLE_OPTION = typer.Option(200, "--sample-every", min=0, help="Write a sample sheet every N steps (0: never).")
-CHECKPOINT_OPTION = typer.Option(500, "--checkpoint-every", min=0, help="Checkpoint every N steps.")
+ENCODER_OPTION = typer.Option(None, "--encoder", help="Image encoder of the extractor.", show_default="the preset's")
+IMAGE_ENCODER_OPTION = typer.Option(None, "--image-encoder", help="Local CLIP vision model folder (--encoder clip).",
+                                    show_default="none")
+STEPS_OPTION = typer.Option(_D.steps, "--steps", min=1, help="Diffusion training steps (paper: 80000).")
+BATCH_OPTION = typer.Option(_D.batch_size, "--batch-size", min=1, help="Samples per step (paper: 4).")
+LR_OPTION = typer.Option(None, "--lr", min=0.0, help="Learning rate (paper: 3e-5 with SD).",
+                         show_default="the preset's")
+SEED_OPTION = typer.Option(_D.seed, "--seed", help="Seed of initialisation and sampling (same seed, same run).")
+SAMPLE_OPTION = typer.Option(_D.sample_every, "--sample-every", min=0,
+                             help="Write a sample sheet every N steps (0: never).")
+CHECKPOINT_OPTION = typer.Option(_D.checkpoint_every, "--checkpoint-every", min=0, help="Checkpoint every N steps.")
 RESUME_OPTION = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/training_state if present.")
 CPU_OPTION = typer.Option(False, "--cpu/--no-cpu", help="Force CPU even when CUDA is available.")
-PRECISION_OPTION = typer.Option("no", "--mixed-precision", help="accelerate mixed precision: no, fp16, bf16 (GPU).")
-
-
-def _attention(value: str | None) -> str | None:
-    if value is not None and value not in ("channel", "self"):
-        raise typer.BadParameter("choose channel or self", param_hint="--attention")
-    return value
+PRECISION_OPTION = typer.Option(_D.mixed_precision, "--mixed-precision", help="accelerate mixed precision (GPU).")
 
 
 def _run(kind: str, data: list[str], out: Path, debug: bool, **settings) -> None:
     from stages.core.face_model import load_builtin_face_model
     from stages.diffusion import require_diffusers
-    from stages.diffusion.config import DiffusionTrainConfig
     from stages.diffusion.trainer import train_diffusion
 
     build_or_exit(require_diffusers, debug)
@@ -51,8 +55,6 @@ def _run(kind: str, data: list[str], out: Path, debug: bool, **settings) -> None
     resume, cpu = settings.pop("resume"), settings.pop("cpu")
     encoder = settings.pop("encoder")
     if encoder is not None:
-        if encoder not in ("cnn", "clip"):
-            raise typer.BadParameter("choose cnn or clip", param_hint="--encoder")
         settings["extractor"] = {"encoder": encoder}
     try:
         config = DiffusionTrainConfig(kind=kind, **settings)
@@ -82,16 +84,16 @@ def _run(kind: str, data: list[str], out: Path, debug: bool, **settings) -> None
 def train_diffusion_appearance(
     data: list[str] = DATA_OPTION,
     out: Path = OUT_OPTION,
-    preset: str = PRESET_OPTION,
-    base: str = typer.Option(None, "--base", help=BASE_HELP),
-    encoder: str = ENCODER_OPTION,
+    preset: Preset = PRESET_OPTION,
+    base: str = typer.Option(None, "--base", help=BASE_HELP, show_default="none"),
+    encoder: Encoder = ENCODER_OPTION,
     image_encoder: str = IMAGE_ENCODER_OPTION,
-    attention: str = typer.Option(None, "--attention", callback=_attention,
-                                  help="Extractor attention: channel (paper, default) or self (ablation)."),
-    landmarks: bool = typer.Option(True, "--landmarks/--no-landmarks", help="2D landmark image as a condition."),
+    attention: Attention = typer.Option(None, "--attention", help="Extractor attention: channel (paper) or self "
+                                                                  "(ablation).", show_default="channel"),
+    landmarks: bool = typer.Option(_D.landmarks, "--landmarks/--no-landmarks", help="2D landmark image as a condition."),
     steps: int = STEPS_OPTION,
     vae_steps: int = typer.Option(None, "--vae-steps", min=0,
-                                  help="Own-base presets: autoencoder steps first (default: preset)."),
+                                  help="Own-base presets: autoencoder steps first.", show_default="the preset's"),
     batch_size: int = BATCH_OPTION,
     lr: float = LR_OPTION,
     seed: int = SEED_OPTION,
@@ -99,7 +101,7 @@ def train_diffusion_appearance(
     checkpoint_every: int = CHECKPOINT_OPTION,
     resume: bool = RESUME_OPTION,
     cpu: bool = CPU_OPTION,
-    mixed_precision: str = PRECISION_OPTION,
+    mixed_precision: Precision = PRECISION_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Train the appearance network (UV -> 2D on the photos: detail extractor + landmark/position ControlNet).
@@ -117,12 +119,12 @@ def train_diffusion_appearance(
 def train_diffusion_structure(
     data: list[str] = DATA_OPTION,
     out: Path = OUT_OPTION,
-    preset: str = PRESET_OPTION,
-    base: str = typer.Option(None, "--base", help=BASE_HELP),
-    encoder: str = ENCODER_OPTION,
+    preset: Preset = PRESET_OPTION,
+    base: str = typer.Option(None, "--base", help=BASE_HELP, show_default="none"),
+    encoder: Encoder = ENCODER_OPTION,
     image_encoder: str = IMAGE_ENCODER_OPTION,
-    attention: str = typer.Option(None, "--attention", callback=_attention,
-                                  help="Extractor attention: self (paper, default) or channel (ablation)."),
+    attention: Attention = typer.Option(None, "--attention", help="Extractor attention: self (paper) or channel "
+                                                                  "(ablation).", show_default="self"),
     steps: int = STEPS_OPTION,
     batch_size: int = BATCH_OPTION,
     lr: float = LR_OPTION,
@@ -131,7 +133,7 @@ def train_diffusion_structure(
     checkpoint_every: int = CHECKPOINT_OPTION,
     resume: bool = RESUME_OPTION,
     cpu: bool = CPU_OPTION,
-    mixed_precision: str = PRECISION_OPTION,
+    mixed_precision: Precision = PRECISION_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Train the structure network (2D -> UV on renders: UV structure aligner ControlNet + extractor).

@@ -1,8 +1,9 @@
-"""``facetex train sampler``: seed 001's learned UV sampler (photo -> UV texel positions, no 3D fit at inference)."""
+"""``facetex train sampler``: the learned UV sampler of Yin et al. (photo -> UV texel positions, no 3D fit at inference)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -10,6 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from facetex_cli.batch import console
 from facetex_cli.common import DEBUG_OPTION, build_or_exit, training_folders_or_exit
 from facetex_cli.train import train_app
+from stages.train.sampler import PRESETS, SamplerTrainConfig
+
+_D = SamplerTrainConfig()
 
 
 @train_app.command("sampler")
@@ -18,25 +22,30 @@ def train_sampler_command(
                                                       "unwrap` (fit.json, unwrap.json, uv_texture.png; the photo "
                                                       "named by fit.json must be on disk)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (config.json + weights.safetensors)."),
-    preset: str = typer.Option("small", "--preset", help="Model size: tiny (tests), small (CPU), base (GPU)."),
-    steps: int = typer.Option(3000, "--steps", min=1, help="Training steps."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
-    uv_size: int = typer.Option(128, "--uv-size", min=16, max=1024, help="Training UV resolution."),
-    lr: float = typer.Option(3e-4, "--lr", min=0.0, help="Adam learning rate."),
-    seed: int = typer.Option(0, "--seed"),
-    sample_every: int = typer.Option(200, "--sample-every", min=0, help="Write a sample sheet every N steps."),
-    checkpoint_every: int = typer.Option(250, "--checkpoint-every", min=0, help="Checkpoint every N steps."),
+    preset: Literal[tuple(PRESETS)] = typer.Option(_D.preset, "--preset",
+                                                   help="Model size: tiny (tests), small (CPU), base (GPU)."),
+    steps: int = typer.Option(_D.steps, "--steps", min=1, help="Training steps."),
+    batch_size: int = typer.Option(_D.batch_size, "--batch-size", min=1, help="Samples per step."),
+    uv_size: int = typer.Option(_D.uv_size, "--uv-size", min=16, max=1024, help="Training UV side in texels."),
+    lr: float = typer.Option(_D.lr, "--lr", min=0.0, help="Adam learning rate."),
+    seed: int = typer.Option(_D.seed, "--seed", help="Seed of initialisation and sampling (same seed, same run)."),
+    sample_every: int = typer.Option(_D.sample_every, "--sample-every", min=0,
+                                     help="Write a sample sheet every N steps."),
+    checkpoint_every: int = typer.Option(_D.checkpoint_every, "--checkpoint-every", min=0,
+                                         help="Checkpoint every N steps."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/training_state if present."),
     cpu: bool = typer.Option(False, "--cpu/--no-cpu", help="Force CPU even when CUDA is available."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Train the UV sampler against the geometric unwrap (seed 001, Eq. 5) and write a model folder.
+    """Train the UV sampler against the geometric unwrap (Yin et al., weakly-supervised texture generation, Eq. 5).
+
+    Writes a model folder.
 
     London Set hold-out people (person % 5 == 0) are never trained on: such folders are skipped.
     Works under `accelerate launch` unchanged.
     """
     from stages.core.face_model import load_builtin_face_model
-    from stages.train.sampler import SamplerTrainConfig, train_uv_sampler
+    from stages.train.sampler import train_uv_sampler
 
     folders = training_folders_or_exit(data, "unwrap.json", "run `facetex fit` and `facetex unwrap`")
     try:

@@ -4,11 +4,23 @@ or with the learned UV sampler (``learned``, no 3D fit)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
-from facetex_cli.batch import expand_inputs, print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, build_or_exit, find_artifacts, outputs_exist
+from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
+from facetex_cli.common import (
+    DEBUG_OPTION,
+    OUT_OPTION,
+    PAPER_YIN,
+    RECURSIVE_OPTION,
+    SKIP_OPTION,
+    build_or_exit,
+    find_artifacts,
+    outputs_exist,
+    prepare_output_root,
+)
+from stages.complete import renamed
 from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
 from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
@@ -25,11 +37,11 @@ def unwrap_command(
                                                  "learned only its 2D landmarks are read (default: detect them; "
                                                  "anything that is not a .json or a fit root counts as a photo)."),
     out: Path = OUT_OPTION,
-    method: str = typer.Option("geometric", "--method",
-                               help="geometric: through the fitted mesh; learned: the learned UV sampler (seed 001 "
-                                    "§3.1), no 3D fit (needs --model unless one ships)."),
+    method: Literal["geometric", "learned"] = typer.Option(
+        "geometric", "--method", help="geometric: through the fitted mesh; learned: the learned UV sampler of "
+                                      f"{PAPER_YIN}, §3.1, no 3D fit (needs --model unless one ships)."),
     model_dir: Path | None = typer.Option(None, "--model", help="Model folder of `facetex train sampler` "
-                                                                "(--method learned)."),
+                                                                "(--method learned).", show_default="the shipped one"),
     uv_size: int = typer.Option(512, "--uv-size", min=UV_SIZE_RANGE[0], max=UV_SIZE_RANGE[1],
                                 help="UV texture side in texels."),
     erosion: float = typer.Option(EROSION_FRACTION, "--erosion", min=0.0, max=0.2,
@@ -39,6 +51,7 @@ def unwrap_command(
                                       "geometric only)."),
     face: str = typer.Option("largest", "--face", help=FACE_HELP + " (learned without FIT)"),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
+    recursive: bool = RECURSIVE_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -48,9 +61,6 @@ def unwrap_command(
     (+ .png preview) and unwrap.json. With --method learned, alpha is the predicted visibility
     probability and uv_position.npy is the face model's mean shape (no per-image fit).
     """
-    if method not in METHODS:
-        raise typer.BadParameter(f"unknown method {method!r}; choose from {', '.join(METHODS)}",
-                                 param_hint="--method")
     photos = list(photos or [])
     if fit is not None and not photos:
         photos, fit = [str(fit)], None           # a single positional is the photo
@@ -66,27 +76,31 @@ def unwrap_command(
     if method == "learned" and delight:
         raise typer.BadParameter("--delight needs a fitted lighting; it works with --method geometric only",
                                  param_hint="--delight")
-    inputs = expand_inputs(photos)
+    inputs = expand_inputs(photos, recursive=recursive)
     if fit is not None and fit.is_file() and len(inputs.files) > 1:
         raise typer.BadParameter("a single fit.json goes with a single photo; pass the fit output root instead",
                                  param_hint="FIT")
+    prepare_output_root(out)
+    names = output_names(inputs.files)
+    report_renames(names)
     model = load_builtin_face_model()
     if method == "learned":
-        process = _learned_process(fit, out, model, model_dir, uv_size, face, max_side, debug)
+        process = _learned_process(fit, out, model, model_dir, uv_size, face, max_side, debug, names)
     else:
-        def process(path: Path) -> str:
-            fit_paths = find_artifacts(fit, path.stem, "fit.json")
+        def process(path: Path) -> Done:
+            fit_paths = find_artifacts(fit, names[path], "fit.json")
             photo = load_photo(path, max_side=max_side)
-            coverage = []
+            coverage, folders = [], []
             for fit_path in fit_paths:
                 result = unwrap_photo(photo.rgb, FitResult.load(fit_path), model=model, uv_size=uv_size,
                                       erosion=erosion, delight=delight)
                 result.save(out / result.stem)
                 coverage.append(f"{result.info['coverage']:.0%}")
-            return "coverage " + ", ".join(coverage)
+                folders.append(out / result.stem)
+            return Done("coverage " + ", ".join(coverage), folders)
 
-    results = run_batch(inputs.files, process, name_of=lambda p: p.name, missing=inputs.missing,
-                        skip=(lambda p: outputs_exist(out, p.stem, "unwrap.json")) if skip_existing else None,
+    results = run_batch(inputs.files, process, name_of=lambda p: p.name, inputs=inputs,
+                        skip=(lambda p: outputs_exist(out, names[p], "unwrap.json")) if skip_existing else None,
                         description="unwrap", debug=debug)
     raise typer.Exit(print_summary(results, "unwrap"))
 
@@ -99,7 +113,7 @@ def _is_fit_source(path: Path) -> bool:
 
 
 def _learned_process(fit: Path | None, out: Path, model, model_dir: Path | None, uv_size: int, face: str,
-                     max_side: int, debug: bool):
+                     max_side: int, debug: bool, names: dict[Path, str]):
     """The per-photo function of ``--method learned``; the sampler (and detector) load once, here."""
     from stages.learned_unwrap import LearnedUnwrapper
 
@@ -110,15 +124,17 @@ def _learned_process(fit: Path | None, out: Path, model, model_dir: Path | None,
 
         landmarker = build_or_exit(lambda: make_landmarker("mediapipe"), debug)
 
-    def process(path: Path) -> str:
+    def process(path: Path) -> Done:
         photo = load_photo(path, max_side=max_side)
         if landmarker is None:
             results = [unwrapper.unwrap_with_fit(photo, p, uv_size=uv_size)
-                       for p in find_artifacts(fit, path.stem, "fit.json")]
+                       for p in find_artifacts(fit, names[path], "fit.json")]
         else:
-            results = unwrapper.unwrap_photo(photo, landmarker, uv_size=uv_size, face=face)
+            results = [renamed(r, path, names[path])
+                       for r in unwrapper.unwrap_photo(photo, landmarker, uv_size=uv_size, face=face)]
         for result in results:
             result.save(out / result.stem)
-        return "learned, coverage " + ", ".join(f"{r.info['coverage']:.0%}" for r in results)
+        return Done("learned, coverage " + ", ".join(f"{r.info['coverage']:.0%}" for r in results),
+                    [out / r.stem for r in results])
 
     return process

@@ -15,6 +15,7 @@ each photo, writing every intermediate artifact into ``OUT/<stem>/`` so a person
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.completion import Completion, get_method
-from stages.core.atomic import write_json
+from stages.core.atomic import staged_folder, write_json
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo, save_png
 from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, make_landmarker, save_fit
@@ -36,6 +37,17 @@ from stages.render import (
 from stages.unwrap import UnwrapResult, unwrap_photo
 
 DEFAULT_METHOD = "mirror"
+#: What a completion writes into a folder (``complete`` on an unwrap folder replaces exactly these).
+COMPLETION_FILES = ("uv_complete.png", "uv_provenance.png", "textured.obj", "textured.mtl", "textured.glb",
+                    "render_fitted.png", "views.png", "complete.json")
+
+
+def renamed(result, photo_path: str | Path, name: str | None):
+    """``result`` (a :class:`FitResult` or :class:`UnwrapResult` of ``photo_path``) written under
+    ``name`` instead of the photo's stem (``<name>_face<i>`` with ``--face all``); as is if ``name`` is None."""
+    if name is None:
+        return result
+    return dataclasses.replace(result, stem=name + result.stem[len(Path(photo_path).stem):])
 
 
 @dataclass
@@ -76,11 +88,16 @@ class Completer:
         """Fill one partial texture with the configured method."""
         return self.method.complete(unwrap)
 
-    def run(self, photo_path: str | Path, out_root: str | Path) -> list[Path]:
+    def run(self, photo_path: str | Path, out_root: str | Path, name: str | None = None) -> list[Path]:
         """Process one photo; returns the output folder of each face processed.
 
+        Each face's folder ``OUT/<name>/`` (``<name>_face<i>`` with ``--face all``; ``name``
+        defaults to the photo's stem) is written into a temporary sibling and swapped in whole
+        when done, replacing an earlier run's folder.
+
         Raises:
-            FacetexError: bad photo or no usable face (nothing is written for that photo).
+            FacetexError: bad photo or no usable face (nothing is written for that photo);
+                OutputError when the folder cannot be written.
         """
         opts = self.options
         timings: dict[str, float] = {}
@@ -90,22 +107,25 @@ class Completer:
         timings["load+fit"] = time.perf_counter() - t0
         out_dirs = []
         for fit in fits:
-            out_dir = Path(out_root) / fit.stem
-            out_dirs.append(out_dir)
+            fit = renamed(fit, photo_path, name)
+            out_dirs.append(Path(out_root) / fit.stem)
             face_timings = dict(timings)
             t = time.perf_counter()
             unwrap = unwrap_photo(photo.rgb, fit, model=self.model, uv_size=opts.uv_size, delight=opts.delight)
             face_timings["unwrap"] = time.perf_counter() - t
-            save_fit(fit, photo.rgb, out_dir, self.model)
-            unwrap.save(out_dir)
-            self._complete_face(photo.rgb, fit, unwrap, out_dir, face_timings)
+            # The whole folder is written aside and swapped in: it never mixes two runs' files.
+            with staged_folder(out_dirs[-1]) as out_dir:
+                save_fit(fit, photo.rgb, out_dir, self.model)
+                unwrap.save(out_dir)
+                self._complete_face(photo.rgb, fit, unwrap, out_dir, face_timings)
         return out_dirs
 
     def run_from_unwrap(self, unwrap_dir: str | Path, out_root: str | Path) -> Path:
         """Fill an existing ``unwrap`` folder (which also holds its ``fit.json``), as the Makefile does.
 
         The photo is read from the path recorded in ``fit.json`` for the ``render_fitted.png``
-        preview; if it has moved, that one preview is skipped.
+        preview; if it has moved, that one preview is skipped. The completion's files
+        (:data:`COMPLETION_FILES`) are replaced together; the folder's other files are kept.
         """
         unwrap_dir = Path(unwrap_dir)
         fit = FitResult.load(unwrap_dir / "fit.json")
@@ -113,9 +133,12 @@ class Completer:
         rgb = None
         if Path(fit.source).is_file():
             rgb = load_photo(fit.source, max_side=self.options.max_side).rgb
-        out_dir = Path(out_root) / unwrap.stem
-        self._complete_face(rgb, fit, unwrap, out_dir, {})
-        return out_dir
+        target = Path(out_root) / unwrap.stem
+        # Redo the completion as a whole; keep whatever else the folder holds (fit, unwrap, pseudo-gt).
+        keep = [p.name for p in target.iterdir() if p.name not in COMPLETION_FILES] if target.is_dir() else []
+        with staged_folder(target, keep=keep) as out_dir:
+            self._complete_face(rgb, fit, unwrap, out_dir, {})
+        return target
 
     def _complete_face(self, rgb: np.ndarray | None, fit: FitResult, unwrap: UnwrapResult, out_dir: Path,
                        timings: dict) -> None:
@@ -141,7 +164,10 @@ class Completer:
             timings["previews"] = time.perf_counter() - t
         write_json(out_dir / "complete.json", {
             "schema": "facetex.complete", "schema_version": 1, "source": fit.source, "stem": fit.stem,
-            "method": opts.method, "uv_size": opts.uv_size, "subdivide": opts.subdivide,
+            # The settings actually used: an unwrap folder brings its own texture size and delighting.
+            "method": opts.method, "uv_size": unwrap.size, "delight": bool(unwrap.info.get("delight", False)),
+            "subdivide": opts.subdivide, "glb": opts.glb, "previews": opts.previews,
+            "method_options": dict(opts.method_options),
             "completion": completion.info,
             "unwrap": {k: v for k, v in unwrap.info.items() if not k.startswith("schema")},
             "seconds": {k: round(v, 4) for k, v in timings.items()},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from facetex_cli.batch import ItemResult, expand_inputs, print_summary, run_batch
+from facetex_cli.batch import Done, ItemResult, expand_inputs, output_names, print_summary, run_batch
 from facetex_cli.common import find_artifacts, glob_escape, outputs_exist
 from stages.core.errors import BadInputError, FacetexError, MissingArtifactError, NoFaceError
 
@@ -31,6 +31,40 @@ def test_expand_folder_keeps_image_suffixes_sorted(tmp_path):
     assert [p.name for p in result.files] == ["a.PNG", "b.jpg", "c.jpeg", "d.tiff", "e.webp", "f.bmp"]
     assert all(p.parent == folder for p in result.files)
     assert result.missing == []
+    # Nothing is left out without a word: every skipped entry comes with its reason.
+    assert {p.name: r for p, r in result.skipped} == {
+        "notes.txt": "not a photo type (.txt)", "g.gif": "not a photo type (.gif)",
+        "h": "not a photo type (no suffix)", "sub.jpg": "a folder named like a photo, not a photo"}
+
+
+def test_expand_special_entries_are_reported_not_opened(tmp_path):
+    folder = tmp_path / "photos"
+    _touch(folder / "a.jpg")
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "dangling.png").symlink_to(tmp_path / "gone.png")
+    result = expand_inputs([str(folder), str(folder / "pipe.jpg"), str(folder / "loop.png")])
+    assert [p.name for p in result.files] == ["a.jpg"]
+    assert {p.name: r for p, r in result.skipped} == {
+        "pipe.jpg": "not a regular file (a FIFO)", "loop.png": "broken symlink or symlink loop",
+        "dangling.png": "broken symlink or symlink loop"}
+    # Named explicitly, they are failures (one line each), not silently dropped.
+    assert result.rejected == [(str(folder / "pipe.jpg"), "not a regular file (a FIFO)"),
+                               (str(folder / "loop.png"), "broken symlink or symlink loop")]
+
+
+def test_expand_recursive_and_hints(tmp_path):
+    _touch(tmp_path / "people" / "alice" / "a.jpg")
+    _touch(tmp_path / "people" / "bob" / "deep" / "b.png")
+    flat = expand_inputs([str(tmp_path / "people")])
+    assert flat.files == []
+    assert flat.rejected == [(str(tmp_path / "people"), "no photos here, 2 in its subfolders (add --recursive)")]
+    deep = expand_inputs([str(tmp_path / "people")], recursive=True)
+    assert [p.name for p in deep.files] == ["a.jpg", "b.png"] and deep.rejected == []
+    _touch(tmp_path / "results" / "anna" / "unwrap.json")
+    _touch(tmp_path / "results" / "anna" / "uv_texture.png")
+    root = expand_inputs([str(tmp_path / "results")])
+    assert root.files == [] and "holds 1 facetex output folder(s)" in root.rejected[0][1]
 
 
 def test_expand_custom_suffixes(tmp_path):
@@ -98,6 +132,16 @@ def test_expand_keeps_argument_order_across_patterns(tmp_path):
     b = _touch(tmp_path / "b.jpg")
     a = _touch(tmp_path / "a.jpg")
     assert expand_inputs([str(b), str(a)]).files == [b, a]
+
+
+def test_output_names_disambiguate_shared_stems():
+    files = [Path("a/face.webp"), Path("a/face.bmp"), Path("a/solo.jpg"), Path("b/face.webp"), Path("c/x.JPG"),
+             Path("c/x.png")]
+    names = output_names(files)
+    assert names == {Path("a/face.webp"): "face_webp", Path("a/face.bmp"): "face_bmp", Path("a/solo.jpg"): "solo",
+                     Path("b/face.webp"): "face_webp_2", Path("c/x.JPG"): "x_jpg", Path("c/x.png"): "x_png"}
+    assert output_names(files) == names  # deterministic
+    assert len(set(names.values())) == len(files)
 
 
 # ----------------------------------------------------------------------------------------- run_batch
@@ -185,6 +229,15 @@ def test_print_summary_exit_codes(capsys):
     assert "c: broken" in err
     assert print_summary([failed], "fit") == 1
     assert print_summary([], "fit") == 1  # nothing to do at all is an error too
+
+
+def test_print_summary_names_output_folders(capsys, tmp_path):
+    results = run_batch(["group.jpg"], lambda item: Done("2 faces", [tmp_path / "group_face0", tmp_path / "group_face1"]),
+                        quiet_native=False)
+    assert print_summary(results, "complete") == 0
+    err = capsys.readouterr().err
+    assert f"wrote {tmp_path / 'group_face0'}" in err and f"wrote {tmp_path / 'group_face1'}" in err
+    assert "complete: 1 ok, 0 skipped, 0 failed; 2 output folders written" in err
 
 
 def test_print_summary_long_batch_lists_failures(capsys):

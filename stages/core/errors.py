@@ -32,3 +32,7 @@ class NoFaceError(FacetexError):
 
 class MissingArtifactError(FacetexError):
     """An artifact an earlier stage should have written is missing or invalid."""
+
+
+class OutputError(FacetexError):
+    """An output cannot be written (disk full, read-only, no permission, a file where a folder should be)."""

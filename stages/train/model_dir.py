@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from stages import __version__
+from stages.core.atomic import swap_into_place  # noqa: F401  (also used by stages.diffusion.models)
 from stages.core.errors import MissingArtifactError
 
 SCHEMA = "facetex.model"
@@ -98,32 +99,6 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def swap_into_place(tmp: Path, directory: Path, keep: Iterable[str]) -> None:
-    """Rename ``tmp`` onto ``directory``; an existing folder is moved aside first and restored on failure."""
-    if not directory.exists():
-        os.replace(tmp, directory)
-        return
-    if not directory.is_dir():
-        raise ValueError(f"save_pretrained: {directory} exists and is not a folder")
-    old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
-    old.rmdir()
-    os.replace(directory, old)
-    try:
-        for entry in keep:
-            src = old / entry
-            if src.exists() and entry not in (CONFIG_NAME, WEIGHTS_NAME):
-                os.replace(src, tmp / entry)
-        os.replace(tmp, directory)
-    except BaseException:
-        for entry in keep:  # put the kept entries back, then the old folder
-            if (tmp / entry).exists() and not (old / entry).exists():
-                os.replace(tmp / entry, old / entry)
-        if not directory.exists():
-            os.replace(old, directory)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_schema_json(path: str | Path, schema: str, what: str, missing: str = "missing") -> dict:
