@@ -88,7 +88,7 @@ SET_unwrap    := --uv-size $(UV_SIZE) $(UNWRAP_FLAGS)
 SET_pseudo_gt := $(PSEUDO_GT_FLAGS)
 SET_build_pca := $(PCA_UV_OPT) $(PCA_UV_SIZE) $(BUILD_PCA_FLAGS) data: $(STEMS)
 SET_train     := $(TRAIN_FLAGS) data: $(STEMS)
-SET_complete  := --method $(METHOD) $(strip $(COMPLETE_MODEL_OPTS)) $(COMPLETE_FLAGS)
+SET_complete  := --method $(METHOD) --uv-size $(UV_SIZE) $(strip $(COMPLETE_MODEL_OPTS)) $(COMPLETE_FLAGS)
 SET_render    := $(RENDER_FLAGS)
 SET_evaluate  := --method $(EVAL_METHOD) $(EVALUATE_FLAGS) data: $(STEMS)
 STAGES := fit unwrap pseudo_gt build_pca train complete render evaluate
@@ -144,7 +144,7 @@ train-unet: $(OWN_UNET)/config.json
 
 evaluate: $(OUT)/eval/metrics.json
 
-chain: $(OWN_PCA) $(OWN_UNET)/config.json $(TURNTABLES) $(OUT)/eval/metrics.json
+chain: $(PSEUDO_GTS) $(OWN_PCA) $(OWN_UNET)/config.json $(TURNTABLES) $(OUT)/eval/metrics.json
 	@echo "chain: $(words $(STEMS)) photos, complete --method $(METHOD) -> $(OUT)/"
 
 # The photo of a stem (whatever its extension).
