@@ -56,7 +56,7 @@ def test_dry_run_passes_each_setting_to_its_own_stage_only(photos, tmp_path):
                 *(f"{stage.upper()}_FLAGS={value}" for stage, value in flags.items()), dry=True)
     lines = stage_lines(proc.stdout)
     assert sorted(lines) == ["complete", "fit", "render", "unwrap"]
-    for stage, value in flags.items():
+    for stage in flags:
         assert len(lines[stage]) == 1
         for other, other_value in flags.items():
             assert (other_value in lines[stage][0]) == (other == stage), (stage, other, lines[stage])
