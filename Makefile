@@ -1,12 +1,19 @@
 # facetex — install, test, and the per-image pipeline.
 #
-#   make install                          install facetex (CPU torch pinned by constraints.txt)
+#   make install                          install facetex (torch 2.13.0 pinned by constraints.txt;
+#                                         TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build)
 #   make test                             the default test suite (CPU, a few minutes)
-#   make pipeline PHOTOS=dir OUT=dir -j4  fit -> unwrap -> complete for every photo in PHOTOS;
-#                                         only missing or stale artifacts are recomputed
+#   make test-all                         the default suite plus the tests marked slow
+#   make pipeline PHOTOS=dir OUT=dir -j2  fit -> unwrap -> complete for every photo in PHOTOS;
+#                                         only missing or stale artifacts (or changed settings) are recomputed
 #   make renders  PHOTOS=dir OUT=dir      + novel views, turntable.gif for every completed photo
-#   make demo                             facetex complete on skimage's astronaut -> facetex_out/astronaut/
+#   make pseudo-gt PHOTOS=dir OUT=dir     fit -> unwrap -> seed 001's pseudo ground truth per photo
+#   make pca-model PHOTOS=dir OUT=dir     build-pca over every unwrap -> OUT/albedo_pca.h5
+#   make train-unet PHOTOS=dir OUT=dir    pseudo-gt, then train the UV generator -> OUT/models/unet
 #   make evaluate PHOTOS=dir OUT=dir      the pipeline, then metrics.json/.csv + report.html -> OUT/eval
+#   make chain    PHOTOS=dir OUT=dir      every stage: fit, unwrap, pseudo-gt, build-pca, train, complete
+#                                         (--method unet with the trained model, or METHOD=), render, evaluate
+#   make demo                             facetex complete on skimage's astronaut -> facetex_out/astronaut/
 #   make bench                            per-stage timings (benchmarks/bench_stages.py)
 #   make bench-completion                 every completion method on the hidden-texel benchmark
 #   make face-model                       rebuild the built-in face model asset from ../shared
@@ -15,31 +22,104 @@
 #   make train-diffusion-small            FreeUV's two networks, small from-scratch preset, on bench_out/train_london (CPU)
 #   make train-diffusion-sd15 SD15=dir    the same at real scale on a GPU with accelerate (SD 1.5 base, SD_DATA=dir)
 #   make bench-diffusion                  seconds per 512^2 texture of --method diffusion (benchmarks/bench_diffusion.py)
+#
+# Pipeline settings (each reaches only its own stage):
+#   METHOD=mirror  UV_SIZE=512  PCA_UV_SIZE=128  FIT_FLAGS  UNWRAP_FLAGS  PSEUDO_GT_FLAGS  BUILD_PCA_FLAGS
+#   TRAIN_FLAGS  COMPLETE_FLAGS  RENDER_FLAGS  EVALUATE_FLAGS  EVAL_METHOD  UNET_MODEL  PCA_MODEL
+#   FACETEX=cmd    the facetex command (default: `facetex` when on PATH, else `$(PYTHON) -m facetex_cli.main`)
 
 PYTHON   ?= python3
-FACETEX  ?= facetex
+ifeq ($(origin FACETEX),undefined)
+FACETEX := $(if $(shell command -v facetex 2>/dev/null),facetex,$(PYTHON) -m facetex_cli.main)
+endif
 PHOTOS   ?= ../shared/faces/london/neutral
 OUT      ?= out
 UV_SIZE  ?= 512
-METHOD   ?= mirror
-FACETEX_FLAGS ?=
+# build-pca's UV-size option and value (one place to change if the option is renamed).
+PCA_UV_OPT  ?= --resolution
+PCA_UV_SIZE ?= 128
+# Empty TORCH_INDEX: torch from the default index (on Linux x86_64 that is the CUDA build).
+TORCH_INDEX ?=
 
-PHOTO_FILES := $(sort $(wildcard $(PHOTOS)/*.jpg $(PHOTOS)/*.jpeg $(PHOTOS)/*.png $(PHOTOS)/*.JPG $(PHOTOS)/*.PNG))
+# `make chain` completes with the generator (and PCA model) it trains itself, unless told otherwise;
+# evaluate cannot load a trained model folder, so its hidden-texel benchmark then runs mirror.
+ifneq ($(filter chain,$(MAKECMDGOALS)),)
+METHOD      ?= unet
+UNET_MODEL  ?= $(OUT)/models/unet
+PCA_MODEL   ?= $(OUT)/albedo_pca.h5
+EVAL_METHOD ?= mirror
+endif
+METHOD      ?= mirror
+EVAL_METHOD ?= $(METHOD)
+# Empty: complete uses the built-in model of METHOD.
+UNET_MODEL  ?=
+PCA_MODEL   ?=
+FIT_FLAGS       ?=
+UNWRAP_FLAGS    ?=
+PSEUDO_GT_FLAGS ?=
+BUILD_PCA_FLAGS ?=
+TRAIN_FLAGS     ?= --preset small --steps 2000 --batch-size 4 --uv-size 256 --seed 0
+COMPLETE_FLAGS  ?=
+RENDER_FLAGS    ?=
+EVALUATE_FLAGS  ?=
+ifdef FACETEX_FLAGS
+$(error FACETEX_FLAGS is gone: use the per-stage FIT_FLAGS, UNWRAP_FLAGS, ..., EVALUATE_FLAGS)
+endif
+
+PHOTO_EXTS  := .jpg .jpeg .png .JPG .JPEG .PNG
+PHOTO_FILES := $(sort $(foreach e,$(PHOTO_EXTS),$(wildcard $(PHOTOS)/*$(e))))
 STEMS       := $(basename $(notdir $(PHOTO_FILES)))
+STEM_DIRS   := $(STEMS:%=$(OUT)/%)
 COMPLETED   := $(STEMS:%=$(OUT)/%/complete.json)
+PSEUDO_GTS  := $(STEMS:%=$(OUT)/%/pseudo_gt.json)
 TURNTABLES  := $(STEMS:%=$(OUT)/%/turntable.gif)
+UNWRAPS     := $(STEMS:%=$(OUT)/%/unwrap.json)
+OWN_UNET    := $(OUT)/models/unet
+OWN_PCA     := $(OUT)/albedo_pca.h5
 
-.PHONY: install test test-all lint pipeline renders evaluate demo bench bench-completion figure face-model albedo-model unet-model clean-out help
+# What each stage is run with. The options complete gets from the model variables, and the
+# model files it then needs (built by the rules below when they are this Makefile's own).
+COMPLETE_MODEL_OPTS := $(if $(filter unet,$(METHOD)),$(if $(UNET_MODEL),--model $(UNET_MODEL))) \
+                       $(if $(filter pca blend,$(METHOD)),$(if $(PCA_MODEL),--pca $(PCA_MODEL)))
+COMPLETE_MODEL_DEPS := $(if $(filter unet,$(METHOD)),$(if $(UNET_MODEL),$(UNET_MODEL)/config.json)) \
+                       $(if $(filter pca blend,$(METHOD)),$(PCA_MODEL))
+SET_fit       := $(FIT_FLAGS)
+SET_unwrap    := --uv-size $(UV_SIZE) $(UNWRAP_FLAGS)
+SET_pseudo_gt := $(PSEUDO_GT_FLAGS)
+SET_build_pca := $(PCA_UV_OPT) $(PCA_UV_SIZE) $(BUILD_PCA_FLAGS) data: $(STEMS)
+SET_train     := $(TRAIN_FLAGS) data: $(STEMS)
+SET_complete  := --method $(METHOD) --uv-size $(UV_SIZE) $(strip $(COMPLETE_MODEL_OPTS)) $(COMPLETE_FLAGS)
+SET_render    := $(RENDER_FLAGS)
+SET_evaluate  := --method $(EVAL_METHOD) $(EVALUATE_FLAGS) data: $(STEMS)
+STAGES := fit unwrap pseudo_gt build_pca train complete render evaluate
+
+# Settings stamps: OUT/.settings/<stage> holds the stage's settings and is a prerequisite of
+# everything the stage writes, so changing a setting recomputes that stage and what follows it.
+# A stamp is rewritten only when its text differs (compared here, at parse time, so `make -n`
+# tells the truth and a dry run writes nothing).
+SETTINGS := $(OUT)/.settings
+quote = '$(subst ','\'',$(strip $(1)))'
+stamp_differs = $(shell printf '%s\n' $(call quote,$(SET_$(1))) | cmp -s - $(SETTINGS)/$(1) || echo yes)
+define stamp_rule
+$(SETTINGS)/$(1): $(if $(call stamp_differs,$(1)),FORCE)
+	@mkdir -p $$(@D) && printf '%s\n' $(call quote,$(SET_$(1))) > $$@
+endef
+$(foreach s,$(STAGES),$(eval $(call stamp_rule,$(s))))
+FORCE:
+
+.PHONY: install test test-all lint pipeline renders pseudo-gt pca-model train-unet evaluate chain demo bench
+.PHONY: bench-completion figure face-model albedo-model unet-model clean-out help FORCE
 .PHONY: train-diffusion-small train-diffusion-sd15 bench-diffusion
 .DELETE_ON_ERROR:
 # Keep the intermediate artifacts: they are outputs people look at, not temporaries.
 .SECONDARY:
+.SECONDEXPANSION:
 
 help:
 	@sed -n '3,/^$$/p' Makefile | sed -n 's/^# \{0,1\}//p'
 
 install:
-	$(PYTHON) -m pip install -c constraints.txt torch==2.13.0
+	$(PYTHON) -m pip install -c constraints.txt torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PYTHON) -m pip install -c constraints.txt -e ".[dev,diffusion]"
 
 test:
@@ -56,44 +136,55 @@ pipeline: $(COMPLETED)
 
 renders: $(TURNTABLES)
 
-# fit: one rule per photo extension; make picks the one whose photo exists.
-$(OUT)/%/fit.json: $(PHOTOS)/%.jpg
-	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
-$(OUT)/%/fit.json: $(PHOTOS)/%.jpeg
-	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
-$(OUT)/%/fit.json: $(PHOTOS)/%.png
-	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
-$(OUT)/%/fit.json: $(PHOTOS)/%.JPG
-	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
-$(OUT)/%/fit.json: $(PHOTOS)/%.PNG
-	$(FACETEX) fit "$<" -o $(OUT) $(FACETEX_FLAGS)
+pseudo-gt: $(PSEUDO_GTS)
+
+pca-model: $(OWN_PCA)
+
+train-unet: $(OWN_UNET)/config.json
+
+evaluate: $(OUT)/eval/metrics.json
+
+chain: $(PSEUDO_GTS) $(OWN_PCA) $(OWN_UNET)/config.json $(TURNTABLES) $(OUT)/eval/metrics.json
+	@echo "chain: $(words $(STEMS)) photos, complete --method $(METHOD) -> $(OUT)/"
+
+# The photo of a stem (whatever its extension).
+# A stem without a photo names a missing $(PHOTOS)/<stem>.jpg, so make says what it cannot find.
+photo_of = $(or $(firstword $(filter $(addprefix $(PHOTOS)/$(1),$(PHOTO_EXTS)),$(PHOTO_FILES))),$(PHOTOS)/$(1).jpg)
+
+$(OUT)/%/fit.json: $$(call photo_of,$$*) $(SETTINGS)/fit
+	$(FACETEX) fit "$<" -o $(OUT) $(SET_fit)
 
 # unwrap: needs the photo (for colours) and its fit.
-$(OUT)/%/unwrap.json: $(PHOTOS)/%.jpg $(OUT)/%/fit.json
-	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
-$(OUT)/%/unwrap.json: $(PHOTOS)/%.jpeg $(OUT)/%/fit.json
-	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
-$(OUT)/%/unwrap.json: $(PHOTOS)/%.png $(OUT)/%/fit.json
-	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
-$(OUT)/%/unwrap.json: $(PHOTOS)/%.JPG $(OUT)/%/fit.json
-	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
-$(OUT)/%/unwrap.json: $(PHOTOS)/%.PNG $(OUT)/%/fit.json
-	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) --uv-size $(UV_SIZE) $(FACETEX_FLAGS)
+$(OUT)/%/unwrap.json: $$(call photo_of,$$*) $(OUT)/%/fit.json $(SETTINGS)/unwrap
+	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) $(SET_unwrap)
+
+# pseudo-gt: seed 001's pseudo ground truth (PCA fit + mirror) of one unwrap.
+$(OUT)/%/pseudo_gt.json: $(OUT)/%/unwrap.json $(SETTINGS)/pseudo_gt
+	$(FACETEX) pseudo-gt "$(OUT)/$*" -o $(OUT) $(SET_pseudo_gt)
+
+# build-pca: an albedo PCA model from every photo's unwrap.
+$(OWN_PCA): $(UNWRAPS) $(SETTINGS)/build_pca
+	$(FACETEX) build-pca $(STEM_DIRS) -o $@ $(PCA_UV_OPT) $(PCA_UV_SIZE) $(BUILD_PCA_FLAGS)
+
+# train: the UV generator from every photo's unwrap and pseudo-GT, from scratch (config.json is
+# written last, so an interrupted run is retrained).
+$(OWN_UNET)/config.json: $(PSEUDO_GTS) $(SETTINGS)/train
+	$(FACETEX) train unet $(addprefix --data ,$(STEM_DIRS)) -o $(OWN_UNET) --no-resume $(TRAIN_FLAGS)
 
 # complete: fill the unwrap folder, export textured.obj/.mtl/.glb and previews.
-$(OUT)/%/complete.json: $(OUT)/%/unwrap.json
-	$(FACETEX) complete "$(OUT)/$*" -o $(OUT) --method $(METHOD) $(FACETEX_FLAGS)
+$(OUT)/%/complete.json: $(OUT)/%/unwrap.json $(COMPLETE_MODEL_DEPS) $(SETTINGS)/complete
+	$(FACETEX) complete "$(OUT)/$*" -o $(OUT) $(SET_complete)
 
 # render: novel views, turntable, textured mesh of the completed texture.
-$(OUT)/%/turntable.gif: $(OUT)/%/complete.json
-	$(FACETEX) render "$(OUT)/$*/uv_complete.png" "$(OUT)/$*/fit.json" -o $(OUT) $(FACETEX_FLAGS)
+$(OUT)/%/turntable.gif: $(OUT)/%/complete.json $(SETTINGS)/render
+	$(FACETEX) render "$(OUT)/$*/uv_complete.png" "$(OUT)/$*/fit.json" -o $(OUT) $(SET_render)
+
+$(OUT)/eval/metrics.json: $(COMPLETED) $(SETTINGS)/evaluate
+	$(FACETEX) evaluate $(STEM_DIRS) -o $(OUT)/eval --method $(EVAL_METHOD) $(EVALUATE_FLAGS)
 
 demo:
 	$(PYTHON) -c "from PIL import Image; from skimage import data; import os; os.makedirs('facetex_out', exist_ok=True); Image.fromarray(data.astronaut()).save('facetex_out/astronaut.png')"
 	$(FACETEX) complete facetex_out/astronaut.png -o facetex_out
-
-evaluate: $(COMPLETED)
-	$(FACETEX) evaluate $(OUT) -o $(OUT)/eval --method $(METHOD)
 
 bench:
 	$(PYTHON) benchmarks/bench_stages.py

@@ -114,7 +114,13 @@ def test_builtin_model_methods_complete_a_real_unwrap(method, model, astronaut_p
     result = get_method(method).load(model).complete(unwrap)
     assert result.texture.shape == (256, 256, 3) and np.isfinite(result.texture).all()
     layout = unwrap.layout_mask
-    assert result.texture[layout].min() >= 0 and result.texture[layout].max() <= 1
+    seen = unwrap.confidence > 0.5
+    # Both follow the photo's own texels far closer than their mean colour does (astronaut: pca 0.059,
+    # blend 0.046, the mean colour 0.124), and the hidden texels carry a face, not a flat fill.
+    error = np.abs(result.texture[seen] - unwrap.texture[seen]).mean()
+    flat = np.abs(unwrap.texture[seen] - unwrap.texture[seen].mean(axis=0)).mean()
+    assert error < 0.6 * flat, (error, flat)
+    assert np.abs(result.texture[seen].mean(axis=0) - unwrap.texture[seen].mean(axis=0)).max() < 0.03
+    assert (result.texture[layout & ~seen].std(axis=0) > 0.05).all()
     if method == "blend":
-        seen = unwrap.confidence > 0.5
-        assert np.abs(result.texture[seen] - unwrap.texture[seen]).mean() < 0.05
+        assert error < 0.05

@@ -133,9 +133,10 @@ def test_save_load_resume_and_determinism(model, sampler_folders, tmp_path):
     assert cfg_h["weights_dtype"] == "float16" and cfg_h["face_model"] == model.name
     with torch.no_grad():
         assert torch.allclose(net_h.predict(x, 48)[0], grid_a, atol=2e-3)
-    # Resume: 3 more steps continue from the checkpoint.
-    result = S.train_uv_sampler(sampler_folders, tmp_path / "a", tiny(7), model=model, cpu=True)
-    assert result["steps"] == 7 and json.loads((tmp_path / "a" / "config.json").read_text())["steps"] == 7
+    from tests.test_train import assert_resumes_from_the_checkpoint
+
+    assert_resumes_from_the_checkpoint(lambda steps, **kw: S.train_uv_sampler(
+        sampler_folders, tmp_path / "a", tiny(steps), model=model, cpu=True, **kw), tmp_path / "a", 4)
 
 
 def test_missing_model_or_data_gives_one_line_errors(model, sampler_folders, tmp_path):

@@ -51,11 +51,33 @@ def test_save_load_resume_and_determinism(model, train_folders, tmp_path):
     p = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(gen_a(x, m, p), gen_b(x, m, p)), "same seed, same data: identical weights on CPU"
-    # Resume: 6 more steps continue from the checkpoint (step count and state carry over).
-    result = train_uv_generator(train_folders, tmp_path / "a", tiny(12), model=model, cpu=True)
-    assert result["steps"] == 12
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["steps"] == 12
-    assert (tmp_path / "a" / "training_state" / "step.json").is_file()
+    assert_resumes_from_the_checkpoint(lambda steps, **kw: train_uv_generator(
+        train_folders, tmp_path / "a", tiny(steps), model=model, cpu=True, **kw), tmp_path / "a", 6)
+
+
+def assert_resumes_from_the_checkpoint(train, folder, done: int) -> None:
+    """``train(steps, progress=...)`` resumes the run in ``folder`` that stopped after ``done`` steps.
+
+    What resuming guarantees (the interrupted epoch's data order starts over, so the weights are not
+    those of an uninterrupted run): the networks start from the checkpoint bit for bit, only the
+    missing steps run, and the optimizer state (Adam's step count) carries on.
+    """
+    from safetensors.torch import load_file
+
+    before = load_file(folder / "weights.safetensors")
+    calls: list[int] = []
+    train(done, progress=lambda step, total, losses: calls.append(step))   # nothing left to do
+    assert calls == []
+    again = load_file(folder / "weights.safetensors")
+    assert again.keys() == before.keys() and all(torch.equal(again[k], before[k]) for k in before), \
+        "resumed networks are the checkpoint's"
+    result = train(2 * done, progress=lambda step, total, losses: calls.append(step))
+    assert result["steps"] == 2 * done and calls == list(range(done + 1, 2 * done + 1))
+    assert json.loads((folder / "config.json").read_text())["steps"] == 2 * done
+    optimizer = torch.load(folder / "training_state" / "optimizer.bin", weights_only=False)
+    assert {int(s["step"]) for s in optimizer["state"].values()} == {2 * done}, "Adam's state carried on"
+    after = load_file(folder / "weights.safetensors")
+    assert any(not torch.equal(after[k], before[k]) for k in before)
 
 
 def test_missing_or_corrupt_model_folder(tmp_path, monkeypatch):
@@ -73,6 +95,7 @@ def test_missing_or_corrupt_model_folder(tmp_path, monkeypatch):
         load_generator(tmp_path / "bad")
 
 
+@pytest.mark.slow  # about 25 s: three CLI processes
 def test_train_cli_and_complete_with_the_trained_model(train_folders, astronaut_path, tmp_path):
     from tests.test_cli import run_facetex
 
@@ -81,12 +104,15 @@ def test_train_cli_and_complete_with_the_trained_model(train_folders, astronaut_
                        "--steps", "3", "--batch-size", "2", "--uv-size", "64", "--sample-every", "2", "--cpu")
     assert proc.returncode == 0, proc.stderr
     assert "trained 3 steps" in proc.stderr
-    assert (tmp_path / "model" / "weights.safetensors").is_file()
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["steps"] == 3 and config["uv_size"] == 64 and config["train"]["preset"] == "tiny"
+    assert sorted(config["data"]) == sorted(str(f) for f in train_folders)
     assert (tmp_path / "model" / "samples" / "step_000002.png").is_file()
     proc = run_facetex("complete", str(astronaut_path), "-o", str(tmp_path / "out"), "--method", "unet", "--model",
                        str(tmp_path / "model"), "--no-previews", "--no-glb", "--uv-size", "256")
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "out" / "astronaut" / "uv_complete.png").is_file()
+    result = json.loads((tmp_path / "out" / "astronaut" / "complete.json").read_text())
+    assert result["method"] == "unet" and result["completion"]["method"] == "unet"
     proc = run_facetex("complete", str(astronaut_path), "-o", str(tmp_path / "out2"), "--method", "unet", "--model",
                        str(tmp_path / "no-such-model"))
     assert proc.returncode == 2 and "model folder not found" in proc.stderr
