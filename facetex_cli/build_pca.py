@@ -44,7 +44,7 @@ def build_pca_command(
     seed: int = typer.Option(_DEFAULTS["seed"], "--seed", help="Seed of the randomized SVD (same seed, same model)."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Learn a per-channel PCA albedo model (UVAPM, Dai et al.) from incomplete unwraps (EM-PCA over the missing texels).
+    """Learn a per-channel PCA albedo model (UVAPM, Dai et al.) from incomplete unwraps (EM-PCA over missing texels).
 
     Writes OUT (HDF5: mean, bases, variances, provenance) and OUT's <stem>.png, the mean and the
     first components at +-2 sigma. Unreadable unwrap folders are skipped with a warning; the model

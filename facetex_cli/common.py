@@ -16,7 +16,8 @@ from stages.core.atomic import clean_stale_temporaries
 from stages.core.errors import FacetexError, MissingArtifactError
 
 OUT_OPTION = typer.Option(Path("facetex_out"), "--out", "-o",
-                          help="Output root; each input writes OUT/<stem>/ (inputs sharing a stem: OUT/<stem>_<suffix>/).")
+                          help="Output root; each input writes OUT/<stem>/ (inputs sharing a stem: "
+                               "OUT/<stem>_<suffix>/).")
 RECURSIVE_OPTION = typer.Option(False, "--recursive/--no-recursive", "-r",
                                 help="Also take the photos in the subfolders of folders given as inputs.")
 SKIP_OPTION = typer.Option(False, "--skip-existing/--no-skip-existing",
@@ -27,16 +28,6 @@ PAPER_FREEUV = "FreeUV"
 PAPER_YIN = "Weakly-supervised photo-realistic texture generation (Yin et al.)"
 PAPER_UVAPM = "UVAPM (Dai et al.)"
 PAPER_SLOSSBERG = "Unsupervised high-fidelity facial texture generation and reconstruction (Slossberg et al.)"
-
-_SEEDS = {"seed 000": PAPER_FREEUV, "seed 001": PAPER_YIN, "seed 002": PAPER_UVAPM, "seed 003": PAPER_SLOSSBERG}
-
-
-def name_papers(text: str) -> str:
-    """``text`` with the project's internal paper numbers ("seed 001") replaced by the papers' titles."""
-    for seed, title in _SEEDS.items():
-        text = text.replace(seed, title)
-    return text
-
 
 #: Landmark backends (:func:`stages.fit.make_landmarker`).
 LandmarksChoice = Literal["mediapipe", "face-alignment"]

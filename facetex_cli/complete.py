@@ -17,7 +17,6 @@ from facetex_cli.common import (
     SKIP_OPTION,
     LandmarksChoice,
     build_or_exit,
-    name_papers,
     outputs_exist,
     prepare_output_root,
 )
@@ -33,7 +32,7 @@ MethodChoice = Literal[tuple(sorted(available_methods()))]
 
 
 def _method_help() -> str:
-    return name_papers("Completion method: " + "; ".join(f"'{n}': {m.description}"
+    return ("Completion method: " + "; ".join(f"'{n}': {m.description}"
                                                          for n, m in sorted(available_methods().items())))
 
 

@@ -1,4 +1,5 @@
-"""``facetex pseudo-gt``: PCA fit + Poisson blending + symmetric fill of unwraps (UV_bl of Yin et al.'s weakly-supervised texture generation)."""
+"""``facetex pseudo-gt``: PCA fit + Poisson blending + symmetric fill of unwraps (UV_bl of Yin et al.'s
+weakly-supervised texture generation)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def pseudo_gt_command(
     unwraps: list[str] = typer.Argument(..., help="`facetex unwrap` output folders (OUT/<stem>/) or their root."),
     out: Path = OUT_OPTION,
     pca: Path = typer.Option(None, "--pca", help="PCA albedo model from `facetex build-pca`.", show_default="built in"),
-    lam: float = typer.Option(DEFAULT_LAMBDA, "--lambda", min=0.0, help=f"Ridge weight of the PCA fit ({PAPER_YIN}, Eq. 8)."),
+    lam: float = typer.Option(DEFAULT_LAMBDA, "--lambda", min=0.0,
+                              help=f"Ridge weight of the PCA fit ({PAPER_YIN}, Eq. 8)."),
     mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Fill hidden texels from seen mirror partners."),
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,

@@ -40,13 +40,17 @@ def train_unet_command(
     w_id: float = typer.Option(_D.w_id, "--w-id", min=0.0, help="Weight of the identity loss."),
     augment: bool = typer.Option(True, "--augment/--no-augment",
                                  help="Random relighting and recolouring of every sample (stages/train/augment.py)."),
-    sample_every: int = typer.Option(_D.sample_every, "--sample-every", min=0, help="Write a sample sheet every N steps."),
-    checkpoint_every: int = typer.Option(_D.checkpoint_every, "--checkpoint-every", min=0, help="Checkpoint every N steps."),
+    sample_every: int = typer.Option(_D.sample_every, "--sample-every", min=0,
+                                     help="Write a sample sheet every N steps."),
+    checkpoint_every: int = typer.Option(_D.checkpoint_every, "--checkpoint-every", min=0,
+                                         help="Checkpoint every N steps."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/training_state if present."),
     cpu: bool = typer.Option(False, "--cpu/--no-cpu", help="Force CPU even when CUDA is available."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
-    """Train the UV generator of Yin et al.'s weakly-supervised texture generation (no ground truth); write a model folder.
+    """Train the UV generator of Yin et al.'s weakly-supervised texture generation (no ground truth).
+
+    Writes a model folder.
 
     Works under `accelerate launch` unchanged for multi-GPU / multi-node training.
     """

@@ -90,7 +90,8 @@ def train_diffusion_appearance(
     image_encoder: str = IMAGE_ENCODER_OPTION,
     attention: Attention = typer.Option(None, "--attention", help="Extractor attention: channel (paper) or self "
                                                                   "(ablation).", show_default="channel"),
-    landmarks: bool = typer.Option(_D.landmarks, "--landmarks/--no-landmarks", help="2D landmark image as a condition."),
+    landmarks: bool = typer.Option(_D.landmarks, "--landmarks/--no-landmarks",
+                                   help="2D landmark image as a condition."),
     steps: int = STEPS_OPTION,
     vae_steps: int = typer.Option(None, "--vae-steps", min=0,
                                   help="Own-base presets: autoencoder steps first.", show_default="the preset's"),

@@ -1,4 +1,5 @@
-"""``facetex train sampler``: the learned UV sampler of Yin et al. (photo -> UV texel positions, no 3D fit at inference)."""
+"""``facetex train sampler``: the learned UV sampler of Yin et al. (photo -> UV texel positions, no 3D
+fit at inference)."""
 
 from __future__ import annotations
 

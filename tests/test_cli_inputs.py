@@ -232,7 +232,8 @@ def test_print_summary_exit_codes(capsys):
 
 
 def test_print_summary_names_output_folders(capsys, tmp_path):
-    results = run_batch(["group.jpg"], lambda item: Done("2 faces", [tmp_path / "group_face0", tmp_path / "group_face1"]),
+    folders = [tmp_path / "group_face0", tmp_path / "group_face1"]
+    results = run_batch(["group.jpg"], lambda item: Done("2 faces", folders),
                         quiet_native=False)
     assert print_summary(results, "complete") == 0
     err = capsys.readouterr().err

@@ -116,7 +116,7 @@ def test_atomic_write_errors_name_the_file(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputError, match=f"^{blocker / 'sub' / 'a.json'}: cannot write"):
         write_json(blocker / "sub" / "a.json", {})
-    with pytest.raises(OutputError), atomic_path(tmp_path / "b.png") as tmp:
+    with pytest.raises(OutputError), atomic_path(tmp_path / "b.png") as _tmp:
         raise OSError(errno.EROFS, "Read-only file system")
     assert list(tmp_path.iterdir()) == [blocker]
 

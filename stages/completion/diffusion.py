@@ -54,7 +54,7 @@ class DiffusionFill(CompletionMethod):
     """
 
     name = "diffusion"
-    description = ("FreeUV cross-assembled diffusion (seed 000) from `facetex train diffusion-*` "
+    description = ("FreeUV cross-assembled diffusion from `facetex train diffusion-*` "
                    "(needs --model and --structure-model)")
 
     def __init__(self, model, model_path: str | None = None, structure_path: str | None = None,

@@ -56,7 +56,8 @@ class BlendFill(PCAFill):
     """Seed 001's pseudo ground truth: PCA fit + Poisson blending (Eq. 9) + symmetric fill."""
 
     name = "blend"
-    description = "PCA fit + Poisson blending of the photo's texels + symmetric fill (seed 001 pseudo-GT)"
+    description = ("PCA fit + Poisson blending of the photo's texels + symmetric fill "
+                   "(the pseudo ground truth of Yin et al.)")
 
     def complete(self, unwrap: UnwrapResult) -> Completion:
         result = pseudo_ground_truth(unwrap, self.pca, lam=self.lam)
