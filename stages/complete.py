@@ -104,15 +104,23 @@ class Completer:
     def run_from_unwrap(self, unwrap_dir: str | Path, out_root: str | Path) -> Path:
         """Fill an existing ``unwrap`` folder (which also holds its ``fit.json``), as the Makefile does.
 
-        The photo is read from the path recorded in ``fit.json`` for the ``render_fitted.png``
-        preview; if it has moved, that one preview is skipped.
+        The photo (:meth:`FitResult.photo_path`: relative to the folder first, then the recorded
+        path) is read for the ``render_fitted.png`` preview; if it is in neither place, that one
+        preview is skipped.
         """
+        from stages.core.errors import MissingArtifactError
+
         unwrap_dir = Path(unwrap_dir)
         fit = FitResult.load(unwrap_dir / "fit.json")
         unwrap = UnwrapResult.load(unwrap_dir, self.model)
         rgb = None
-        if Path(fit.source).is_file():
-            rgb = load_photo(fit.source, max_side=self.options.max_side).rgb
+        try:
+            photo = load_photo(fit.photo_path(), max_side=self.options.max_side)
+            fit.check_photo(photo.width, photo.height, photo.sha256)  # refuses another photo
+            if (photo.width, photo.height) == tuple(fit.image_size):
+                rgb = photo.rgb
+        except MissingArtifactError:  # photo not found, or not the fitted one: no render_fitted.png
+            rgb = None
         out_dir = Path(out_root) / unwrap.stem
         self._complete_face(rgb, fit, unwrap, out_dir, {})
         return out_dir

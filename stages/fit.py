@@ -156,8 +156,8 @@ class FitResult:
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
-        tried = " nor ".join(str(c) for c in candidates)
-        raise MissingArtifactError(fit_json, f"its photo is not found (neither {tried} exists)")
+        also = f" (nor at {candidates[0]}, relative to the fit.json)" if len(candidates) > 1 else ""
+        raise MissingArtifactError(fit_json, f"its source photo {self.source} is not found{also}")
 
     def check_photo(self, width: int, height: int, sha256: str = "") -> Pose:
         """Check a photo given to ``unwrap`` against the one this fit was made from and return the
