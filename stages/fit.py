@@ -418,6 +418,9 @@ def select_faces(faces: list[np.ndarray], which: str) -> list[int]:
 def detect_faces(photo: Photo, landmarker, which: str) -> tuple[list[np.ndarray], list[int]]:
     """Detect the landmarks of every face, largest first, and pick the ones ``which`` asks for.
 
+    A photo where nothing is found is looked at once more rotated by 180 degrees (points mapped
+    back to the photo).
+
     Returns:
         ``(faces, chosen)``: the point sets sorted by bounding-box area, and the selected indices.
 
@@ -425,6 +428,10 @@ def detect_faces(photo: Photo, landmarker, which: str) -> tuple[list[np.ndarray]
         NoFaceError: nothing detected; BadInputError: a bad ``which`` (named in the message).
     """
     faces = landmarker.detect(photo.rgb)
+    if not faces:
+        # MediaPipe misses some upside-down faces entirely: one more look, only when none was found.
+        rotated = landmarker.detect(_rotated_180(photo).rgb)
+        faces = [_unrotate_180(points, photo.width, photo.height) for points in rotated]
     if not faces:
         raise NoFaceError(photo.path, "no face found")
     faces.sort(key=lambda pts: -(np.ptp(pts[:, 0]) * np.ptp(pts[:, 1])))
@@ -596,7 +603,8 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
                 "rigid_fit_rms_px": round(float(np.sqrt(np.mean(residual**2))), 3),
                 "rigid_fit_rms_rel": round(fitted["rms_rel"], 5),
                 "fit_score": round(fitted["score"], 6),
-                "detected_upside_down": rotated,
+                "orientation_checked": bool(fitted["score"] > ORIENTATION_CHECK_SCORE or rotated),
+                "upside_down": bool(abs(pose.euler[2]) > 90.0),
                 "face_width_px": round(box[2] - box[0], 1),
                 "load_scale": photo.scale,
                 "lighting": fitted["light_info"],

@@ -230,6 +230,11 @@ def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height:
     radius = round(erosion * face_width)
     x0, y0, x1, y1 = crop_window(screen, height, width, margin=radius + 2)  # clipped to the image
     offset = np.array([x0, y0, 0.0])
+    if x1 <= x0 or y1 <= y0:  # the face lies entirely outside the image: nothing is seen
+        return TexelVisibility(confidence=np.zeros(layout.mask.shape, np.float32),
+                               texel_screen=texel_screen.astype(np.float32), normal=texel_normal.astype(np.float32),
+                               erosion_px=radius, depth_tolerance_px=float(depth_tolerance * pose.scale),
+                               face_width_px=face_width)
     frags = rasterize(screen - offset, tris, y1 - y0, x1 - x0)
     region = frags.mask.astype(np.uint8)
     if radius > 0 and radius >= np.hypot(*region.shape):
