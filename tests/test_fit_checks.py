@@ -261,3 +261,21 @@ def test_face_found_only_upside_down_is_mapped_back(model):
     fit = fit_photo(photo, UprightOnly(), model=model)[0]
     assert np.allclose(fit.landmarks[:, :2], _rot180(upright, SIZE, SIZE))
     assert fit.quality["upside_down"] and abs(fit.pose.euler[2]) > 179
+
+
+def test_large_yaw_is_flagged_and_a_clean_fit_is_not(model):
+    """Without a detector: landmarks of the mean shape at yaw 60 (beyond the 45-degree limit) give a
+    'large pose' warning; at yaw 20 none. fit.json records the photo's size and checksum."""
+    from tests.test_fit import FakeLandmarker, gray_photo, posed
+
+    def fit_at(yaw):
+        points = posed(model, yaw, 0, 0).to_screen(model.vertices[:468])
+        photo = gray_photo()
+        photo = type(photo)(rgb=photo.rgb, path=photo.path, scale=1.0, original_size=(512, 512), sha256="ab" * 32)
+        return fit_photo(photo, FakeLandmarker([points]), model=model)[0]
+
+    assert [w.split(" (")[0] for w in fit_at(60.0).quality["warnings"]] == ["large pose"]
+    clean = fit_at(20.0)
+    assert clean.quality["warnings"] == [] and clean.source_sha256 == "ab" * 32
+    data = clean.to_dict()
+    assert data["source_sha256"] == "ab" * 32 and data["image_size"] == [512, 512]
