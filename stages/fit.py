@@ -186,7 +186,8 @@ class FitResult:
         """Refuse a fit made with another face model or with another vertex count."""
         where = self.fit_path or Path(self.source)
         if self.model_id != model.name:
-            raise MissingArtifactError(where, f"model_id: fit was made with model {self.model_id!r}, not {model.name!r}")
+            raise MissingArtifactError(where, f"model_id: fit was made with model {self.model_id!r}, "
+                                              f"not {model.name!r}")
         if len(self.vertices) != model.n_vertices:
             raise MissingArtifactError(where, f"vertices: {len(self.vertices)} rows, model {model.name} has "
                                               f"{model.n_vertices} vertices")
@@ -246,7 +247,8 @@ def _validate_fit_dict(path: Path, data: dict) -> None:
             arr = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
             fail(name, "not an array of numbers")
-        if arr.ndim != len(shape) or any(want is not None and got != want for got, want in zip(arr.shape, shape)):
+        if arr.ndim != len(shape) or any(want is not None and got != want
+                                         for got, want in zip(arr.shape, shape, strict=True)):
             want = "x".join("N" if w is None else str(w) for w in shape)
             fail(name, f"shape {'x'.join(map(str, arr.shape)) or 'scalar'}, expected {want}")
         if not np.isfinite(arr).all():
