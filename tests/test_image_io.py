@@ -374,31 +374,48 @@ def test_photo_records_the_file_checksum(tmp_path):
     assert load_photo(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
-def test_fifo_is_refused_without_blocking(tmp_path):
+def _error_line_in_subprocess(path: Path) -> str:
+    """``load_photo(path)``'s error line, run in a child process under a timeout and a 2 GB memory
+    limit: opening a FIFO without a writer blocks forever and reading /dev/zero never ends, so a
+    regression fails this test instead of hanging it or exhausting the machine's memory."""
+    import resource
     import subprocess
     import sys
 
-    path = tmp_path / "fifo.jpg"
-    os.mkfifo(path)
-    # In a subprocess under a timeout: opening a FIFO without a writer would block forever.
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
     code = ("import sys; from stages.core.image_io import load_photo\n"
             "from stages.core.errors import BadInputError\n"
             "try:\n    load_photo(sys.argv[1])\nexcept BadInputError as e:\n    print(e)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert done.stdout.strip() == f"{path}: is a FIFO (named pipe), not an image file"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
+                              cwd=Path(__file__).resolve().parents[1], preexec_fn=limit_memory)
+    except subprocess.TimeoutExpired:
+        return "timed out"
+    return done.stdout.strip() or f"exit {done.returncode}: {done.stderr.strip()[-200:]}"
 
 
-def test_symlink_loop_and_device_are_refused(tmp_path):
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "fifo.jpg"
+    os.mkfifo(path)
+    assert _error_line_in_subprocess(path) == f"{path}: is a FIFO (named pipe), not an image file"
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this platform")
+def test_device_is_refused_without_reading_it(tmp_path):
+    link = tmp_path / "zero.jpg"
+    link.symlink_to("/dev/zero")
+    assert _error_line_in_subprocess(link) == f"{link}: is a device, not an image file"
+
+
+def test_symlink_loop_is_refused(tmp_path):
     loop = tmp_path / "loop.jpg"
     loop.symlink_to(loop)
     err = _bad_input(loop)
     _assert_one_line_naming(err, loop)
     assert "cannot be read" in str(err)
-    if Path("/dev/zero").exists():
-        err = _bad_input(Path("/dev/zero"))
-        assert "device" in str(err)
 
 
 def test_too_small_image(tmp_path):
