@@ -123,25 +123,38 @@ class Completer:
     def run_from_unwrap(self, unwrap_dir: str | Path, out_root: str | Path) -> Path:
         """Fill an existing ``unwrap`` folder (which also holds its ``fit.json``), as the Makefile does.
 
-        The photo is read from the path recorded in ``fit.json`` for the ``render_fitted.png``
-        preview; if it has moved, that one preview is skipped. The completion's files
+        The photo (:meth:`FitResult.photo_path`: relative to the folder first, then the recorded
+        path) is read for the ``render_fitted.png`` preview; if it is in neither place, that one
+        preview is skipped and ``complete.json`` says why. The completion's files
         (:data:`COMPLETION_FILES`) are replaced together; the folder's other files are kept.
         """
+        from stages.core.errors import MissingArtifactError
+
         unwrap_dir = Path(unwrap_dir)
         fit = FitResult.load(unwrap_dir / "fit.json")
         unwrap = UnwrapResult.load(unwrap_dir, self.model)
         rgb = None
-        if Path(fit.source).is_file():
-            rgb = load_photo(fit.source, max_side=self.options.max_side).rgb
+        notes = []
+        try:
+            photo = load_photo(fit.photo_path(), max_side=self.options.max_side)
+            fit.check_photo(photo.width, photo.height, photo.sha256)  # refuses another photo
+            if (photo.width, photo.height) == tuple(fit.image_size):
+                rgb = photo.rgb
+        except MissingArtifactError as exc:  # photo not found, or not the fitted one: no render_fitted.png
+            notes.append(f"render_fitted.png not written: {exc}")
         target = Path(out_root) / unwrap.stem
         # Redo the completion as a whole; keep whatever else the folder holds (fit, unwrap, pseudo-gt).
         keep = [p.name for p in target.iterdir() if p.name not in COMPLETION_FILES] if target.is_dir() else []
         with staged_folder(target, keep=keep) as out_dir:
-            self._complete_face(rgb, fit, unwrap, out_dir, {})
+            self._complete_face(rgb, fit, unwrap, out_dir, {}, notes=notes)
         return target
 
     def _complete_face(self, rgb: np.ndarray | None, fit: FitResult, unwrap: UnwrapResult, out_dir: Path,
-                       timings: dict) -> None:
+                       timings: dict, notes: list[str] | None = None) -> None:
+        """Fill ``unwrap``, write the completion, mesh, previews and ``complete.json`` (last) into ``out_dir``.
+
+        ``notes``: what the user should know about this result (e.g. a preview that could not be
+        made), recorded in ``complete.json``."""
         opts = self.options
         t = time.perf_counter()
         completion = self.complete_unwrap(unwrap)
@@ -171,5 +184,6 @@ class Completer:
             "completion": completion.info,
             "unwrap": {k: v for k, v in unwrap.info.items() if not k.startswith("schema")},
             "seconds": {k: round(v, 4) for k, v in timings.items()},
+            "notes": list(notes or []),
         })
 

@@ -35,9 +35,24 @@ from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import Photo, save_png
 from stages.core.lighting import fit_sh_lighting
 
-SCHEMA_VERSION = 1
+#: 2: records the photo's sha256 and its path relative to the fit.json folder.
+SCHEMA_VERSION = 2
 #: A face narrower than this (pixels) carries too little texture to unwrap.
 MIN_FACE_PX = 40
+#: Fit-quality score: rigid-fit residual (relative to the face scale) times the lighting-fit rms.
+#: Wrong landmarks raise both: the mesh no longer follows the face, so the "skin" it covers mixes
+#: skin with hair or background. Measured (MediaPipe 0.10.14): upright London photos 0.0010-0.0051,
+#: the same photos upside down 0.0062-0.038 (MediaPipe fits those as if upright); in-the-wild
+#: photos 0.0017-0.0147.
+#: Above this score the photo is also fitted rotated by 180 degrees and the better-scoring
+#: orientation is kept (one extra detection, never needed for the upright London photos).
+ORIENTATION_CHECK_SCORE = 0.0056
+#: Above this score the fit is kept but flagged (``quality["warnings"]``): the pose and texture
+#: are likely wrong (large pose, heavy occlusion, an extreme expression).
+WARN_SCORE = 0.0095
+#: Beyond this |yaw| MediaPipe's landmarks underestimate the pose (a 90-degree profile comes out
+#: near 60 or less) and the far half of the mesh covers background: flagged.
+WARN_YAW_DEG = 45.0
 #: Skin samples used for the lighting fit (random subset of visible skin pixels).
 LIGHTING_SAMPLES = 20000
 
@@ -60,7 +75,12 @@ class FitResult:
         lighting: ``(9, 3)`` SH coefficients (mean skin albedo folded in).
         model_id: name of the face model (``FaceModel.name``).
         detector: which landmark backend produced the points.
-        quality: diagnostics (landmark residual of the rigid fit, lighting fit rms, ...).
+        quality: diagnostics (landmark residual of the rigid fit, lighting fit rms, fit score,
+            ``warnings``: one-line notes on an unreliable fit, ...).
+        source_sha256: sha256 of the photo file's bytes ("" when unknown).
+        source_relative: the photo's path relative to the folder of the ``fit.json`` it was
+            loaded from or saved to (None when not expressible, e.g. another drive).
+        fit_path: the ``fit.json`` this was loaded from (not saved; names the file in errors).
     """
 
     source: str
@@ -76,6 +96,9 @@ class FitResult:
     model_id: str
     detector: str
     quality: dict = field(default_factory=dict)
+    source_sha256: str = ""
+    source_relative: str | None = None
+    fit_path: Path | None = None
 
     def screen_vertices(self) -> np.ndarray:
         """``(V, 3)`` the per-image shape in screen space (equals the detected mesh points)."""
@@ -86,6 +109,8 @@ class FitResult:
             "schema": "facetex.fit",
             "schema_version": SCHEMA_VERSION,
             "source": self.source,
+            "source_relative": self.source_relative,
+            "source_sha256": self.source_sha256,
             "stem": self.stem,
             "image_size": list(self.image_size),
             "face_index": self.face_index,
@@ -104,7 +129,68 @@ class FitResult:
         }
 
     def save(self, path: str | Path) -> None:
+        """Write ``fit.json``; the photo's path is also recorded relative to its folder, so the
+        output folder can be moved together with the photos."""
+        path = Path(path)
+        try:
+            self.source_relative = Path(os.path.relpath(Path(self.source).resolve(),
+                                                         path.parent.resolve())).as_posix()
+        except ValueError:  # another drive (Windows)
+            self.source_relative = None
+        self.fit_path = path
         write_json(path, self.to_dict())
+
+    def photo_path(self, fit_json: str | Path | None = None) -> Path:
+        """The photo this fit was made from, for a ``fit.json`` at ``fit_json`` (default: the file
+        it was loaded from): the recorded relative path first (the folders may have moved
+        together), then the recorded path as given.
+
+        Raises:
+            MissingArtifactError: neither exists (both named).
+        """
+        fit_json = Path(fit_json) if fit_json is not None else self.fit_path
+        candidates = []
+        if fit_json is not None and self.source_relative:
+            candidates.append(fit_json.parent / self.source_relative)
+        candidates.append(Path(self.source))
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        also = f" (nor at {candidates[0]}, relative to the fit.json)" if len(candidates) > 1 else ""
+        raise MissingArtifactError(fit_json, f"its source photo {self.source} is not found{also}")
+
+    def check_photo(self, width: int, height: int, sha256: str = "") -> Pose:
+        """Check a photo given to ``unwrap`` against the one this fit was made from and return the
+        pose for it.
+
+        A photo with another checksum is refused: all London photos share one size, so a fit of
+        another person, or of the photo before an edit, would pass a size check and sample the
+        wrong pixels; re-running ``fit`` costs less than a wrong texture. The same file loaded at
+        another size (``--max-side``) gets the pose rescaled; a photo of another aspect ratio is
+        refused. ``sha256=""`` (pixels without a file) skips the checksum test.
+        """
+        where = self.fit_path or Path(self.source)
+        if sha256 and self.source_sha256 and sha256 != self.source_sha256:
+            raise MissingArtifactError(where, f"was made from another photo (file checksum differs from "
+                                              f"{self.source}'s); re-run `facetex fit` on this photo")
+        fit_w, fit_h = self.image_size
+        if (width, height) == (fit_w, fit_h):
+            return self.pose
+        k = width / fit_w
+        if abs(fit_h * k - height) > max(1.0, 0.002 * height):
+            raise MissingArtifactError(where, f"was made on a {fit_w}x{fit_h} photo, this one is {width}x{height} "
+                                              "(another photo?); re-run `facetex fit` on this photo")
+        return Pose(rotation=self.pose.rotation, scale=self.pose.scale * k, translation=self.pose.translation * k)
+
+    def check_model(self, model: FaceModel) -> None:
+        """Refuse a fit made with another face model or with another vertex count."""
+        where = self.fit_path or Path(self.source)
+        if self.model_id != model.name:
+            raise MissingArtifactError(where, f"model_id: fit was made with model {self.model_id!r}, "
+                                              f"not {model.name!r}")
+        if len(self.vertices) != model.n_vertices:
+            raise MissingArtifactError(where, f"vertices: {len(self.vertices)} rows, model {model.name} has "
+                                              f"{model.n_vertices} vertices")
 
     @classmethod
     def load(cls, path: str | Path) -> FitResult:
@@ -122,6 +208,7 @@ class FitResult:
             raise MissingArtifactError(
                 path, f"fit.json schema version {data.get('schema_version')} is not {SCHEMA_VERSION}; "
                       "re-run `facetex fit`")
+        _validate_fit_dict(path, data)
         try:
             result = cls(
                 source=str(data["source"]), stem=str(data["stem"]),
@@ -134,12 +221,72 @@ class FitResult:
                 lighting=np.asarray(data["lighting_sh"], dtype=np.float32),
                 model_id=str(data["model_id"]), detector=str(data["detector"]),
                 quality=dict(data.get("quality", {})),
+                source_sha256=str(data["source_sha256"]),
+                source_relative=None if data["source_relative"] is None else str(data["source_relative"]),
+                fit_path=path,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MissingArtifactError(path, f"fit.json is incomplete or malformed ({exc!r})") from None
-        if result.vertices.ndim != 2 or result.vertices.shape[1] != 3 or result.lighting.shape != (9, 3):
-            raise MissingArtifactError(path, "fit.json has arrays of the wrong shape")
         return result
+
+
+#: Largest photo side a fit.json may describe (load_photo downscales to 4096 by default).
+MAX_FIT_IMAGE_SIDE = 65536
+
+
+def _validate_fit_dict(path: Path, data: dict) -> None:
+    """One-line :class:`MissingArtifactError` naming the file and the field for any value that is
+    missing, not finite, of the wrong shape or out of range. Bounds every later allocation: the
+    projected face must be at most a few times the photo's size and lie near it."""
+
+    def fail(name: str, reason: str):
+        raise MissingArtifactError(path, f"{name}: {reason}")
+
+    def array(name: str, value, shape: tuple) -> np.ndarray:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            fail(name, "not an array of numbers")
+        if arr.ndim != len(shape) or any(want is not None and got != want
+                                         for got, want in zip(arr.shape, shape, strict=True)):
+            want = "x".join("N" if w is None else str(w) for w in shape)
+            fail(name, f"shape {'x'.join(map(str, arr.shape)) or 'scalar'}, expected {want}")
+        if not np.isfinite(arr).all():
+            fail(name, "contains NaN or infinity")
+        return arr
+
+    for key in ("source", "stem", "image_size", "pose", "vertices", "landmarks", "lighting_sh", "face_box",
+                "model_id", "detector", "face_index", "num_faces", "source_sha256", "source_relative"):
+        if key not in data:
+            fail(key, "missing")
+    size = array("image_size", data["image_size"], (2,))
+    if (size != np.round(size)).any() or size.min() < 1 or size.max() > MAX_FIT_IMAGE_SIDE:
+        fail("image_size", f"{size.tolist()} is not a photo size (whole pixels, 1..{MAX_FIT_IMAGE_SIDE})")
+    width, height = size
+    pose = data["pose"] if isinstance(data["pose"], dict) else fail("pose", "not an object")
+    for key in ("rotation", "scale", "translation"):
+        if key not in pose:
+            fail(f"pose.{key}", "missing")
+    rotation = array("pose.rotation", pose["rotation"], (3, 3))
+    if np.abs(rotation @ rotation.T - np.eye(3)).max() > 1e-3 or np.linalg.det(rotation) < 0:
+        fail("pose.rotation", "not a rotation matrix")
+    scale = float(array("pose.scale", pose["scale"], ()))
+    vertices = array("vertices", data["vertices"], (None, 3))
+    if len(vertices) < 3:
+        fail("vertices", f"{len(vertices)} rows")
+    extent = float(np.ptp(vertices[:, :2], axis=0).max())
+    if not 0 < scale or not 0 < extent:
+        fail("pose.scale", f"{scale} (must be positive)")
+    if scale * extent > 4 * max(width, height):
+        fail("pose.scale", f"{scale:g} makes the face {scale * extent:.0f} px wide in a {width:.0f}x{height:.0f} "
+                           "photo (at most 4x the photo)")
+    tx, ty, tz = array("pose.translation", pose["translation"], (3,))
+    if not (-2 * width <= tx <= 3 * width and -2 * height <= ty <= 3 * height and abs(tz) <= 10 * max(width, height)):
+        fail("pose.translation", f"{[round(float(v), 1) for v in (tx, ty, tz)]} puts the face far outside the "
+                                 f"{width:.0f}x{height:.0f} photo")
+    array("landmarks", data["landmarks"], (None, 3))
+    array("lighting_sh", data["lighting_sh"], (9, 3))
+    array("face_box", data["face_box"], (4,))
 
 
 class LandmarkBackendUnavailable(FacetexError):
@@ -273,6 +420,9 @@ def select_faces(faces: list[np.ndarray], which: str) -> list[int]:
 def detect_faces(photo: Photo, landmarker, which: str) -> tuple[list[np.ndarray], list[int]]:
     """Detect the landmarks of every face, largest first, and pick the ones ``which`` asks for.
 
+    A photo where nothing is found is looked at once more rotated by 180 degrees (points mapped
+    back to the photo).
+
     Returns:
         ``(faces, chosen)``: the point sets sorted by bounding-box area, and the selected indices.
 
@@ -280,6 +430,10 @@ def detect_faces(photo: Photo, landmarker, which: str) -> tuple[list[np.ndarray]
         NoFaceError: nothing detected; BadInputError: a bad ``which`` (named in the message).
     """
     faces = landmarker.detect(photo.rgb)
+    if not faces:
+        # MediaPipe misses some upside-down faces entirely: one more look, only when none was found.
+        rotated = landmarker.detect(_rotated_180(photo).rgb)
+        faces = [_unrotate_180(points, photo.width, photo.height) for points in rotated]
     if not faces:
         raise NoFaceError(photo.path, "no face found")
     faces.sort(key=lambda pts: -(np.ptp(pts[:, 0]) * np.ptp(pts[:, 1])))
@@ -340,6 +494,73 @@ def _fit_sparse68(points: np.ndarray, model: FaceModel, path: Path):
     return pose, vertices, residual
 
 
+def _fit_points(photo: Photo, points: np.ndarray, model: FaceModel, kind: str, seed: int) -> dict:
+    """Pose, per-image shape and lighting for one face's detector points; also the fit score."""
+    if kind == "ibug68":
+        pose, vertices, residual = _fit_sparse68(points, model, photo.path)
+    else:
+        mesh_points = model.vertices_from_landmarks(points[: model.n_landmarks])
+        pose = fit_pose(model.vertices, mesh_points)
+        vertices = screen_to_model(pose, mesh_points)
+        residual = np.linalg.norm(pose.to_screen(model.vertices)[:, :2] - mesh_points[:, :2], axis=1)
+    normals_cam = pose.rotate_normals(model.vertex_normals(vertices))
+    lighting, light_info = estimate_lighting(
+        photo.rgb, pose.to_screen(vertices), normals_cam, model, np.random.default_rng(seed))
+    rms_rel = float(np.sqrt(np.mean(residual**2)) / pose.scale)
+    return {"points": points, "pose": pose, "vertices": vertices, "residual": residual, "lighting": lighting,
+            "light_info": light_info, "rms_rel": rms_rel, "score": rms_rel * light_info["rms"]}
+
+
+def _rotated_180(photo: Photo) -> Photo:
+    return Photo(rgb=np.ascontiguousarray(photo.rgb[::-1, ::-1]), path=photo.path, scale=photo.scale,
+                 original_size=photo.original_size, sha256=photo.sha256)
+
+
+def _unrotate_180(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Points found in the 180-degree rotated photo, in the photo's own pixel coordinates."""
+    out = points.copy()
+    out[:, 0] = width - points[:, 0]   # continuous coordinates: pixel i's centre i + 0.5 -> W - (i + 0.5)
+    out[:, 1] = height - points[:, 1]
+    return out
+
+
+def _fit_upside_down_if_better(photo: Photo, fitted: dict, landmarker, model: FaceModel, kind: str,
+                               seed: int) -> tuple[dict, bool]:
+    """MediaPipe fits an upside-down face as if upright (landmarks upright on an inverted face).
+    When the fit score is suspicious, detect on the photo rotated by 180 degrees; if the face found
+    there, mapped back, scores better, keep that fit (its roll is then near 180 degrees).
+
+    Returns ``(fit, rotated)``.
+    """
+    if fitted["score"] <= ORIENTATION_CHECK_SCORE:
+        return fitted, False
+    rotated = _rotated_180(photo)
+    faces = landmarker.detect(rotated.rgb)
+    x0, y0, x1, y1 = face_box(fitted["points"])
+    best = fitted
+    for points in faces:
+        points = _unrotate_180(points, photo.width, photo.height)
+        if not (x0 <= points[:, 0].mean() <= x1 and y0 <= points[:, 1].mean() <= y1):
+            continue  # another face of a group photo
+        candidate = _fit_points(photo, points, model, kind, seed)
+        if candidate["score"] < best["score"]:
+            best = candidate
+    return best, best is not fitted
+
+
+def fit_warnings(pose: Pose, score: float) -> list[str]:
+    """One-line notes on a fit that is kept but probably wrong (recorded in ``quality["warnings"]``)."""
+    notes = []
+    yaw = pose.euler[0]
+    if abs(yaw) > WARN_YAW_DEG:
+        notes.append(f"large pose (yaw {yaw:+.0f} deg): landmarks are unreliable beyond {WARN_YAW_DEG:.0f} deg, "
+                     "the pose may be underestimated and the far side of the texture may hold background")
+    if score > WARN_SCORE:
+        notes.append(f"unreliable fit (score {score:.4f} > {WARN_SCORE}): the mesh does not follow the face "
+                     "well (large pose, occlusion, extreme expression?); check fit_overlay.png")
+    return notes
+
+
 def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel | None = None,
               face: str = "largest", min_face_px: int = MIN_FACE_PX, seed: int = 0) -> list[FitResult]:
     """Fit the face model to one photo.
@@ -353,44 +574,45 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
         seed: seed for the lighting-fit pixel subset (results are deterministic).
 
     Returns:
-        One :class:`FitResult` per selected face.
+        One :class:`FitResult` per selected face. A face whose fit scores badly is checked upside
+        down (kept rotated when that scores better); one still scoring badly, or at a large yaw,
+        carries one-line ``quality["warnings"]``.
 
     Raises:
         NoFaceError: no face, or only faces that are too small.
     """
     model = model or load_builtin_face_model()
+    kind = getattr(landmarker, "kind", "dense")
     faces, chosen = detect_faces(photo, landmarker, face)
     results = []
     for index in chosen:
-        points = faces[index]
-        box = face_box(points)
+        box = face_box(faces[index])
         if box[2] - box[0] < min_face_px:
             if face == "all":
                 continue
             raise NoFaceError(photo.path, f"face too small ({box[2] - box[0]:.0f} px wide; need {min_face_px})")
-        if getattr(landmarker, "kind", "dense") == "ibug68":
-            pose, vertices, residual = _fit_sparse68(points, model, photo.path)
-        else:
-            mesh_points = model.vertices_from_landmarks(points[: model.n_landmarks])
-            pose = fit_pose(model.vertices, mesh_points)
-            vertices = screen_to_model(pose, mesh_points)
-            residual = np.linalg.norm(pose.to_screen(model.vertices)[:, :2] - mesh_points[:, :2], axis=1)
-        normals_cam = pose.rotate_normals(model.vertex_normals(vertices))
-        lighting, light_info = estimate_lighting(
-            photo.rgb, pose.to_screen(vertices), normals_cam, model, np.random.default_rng(seed))
+        fitted = _fit_points(photo, faces[index], model, kind, seed)
+        fitted, rotated = _fit_upside_down_if_better(photo, fitted, landmarker, model, kind, seed)
+        points, pose, residual = fitted["points"], fitted["pose"], fitted["residual"]
+        box = face_box(points)
         stem = photo.path.stem if face != "all" else f"{photo.path.stem}_face{index}"
         results.append(FitResult(
             source=str(photo.path), stem=stem, image_size=(photo.width, photo.height),
             face_index=index, num_faces=len(faces), landmarks=points, face_box=box, pose=pose,
-            vertices=vertices, lighting=lighting, model_id=model.name,
+            vertices=fitted["vertices"], lighting=fitted["lighting"], model_id=model.name,
             detector=f"{landmarker.name}-{landmarker.version}",
             quality={
                 "rigid_fit_rms_px": round(float(np.sqrt(np.mean(residual**2))), 3),
-                "rigid_fit_rms_rel": round(float(np.sqrt(np.mean(residual**2)) / pose.scale), 5),
+                "rigid_fit_rms_rel": round(fitted["rms_rel"], 5),
+                "fit_score": round(fitted["score"], 6),
+                "orientation_checked": bool(fitted["score"] > ORIENTATION_CHECK_SCORE or rotated),
+                "upside_down": bool(abs(pose.euler[2]) > 90.0),
                 "face_width_px": round(box[2] - box[0], 1),
                 "load_scale": photo.scale,
-                "lighting": light_info,
-            }))
+                "lighting": fitted["light_info"],
+                "warnings": fit_warnings(pose, fitted["score"]),
+            },
+            source_sha256=photo.sha256))
     if not results:
         raise NoFaceError(photo.path, f"all {len(faces)} faces are too small (need {min_face_px} px)")
     return results

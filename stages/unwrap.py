@@ -30,9 +30,9 @@ import numpy as np
 
 from stages.core.atomic import write_json, write_npy
 from stages.core.camera import Pose
-from stages.core.errors import MissingArtifactError
+from stages.core.errors import MissingArtifactError, NoFaceError
 from stages.core.face_model import FaceModel, load_builtin_face_model
-from stages.core.image_io import load_texture, save_png
+from stages.core.image_io import Photo, load_texture, save_png
 from stages.core.lighting import shading_normalised
 from stages.core.raster import crop_window, rasterize
 from stages.core.uv import uv_layout
@@ -46,6 +46,10 @@ DEPTH_TOLERANCE = 0.01
 EROSION_FRACTION = 0.03
 #: Texels whose confidence falls below this count as not visible.
 MIN_CONFIDENCE = 0.05
+#: An unwrap seeing less than this fraction of the UV layout is refused: completion would invent
+#: (nearly) the whole face, e.g. an all-black texture from an all-zero alpha. A fitted face in its
+#: own photo shows far more (near-frontal ~0.6, a profile ~0.3).
+MIN_COVERAGE = 0.02
 
 
 @dataclass
@@ -113,6 +117,11 @@ class UnwrapResult:
         if position.shape != (size, size, 3):
             raise MissingArtifactError(position_path, f"shape {position.shape} does not match the {size}^2 texture")
         layout = uv_layout(model or load_builtin_face_model(), size)
+        coverage = float((rgba[..., 3][layout.mask] > 0).mean()) if layout.mask.any() else 0.0
+        if coverage < MIN_COVERAGE:
+            raise MissingArtifactError(out_dir / "uv_texture.png",
+                                       f"only {coverage:.1%} of the UV layout is visible (alpha; need "
+                                       f"{MIN_COVERAGE:.0%}): nothing to complete from; re-run `facetex unwrap`")
         return cls(texture=rgba[..., :3], confidence=rgba[..., 3], position=position,
                    layout_mask=layout.mask.copy(), stem=str(info.get("stem", out_dir.name)), info=info)
 
@@ -219,11 +228,20 @@ def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height:
     # around the face (same result as the whole image, much less work for large photos).
     face_width = float(np.ptp(screen[:, 0]))
     radius = round(erosion * face_width)
-    x0, y0, x1, y1 = crop_window(screen, height, width, margin=radius + 2)
+    x0, y0, x1, y1 = crop_window(screen, height, width, margin=radius + 2)  # clipped to the image
     offset = np.array([x0, y0, 0.0])
+    if x1 <= x0 or y1 <= y0:  # the face lies entirely outside the image: nothing is seen
+        return TexelVisibility(confidence=np.zeros(layout.mask.shape, np.float32),
+                               texel_screen=texel_screen.astype(np.float32), normal=texel_normal.astype(np.float32),
+                               erosion_px=radius, depth_tolerance_px=float(depth_tolerance * pose.scale),
+                               face_width_px=face_width)
     frags = rasterize(screen - offset, tris, y1 - y0, x1 - x0)
     region = frags.mask.astype(np.uint8)
-    if radius > 0:
+    if radius > 0 and radius >= np.hypot(*region.shape):
+        # A kernel covering the whole window from any pixel: same result, no kernel allocated
+        # (the erosion radius follows the face, which may be far larger than the photo).
+        region = np.full_like(region, int(region.size > 0 and region.all()))
+    elif radius > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
         region = cv2.erode(region, kernel)
 
@@ -250,13 +268,14 @@ def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height:
                            depth_tolerance_px=float(tolerance), face_width_px=face_width)
 
 
-def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = None, uv_size: int = 512,
+def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel | None = None, uv_size: int = 512,
                  erosion: float = EROSION_FRACTION, depth_tolerance: float = DEPTH_TOLERANCE,
                  min_confidence: float = MIN_CONFIDENCE, delight: bool = False) -> UnwrapResult:
     """Sample the visible part of the face's UV texture from the photo.
 
     Args:
-        rgb: ``(H, W, 3)`` uint8 photo, loaded the same way ``fit`` loaded it.
+        photo: the loaded photo (its checksum and size are checked against ``fit``:
+            :meth:`FitResult.check_photo`), or its ``(H, W, 3)`` uint8 pixels (size check only).
         fit: the fit of one face in that photo.
         model: face model (default built-in); must match ``fit.model_id``.
         uv_size: ``S``, texture side in texels (256..2048).
@@ -270,18 +289,18 @@ def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = N
 
     Returns:
         An :class:`UnwrapResult`.
+
+    Raises:
+        MissingArtifactError: the fit does not belong to this photo or model;
+        NoFaceError: under :data:`MIN_COVERAGE` of the layout is visible.
     """
     model = model or load_builtin_face_model()
     if not UV_SIZE_RANGE[0] <= uv_size <= UV_SIZE_RANGE[1]:
         raise ValueError(f"uv_size must be in {UV_SIZE_RANGE}, got {uv_size}")
-    if fit.model_id != model.name:
-        raise MissingArtifactError(fit.source, f"fit was made with model {fit.model_id!r}, not {model.name!r}")
+    fit.check_model(model)
+    rgb = photo.rgb if isinstance(photo, Photo) else photo
     height, width = rgb.shape[:2]
-    pose = fit.pose
-    if (width, height) != tuple(fit.image_size):
-        # The photo was loaded at another size than at fit time (e.g. other --max-side): rescale.
-        k = width / fit.image_size[0]
-        pose = Pose(rotation=pose.rotation, scale=pose.scale * k, translation=pose.translation * k)
+    pose = fit.check_photo(width, height, photo.sha256 if isinstance(photo, Photo) else "")
     seen = texel_visibility(model, fit.vertices, pose, height, width, uv_size, erosion=erosion,
                             depth_tolerance=depth_tolerance, min_confidence=min_confidence)
     confidence, texel_screen = seen.confidence, seen.texel_screen
@@ -302,11 +321,16 @@ def unwrap_photo(rgb: np.ndarray, fit: FitResult, *, model: FaceModel | None = N
 
     position = layout.interpolate(fit.vertices)
     n_layout = int(layout.mask.sum())
+    coverage = float((confidence > 0).sum()) / max(1, n_layout)
+    if coverage < MIN_COVERAGE:
+        raise NoFaceError(photo.path if isinstance(photo, Photo) else fit.source,
+                          f"only {coverage:.1%} of the UV layout is visible (need {MIN_COVERAGE:.0%}): "
+                          "the fit does not place the face on this photo")
     info = {
         "uv_size": uv_size, "model_id": model.name, "source": fit.source,
         "erosion_px": seen.erosion_px, "depth_tolerance_px": round(seen.depth_tolerance_px, 3),
         "min_confidence": min_confidence, "texel_px": round(float(texel_px), 3), "delight": delight,
-        "coverage": round(float((confidence > 0).sum()) / max(1, n_layout), 4),
+        "coverage": round(coverage, 4),
         "mean_confidence": round(float(confidence[confidence > 0].mean()) if (confidence > 0).any() else 0.0, 4),
     }
     return UnwrapResult(texture=texture, confidence=confidence, position=position,

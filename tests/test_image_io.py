@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import stat
 
 import numpy as np
@@ -310,6 +311,111 @@ def test_directory(tmp_path):
     err = _bad_input(path)
     _assert_one_line_naming(err, path)
     assert "folder" in str(err)
+
+
+def _astronaut_jpeg_bytes() -> bytes:
+    import io
+
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _damaged(raw: bytes, how: str) -> bytes:
+    """A JPEG damaged in its middle: libjpeg still returns a full image (grey or garbage below the
+    damage) and Pillow reports nothing."""
+    n = len(raw)
+    if how == "cut_to_eoi":        # first half, then an end marker: the lower half decodes flat grey
+        return raw[: n // 2] + b"\xff\xd9"
+    if how == "middle_removed":    # 5 kB cut out of the scan
+        return raw[: n // 2] + raw[n // 2 + 5000:]
+    if how == "middle_overwritten":  # random bytes written over the scan
+        noise = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()
+        return raw[: n // 2] + noise + raw[n // 2 + 200:]
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["cut_to_eoi", "middle_removed", "middle_overwritten"])
+def test_jpeg_with_corrupt_middle_is_refused(tmp_path, how):
+    raw = _astronaut_jpeg_bytes()
+    good = tmp_path / "good.jpg"
+    good.write_bytes(raw)
+    assert load_photo(good).rgb.shape == (512, 512, 3)  # the undamaged file loads
+    path = tmp_path / f"{how}.jpg"
+    path.write_bytes(_damaged(raw, how))
+    Image.open(path).load()  # Pillow alone decodes it without complaint
+    err = _bad_input(path)
+    _assert_one_line_naming(err, path)
+    assert "corrupt JPEG data" in str(err)
+
+
+def test_truncated_jpeg_refused_even_if_pillow_is_told_to_load_truncated_images(tmp_path):
+    from PIL import ImageFile
+
+    path = tmp_path / "cut.jpg"
+    raw = _astronaut_jpeg_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # as some other library might set it
+    try:
+        err = _bad_input(path)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    _assert_one_line_naming(err, path)
+    assert "truncated" in str(err) or "corrupt" in str(err)
+
+
+def test_photo_records_the_file_checksum(tmp_path):
+    import hashlib
+
+    path = tmp_path / "good.jpg"
+    path.write_bytes(_astronaut_jpeg_bytes())
+    assert load_photo(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _error_line_in_subprocess(path: Path) -> str:
+    """``load_photo(path)``'s error line, run in a child process under a timeout and a 2 GB memory
+    limit: opening a FIFO without a writer blocks forever and reading /dev/zero never ends, so a
+    regression fails this test instead of hanging it or exhausting the machine's memory."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    code = ("import sys; from stages.core.image_io import load_photo\n"
+            "from stages.core.errors import BadInputError\n"
+            "try:\n    load_photo(sys.argv[1])\nexcept BadInputError as e:\n    print(e)\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
+                              cwd=Path(__file__).resolve().parents[1], preexec_fn=limit_memory)
+    except subprocess.TimeoutExpired:
+        return "timed out"
+    return done.stdout.strip() or f"exit {done.returncode}: {done.stderr.strip()[-200:]}"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "fifo.jpg"
+    os.mkfifo(path)
+    assert _error_line_in_subprocess(path) == f"{path}: is a FIFO (named pipe), not an image file"
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this platform")
+def test_device_is_refused_without_reading_it(tmp_path):
+    link = tmp_path / "zero.jpg"
+    link.symlink_to("/dev/zero")
+    assert _error_line_in_subprocess(link) == f"{link}: is a device, not an image file"
+
+
+def test_symlink_loop_is_refused(tmp_path):
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    err = _bad_input(loop)
+    _assert_one_line_naming(err, loop)
+    assert "cannot be read" in str(err)
 
 
 def test_too_small_image(tmp_path):

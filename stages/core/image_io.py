@@ -8,12 +8,19 @@ reason naming the file.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import stat
+import sys
+import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from stages.core.atomic import atomic_path
 from stages.core.errors import BadInputError
@@ -37,12 +44,15 @@ class Photo:
         path: where it came from.
         scale: working size / original (EXIF-rotated) size; ``< 1`` when downscaled on load.
         original_size: ``(width, height)`` of the file after EXIF rotation.
+        sha256: hex digest of the file's bytes ("" for photos not read from a file); ``fit.json``
+            records it so a later stage can tell whether it is given the same photo.
     """
 
     rgb: np.ndarray
     path: Path
     scale: float
     original_size: tuple[int, int]
+    sha256: str = ""
 
     @property
     def height(self) -> int:
@@ -74,6 +84,60 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))  # L, P, CMYK, YCbCr, RGB, 1
 
 
+def require_regular_file(path: Path) -> None:
+    """Refuse, before opening it, anything that is not a regular file (after following links).
+
+    Opening a FIFO blocks until a writer appears (forever, in a batch); a device can stream
+    endlessly; a folder or a symlink loop cannot be read. One-line :class:`BadInputError` each.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise BadInputError(path, "file not found") from None
+    except OSError as exc:  # ELOOP (symlink loop), EACCES, ENAMETOOLONG, ...
+        raise BadInputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    raise BadInputError(path, f"is {kind}, not an image file")
+
+
+#: libjpeg warnings that mean the entropy-coded data is damaged: libjpeg fills what it could not
+#: decode with flat grey (or garbage) and still returns an image (Pillow reports nothing).
+JPEG_CORRUPTION_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file")
+_STDERR_LOCK = threading.Lock()
+
+
+def jpeg_decoder_warnings(data: bytes) -> list[str]:
+    """libjpeg's warning lines for a JPEG held in memory (``[]`` for a clean file).
+
+    Pillow silences libjpeg's warnings; OpenCV's libjpeg prints them on stderr. So the file is
+    decoded once more by OpenCV at 1/8 scale (the full entropy decoding runs, the IDCT is tiny:
+    ~5 ms for a 2-megapixel photo) with file descriptor 2 redirected to a temporary file. Anything
+    else written to stderr meanwhile (another thread) is passed on afterwards.
+    """
+    import cv2
+
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        lines = sink.read().decode("utf-8", errors="replace").splitlines()
+    found = [line.strip() for line in lines if line.strip().startswith(JPEG_CORRUPTION_WARNINGS)]
+    others = [line for line in lines if line.strip() not in found]
+    if others:
+        sys.stderr.write("\n".join(others) + "\n")
+    return found
+
+
 def load_photo(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE) -> Photo:
     """Load a photo as RGB uint8, applying EXIF orientation and a size limit.
 
@@ -85,18 +149,24 @@ def load_photo(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE) -> Photo:
         A :class:`Photo` with ``rgb`` of shape ``(H, W, 3)``.
 
     Raises:
-        BadInputError: missing file, not an image, corrupt/truncated data, too small, too large.
+        BadInputError: missing file, not a regular file (FIFO, device, folder, symlink loop), not an
+            image, corrupt/truncated data (including JPEGs libjpeg decodes only with "corrupt data"
+            warnings), too small, too large.
     """
     path = Path(path)
-    if not path.exists():
-        raise BadInputError(path, "file not found")
-    if path.is_dir():
-        raise BadInputError(path, "is a folder, not an image")
+    require_regular_file(path)
     try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        # Another library may have switched this global on; a truncated photo is never accepted.
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb8(img)
@@ -106,6 +176,12 @@ def load_photo(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE) -> Photo:
         raise BadInputError(path, f"image too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadInputError(path, f"corrupt or truncated image ({exc})") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
+    if data[:2] == b"\xff\xd8":
+        damage = jpeg_decoder_warnings(data)
+        if damage:
+            raise BadInputError(path, f"corrupt JPEG data (the decoder reports: {damage[0]})")
     height, width = rgb.shape[:2]
     if min(height, width) < MIN_SIDE:
         raise BadInputError(path, f"image too small ({width}x{height}); need at least {MIN_SIDE} px a side")
@@ -114,7 +190,8 @@ def load_photo(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE) -> Photo:
         scale = max_side / max(height, width)
         new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
         rgb = np.asarray(Image.fromarray(rgb).resize(new_size, Image.Resampling.BOX))
-    return Photo(rgb=np.ascontiguousarray(rgb), path=path, scale=scale, original_size=(width, height))
+    return Photo(rgb=np.ascontiguousarray(rgb), path=path, scale=scale, original_size=(width, height),
+                 sha256=hashlib.sha256(data).hexdigest())
 
 
 def load_texture(path: str | Path) -> np.ndarray:
@@ -124,8 +201,7 @@ def load_texture(path: str | Path) -> np.ndarray:
         BadInputError: missing, unreadable or not square.
     """
     path = Path(path)
-    if not path.is_file():
-        raise BadInputError(path, "file not found")
+    require_regular_file(path)
     try:
         with Image.open(path) as img:
             img.load()

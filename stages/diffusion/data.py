@@ -86,15 +86,6 @@ def landmark_image(points: np.ndarray, size: int) -> np.ndarray:
     return image
 
 
-def _resolve_photo(fit: FitResult, folder: Path) -> Path:
-    path = Path(fit.source)
-    for candidate in (path, folder / path.name, folder / path):
-        if candidate.is_file():
-            return candidate
-    raise MissingArtifactError(folder / "fit.json", f"its source photo {fit.source} is not found (the appearance "
-                                                    f"network trains on the photos themselves)")
-
-
 @dataclass
 class DiffusionSample:
     """One training sample (torch tensors in the layouts of the module docstring)."""
@@ -141,7 +132,7 @@ class AppearanceSet(torch.utils.data.Dataset):
         data = load_training_folder(folder, self.model, self.uv_size)
         fit = FitResult.load(folder / "fit.json")
         try:
-            rgb = load_photo(_resolve_photo(fit, folder), max_side=max_side).rgb
+            rgb = load_photo(fit.photo_path(folder / "fit.json"), max_side=max_side).rgb
         except BadInputError as e:
             raise MissingArtifactError(folder / "fit.json", f"source photo unusable ({e.reason})") from None
         width, height = fit.image_size

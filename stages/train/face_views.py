@@ -55,14 +55,9 @@ class FaceView:
 
 
 def resolve_photo(fit: FitResult, folder: str | Path) -> Path:
-    """The photo a fit was made from: ``fit.source`` as given (absolute or relative to the working
-    directory), else relative to the output folder. Raises :class:`MissingArtifactError` if absent."""
-    source = Path(fit.source)
-    for candidate in (source, Path(folder) / source):
-        if candidate.is_file():
-            return candidate
-    raise MissingArtifactError(Path(folder) / "fit.json",
-                               f"its photo {fit.source} is not found (the render losses need the photo)")
+    """The photo a fit was made from, for the fit in ``folder`` (:meth:`FitResult.photo_path`:
+    relative to the folder first, then the recorded path). Raises :class:`MissingArtifactError`."""
+    return fit.photo_path(Path(folder) / "fit.json")
 
 
 def _eroded(mask: np.ndarray, size: int) -> np.ndarray:
