@@ -101,7 +101,7 @@ def main() -> int:
                         landmarker = landmarker or MediaPipeLandmarker()
                         photo = load_photo(path)
                         fit = fit_photo(photo, landmarker, model=model)[0]
-                    unwrap_photo(photo.rgb, fit, model=model, uv_size=args.uv_size).save(cache)
+                    unwrap_photo(photo, fit, model=model, uv_size=args.uv_size).save(cache)
                     save_fit(fit, photo.rgb, cache, model)
                 fit = FitResult.load(cache / "fit.json")
                 unwrap = UnwrapResult.load(cache, model)

@@ -77,7 +77,7 @@ def main() -> int:
                 t1 = time.perf_counter()
                 fit = fit_photo(photo, completer.landmarker, model=completer.model)[0]
                 t2 = time.perf_counter()
-                unwrap = unwrap_photo(photo.rgb, fit, model=completer.model, uv_size=args.uv_size)
+                unwrap = unwrap_photo(photo, fit, model=completer.model, uv_size=args.uv_size)
                 t3 = time.perf_counter()
                 completer.complete_unwrap(unwrap)
                 t4 = time.perf_counter()

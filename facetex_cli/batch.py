@@ -48,6 +48,9 @@ class Done:
 
     detail: str = ""
     folders: list[Path] = field(default_factory=list)
+    #: One line each about a result that was written but may be wrong (e.g. a doubtful pose);
+    #: printed as ``warning <input>: <line>`` as the batch goes.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -334,6 +337,9 @@ def run_batch(items: list, process: Callable[[object], str | Done | None], *, na
                     outcome = process(item)
                 done = outcome if isinstance(outcome, Done) else Done(outcome or "")
                 results.append(ItemResult(name, "ok", done.detail, time.perf_counter() - start, list(done.folders)))
+                for line in done.warnings:
+                    console.print(f"[yellow]warning[/yellow] {escape(name)}: {escape(line)}", highlight=False,
+                                  soft_wrap=True)
             except FacetexError as exc:
                 results.append(ItemResult(name, "failed", str(exc), time.perf_counter() - start))
             except KeyboardInterrupt:

@@ -113,9 +113,10 @@ def complete_command(
     completer = build_or_exit(lambda: Completer(options), debug)
 
     def process(path: Path) -> Done:
-        if path in unwrap_dirs:
-            return Done(folders=[completer.run_from_unwrap(path, out)])
-        return Done(folders=completer.run(path, out, name=names[path]))
+        folders = [completer.run_from_unwrap(path, out)] if path in unwrap_dirs else \
+            completer.run(path, out, name=names[path])
+        return Done(folders=folders, warnings=[f"{folder.name}: {note}" if len(folders) > 1 else note
+                                               for folder in folders for note in Completer.notes(folder)])
 
     def name_of(path: Path) -> str:
         return path.name if path in unwrap_dirs else names[path]

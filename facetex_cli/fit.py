@@ -55,7 +55,8 @@ def fit_command(
             save_fit(fit, photo.rgb, out / fit.stem, model)
         yaw, pitch, _ = fits[0].pose.euler
         return Done(f"{len(fits)} of {fits[0].num_faces} face(s); yaw {yaw:+.0f} pitch {pitch:+.0f}",
-                    [out / fit.stem for fit in fits])
+                    [out / fit.stem for fit in fits],
+                    warnings=[w for fit in fits for w in fit.quality.get("warnings", [])])
 
     results = run_batch(inputs.files, process, name_of=lambda p: p.name, inputs=inputs,
                         skip=(lambda p: outputs_exist(out, names[p], "fit.json")) if skip_existing else None,

@@ -17,9 +17,9 @@ from facetex_cli.common import (
     find_artifacts,
     outputs_exist,
 )
-from stages.core.errors import BadInputError
+from stages.core.errors import BadInputError, FacetexError
 from stages.core.face_model import load_builtin_face_model
-from stages.core.image_io import load_photo, load_texture, save_png
+from stages.core.image_io import load_texture, save_png
 from stages.fit import FitResult
 from stages.render import (
     compose_views,
@@ -143,12 +143,13 @@ def render_command(
                 write_turntable(target / "turntable.gif", texture, result, model, sh=light, subdivide=subdivide)
             export_textured_mesh(target, texture, result.vertices, model, label=result.stem, subdivide=subdivide,
                                  glb=glb)
-            if Path(result.source).is_file():
-                photo = load_photo(result.source)
-                save_png(target / "render_fitted.png",
-                         render_on_photo(photo.rgb, texture, result, model, sh=light, subdivide=subdivide))
+            try:
+                rgb = result.load_fitted_photo()
+            except FacetexError as exc:
+                notes.append(f"no render_fitted.png: {exc}")
             else:
-                notes.append(f"photo {result.source} not found: no render_fitted.png")
+                save_png(target / "render_fitted.png",
+                         render_on_photo(rgb, texture, result, model, sh=light, subdivide=subdivide))
         return "; ".join(notes)
 
     results = run_batch(inputs.files, process, name_of=lambda p: str(p), missing=inputs.missing,

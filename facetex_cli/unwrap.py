@@ -92,7 +92,7 @@ def unwrap_command(
             photo = load_photo(path, max_side=max_side)
             coverage, folders = [], []
             for fit_path in fit_paths:
-                result = unwrap_photo(photo.rgb, FitResult.load(fit_path), model=model, uv_size=uv_size,
+                result = unwrap_photo(photo, FitResult.load(fit_path), model=model, uv_size=uv_size,
                                       erosion=erosion, delight=delight)
                 result.save(out / result.stem)
                 coverage.append(f"{result.info['coverage']:.0%}")

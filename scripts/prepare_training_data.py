@@ -53,7 +53,7 @@ def prepare_unwraps(photos_root: Path, out: Path, *, uv_size: int = 512, pca=Non
                 print(f"skipped {exc}", file=sys.stderr)
                 continue
             save_fit(fit, photo.rgb, folder, model)
-            unwrap_photo(photo.rgb, fit, model=model, uv_size=uv_size).save(folder)
+            unwrap_photo(photo, fit, model=model, uv_size=uv_size).save(folder)
         if pca is not None and not (folder / "uv_pseudo.png").is_file():
             pseudo_ground_truth(UnwrapResult.load(folder, model), pca).save(folder)
         folders.append(folder)

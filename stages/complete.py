@@ -24,6 +24,7 @@ import numpy as np
 
 from stages.completion import Completion, get_method
 from stages.core.atomic import staged_folder, write_json
+from stages.core.errors import FacetexError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo, save_png
 from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, make_landmarker, save_fit
@@ -111,7 +112,7 @@ class Completer:
             out_dirs.append(Path(out_root) / fit.stem)
             face_timings = dict(timings)
             t = time.perf_counter()
-            unwrap = unwrap_photo(photo.rgb, fit, model=self.model, uv_size=opts.uv_size, delight=opts.delight)
+            unwrap = unwrap_photo(photo, fit, model=self.model, uv_size=opts.uv_size, delight=opts.delight)
             face_timings["unwrap"] = time.perf_counter() - t
             # The whole folder is written aside and swapped in: it never mixes two runs' files.
             with staged_folder(out_dirs[-1]) as out_dir:
@@ -119,6 +120,14 @@ class Completer:
                 unwrap.save(out_dir)
                 self._complete_face(photo.rgb, fit, unwrap, out_dir, face_timings)
         return out_dirs
+
+    @staticmethod
+    def notes(result_dir: str | Path) -> list[str]:
+        """The one-line notes a finished result records in its ``complete.json`` (fit warnings such as a
+        doubtful pose, previews that could not be made), for the CLI to print."""
+        import json
+
+        return list(json.loads((Path(result_dir) / "complete.json").read_text()).get("notes", []))
 
     def run_from_unwrap(self, unwrap_dir: str | Path, out_root: str | Path) -> Path:
         """Fill an existing ``unwrap`` folder (which also holds its ``fit.json``), as the Makefile does.
@@ -128,19 +137,14 @@ class Completer:
         preview is skipped and ``complete.json`` says why. The completion's files
         (:data:`COMPLETION_FILES`) are replaced together; the folder's other files are kept.
         """
-        from stages.core.errors import MissingArtifactError
-
         unwrap_dir = Path(unwrap_dir)
         fit = FitResult.load(unwrap_dir / "fit.json")
         unwrap = UnwrapResult.load(unwrap_dir, self.model)
         rgb = None
         notes = []
         try:
-            photo = load_photo(fit.photo_path(), max_side=self.options.max_side)
-            fit.check_photo(photo.width, photo.height, photo.sha256)  # refuses another photo
-            if (photo.width, photo.height) == tuple(fit.image_size):
-                rgb = photo.rgb
-        except MissingArtifactError as exc:  # photo not found, or not the fitted one: no render_fitted.png
+            rgb = fit.load_fitted_photo()
+        except FacetexError as exc:  # photo not found, or not the fitted one: no render_fitted.png
             notes.append(f"render_fitted.png not written: {exc}")
         target = Path(out_root) / unwrap.stem
         # Redo the completion as a whole; keep whatever else the folder holds (fit, unwrap, pseudo-gt).
@@ -184,6 +188,6 @@ class Completer:
             "completion": completion.info,
             "unwrap": {k: v for k, v in unwrap.info.items() if not k.startswith("schema")},
             "seconds": {k: round(v, 4) for k, v in timings.items()},
-            "notes": list(notes or []),
+            "notes": [*fit.quality.get("warnings", []), *(notes or [])],
         })
 

@@ -32,7 +32,7 @@ from stages.core.atomic import write_json
 from stages.core.camera import Pose, fit_pose, fit_pose_2d, screen_to_model
 from stages.core.errors import BadInputError, FacetexError, MissingArtifactError, NoFaceError
 from stages.core.face_model import FaceModel, load_builtin_face_model
-from stages.core.image_io import Photo, save_png
+from stages.core.image_io import Photo, load_photo, save_png
 from stages.core.lighting import fit_sh_lighting
 
 #: 2: records the photo's sha256 and its path relative to the fit.json folder.
@@ -158,6 +158,22 @@ class FitResult:
                 return candidate
         also = f" (nor at {candidates[0]}, relative to the fit.json)" if len(candidates) > 1 else ""
         raise MissingArtifactError(fit_json, f"its source photo {self.source} is not found{also}")
+
+    def load_fitted_photo(self, fit_json: str | Path | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 pixels of the photo this fit was made from, at the size it was fitted
+        at (:meth:`photo_path`, loaded with the fit's own downscale, checked by :meth:`check_photo`).
+
+        Raises:
+            MissingArtifactError / BadInputError: the photo is not found, unreadable, or not the
+                fitted one (one line each, for a note such as "render_fitted.png not written").
+        """
+        path = self.photo_path(fit_json)
+        photo = load_photo(path, max_side=max(self.image_size))
+        self.check_photo(photo.width, photo.height, photo.sha256)
+        if (photo.width, photo.height) != tuple(self.image_size):
+            raise MissingArtifactError(path, f"loads at {photo.width}x{photo.height}, but the fit was made at "
+                                             f"{self.image_size[0]}x{self.image_size[1]}")
+        return photo.rgb
 
     def check_photo(self, width: int, height: int, sha256: str = "") -> Pose:
         """Check a photo given to ``unwrap`` against the one this fit was made from and return the

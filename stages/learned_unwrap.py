@@ -199,5 +199,6 @@ class LearnedUnwrapper:
         if fit.landmarks.shape[0] < HULL_POINTS:
             raise MissingArtifactError(fit_path, f"has {fit.landmarks.shape[0]} landmarks; the learned sampler needs "
                                                  f"MediaPipe's {HULL_POINTS}+")
+        fit.check_photo(photo.width, photo.height, photo.sha256)  # refuses a fit of another photo
         k = photo.width / fit.image_size[0]
         return self.unwrap(photo.rgb, fit.landmarks[:, :2] * k, uv_size=uv_size, stem=fit.stem, source=str(photo.path))

@@ -279,3 +279,23 @@ def test_large_yaw_is_flagged_and_a_clean_fit_is_not(model):
     assert clean.quality["warnings"] == [] and clean.source_sha256 == "ab" * 32
     data = clean.to_dict()
     assert data["source_sha256"] == "ab" * 32 and data["image_size"] == [512, 512]
+
+
+def test_fit_and_complete_print_the_warning_of_a_doubtful_pose(shared_faces, tmp_path):
+    """A kept-but-flagged fit is said on the console (one ``warning <photo>: ...`` line) and recorded
+    in complete.json's notes, not only buried in fit.json."""
+    from typer.testing import CliRunner
+
+    from facetex_cli.main import app
+
+    photo = shared_faces / "wild" / "deca_AFLW2000_image00181.jpg"
+    runner = CliRunner()
+    fit = runner.invoke(app, ["fit", str(photo), "-o", str(tmp_path / "fit")])
+    assert fit.exit_code == 0, fit.output
+    warning_lines = [line for line in fit.output.splitlines() if line.startswith("warning")]
+    assert warning_lines and all(photo.name in line for line in warning_lines)
+    done = runner.invoke(app, ["complete", str(photo), "-o", str(tmp_path / "complete"), "--no-previews"])
+    assert done.exit_code == 0, done.output
+    assert any(line.startswith("warning") and photo.name in line for line in done.output.splitlines())
+    record = json.loads((tmp_path / "complete" / photo.stem / "complete.json").read_text())
+    assert record["notes"] and "yaw" in " ".join(record["notes"])

@@ -33,7 +33,7 @@ from stages.completion import MODEL_FILES_KEY, CompletionMethod, available_metho
 from stages.core.atomic import atomic_path, write_json
 from stages.core.errors import FacetexError, MissingArtifactError
 from stages.core.face_model import FaceModel
-from stages.core.image_io import load_photo, load_texture, save_png, to_uint8
+from stages.core.image_io import load_texture, save_png, to_uint8
 from stages.core.raster import crop_window, rasterize
 from stages.core.uv import uv_layout
 from stages.evaluate import metrics as M
@@ -418,22 +418,21 @@ def evaluate_result(result_dir: Path, model: FaceModel, images_dir: Path, *, met
     yaw, pitch, roll = fit.pose.euler
     values["yaw"], values["pitch"], values["roll"] = float(yaw), float(pitch), float(roll)
     values["coverage"] = float(unwrap.info.get("coverage", float("nan")))
-    if Path(fit.source).is_file():
-        photo = load_photo(fit.source).rgb
-        if (photo.shape[1], photo.shape[0]) != tuple(fit.image_size):
-            notes.append(f"photo size differs from fit.json's; reprojection skipped ({fit.source})")
-        else:
-            default_px = round(EROSION_FRACTION * np.ptp(fit.screen_vertices()[:, 0]))
-            erosion_px = int(unwrap.info.get("erosion_px", default_px))
-            repro, photo_crop, render_crop, mask = reprojection(photo, texture, fit, model, erosion_px)
-            values.update(repro)
-            # Feature metrics compare the photo with the render composited over it: only the face differs.
-            render_crop = np.where(mask[..., None], render_crop, photo_crop)
-            images["photo"] = _save(images_dir / f"{stem}_photo.png", photo_crop)
-            images["render_fitted"] = _save(images_dir / f"{stem}_render_fitted.png",
-                                            render_on_photo(photo, texture, fit, model))
-    else:
-        notes.append(f"photo not found at {fit.source}: reprojection metrics skipped")
+    try:
+        photo = fit.load_fitted_photo()
+    except FacetexError as exc:
+        photo = None
+        notes.append(f"reprojection metrics skipped: {exc}")
+    if photo is not None:
+        default_px = round(EROSION_FRACTION * np.ptp(fit.screen_vertices()[:, 0]))
+        erosion_px = int(unwrap.info.get("erosion_px", default_px))
+        repro, photo_crop, render_crop, mask = reprojection(photo, texture, fit, model, erosion_px)
+        values.update(repro)
+        # Feature metrics compare the photo with the render composited over it: only the face differs.
+        render_crop = np.where(mask[..., None], render_crop, photo_crop)
+        images["photo"] = _save(images_dir / f"{stem}_photo.png", photo_crop)
+        images["render_fitted"] = _save(images_dir / f"{stem}_render_fitted.png",
+                                        render_on_photo(photo, texture, fit, model))
 
     views = render_views(texture, fit, model, yaws=(0, -45, 45), size=256)
     for name, view in zip(("render_frontal", "render_left45", "render_right45"), views, strict=True):
@@ -467,7 +466,7 @@ def evaluate_result(result_dir: Path, model: FaceModel, images_dir: Path, *, met
                          f"{NEAR_FRONTAL_DEG:g}; this one: yaw {yaw:+.0f}, pitch {pitch:+.0f})")
 
     if photo_crop is not None:
-        _optional_metrics(values, optional, photo_crop, render_crop, views[0], load_photo(fit.source).rgb)
+        _optional_metrics(values, optional, photo_crop, render_crop, views[0], photo)
     return ImageEvaluation(stem=stem, metrics=values, images=images, notes=notes, photo_crop=photo_crop,
                            render_crop=render_crop, uv_size=int(unwrap.size), hidden_texel=hidden_texel,
                            captions=captions)
