@@ -14,6 +14,10 @@ from stages.core.errors import FacetexError, MissingArtifactError
 OUT_OPTION = typer.Option(Path("facetex_out"), "--out", "-o", help="Output root; each input writes OUT/<stem>/.")
 SKIP_OPTION = typer.Option(False, "--skip-existing/--no-skip-existing",
                            help="Skip inputs whose outputs already exist (resume a batch).")
+OCCLUSION_OPTION = typer.Option(True, "--occlusion-mask/--no-occlusion-mask",
+                                help="Keep only face skin (plus brows, eyes, lips, nostrils): hair, hands, glasses "
+                                     "and background are never unwrapped or mirrored (skin_mask.png, "
+                                     "uv_occluded.png). --no-occlusion-mask: geometry only, for comparisons.")
 DEBUG_OPTION = typer.Option(False, "--debug/--no-debug", help="Show tracebacks and native library logs.")
 LANDMARKS_OPTION = typer.Option("mediapipe", "--landmarks",
                                 help="Landmark backend: 'mediapipe' (built in, 478 points) or 'face-alignment' "

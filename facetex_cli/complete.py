@@ -10,6 +10,7 @@ from facetex_cli.batch import expand_inputs, print_summary, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
     LANDMARKS_OPTION,
+    OCCLUSION_OPTION,
     OUT_OPTION,
     SKIP_OPTION,
     build_or_exit,
@@ -60,6 +61,7 @@ def complete_command(
     glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
     previews: bool = typer.Option(True, "--previews/--no-previews", help="Write render_fitted.png and views.png."),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
+    occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -94,7 +96,7 @@ def complete_command(
         raise typer.BadParameter("choose ddim or dpm", param_hint="--scheduler")
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
-                              delight=delight)
+                              delight=delight, occlusion_mask=occlusion_mask)
     completer = build_or_exit(lambda: Completer(options), debug)
 
     def process(path: Path) -> str:

@@ -10,6 +10,7 @@ from facetex_cli.batch import expand_inputs, print_summary, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
     LANDMARKS_OPTION,
+    OCCLUSION_OPTION,
     OUT_OPTION,
     SKIP_OPTION,
     build_or_exit,
@@ -29,12 +30,14 @@ def fit_command(
     face: str = typer.Option("largest", "--face", help=FACE_HELP),
     landmarks: str = LANDMARKS_OPTION,
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
+    occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Detect face landmarks (MediaPipe, offline) and fit pose, shape and lighting.
 
-    Writes OUT/<stem>/fit.json and fit_overlay.png.
+    Writes OUT/<stem>/fit.json and fit_overlay.png, and skin_mask.png + skin_overlay.png (the
+    face-skin segmentation unwrap uses; not with --no-occlusion-mask).
     """
     inputs = expand_inputs(photos)
     model = load_builtin_face_model()
@@ -42,7 +45,7 @@ def fit_command(
 
     def process(path: Path) -> str:
         photo = load_photo(path, max_side=max_side)
-        fits = fit_photo(photo, landmarker, model=model, face=face)
+        fits = fit_photo(photo, landmarker, model=model, face=face, occlusion_mask=occlusion_mask)
         for fit in fits:
             save_fit(fit, photo.rgb, out / fit.stem, model)
         yaw, pitch, _ = fits[0].pose.euler

@@ -8,7 +8,15 @@ from pathlib import Path
 import typer
 
 from facetex_cli.batch import expand_inputs, print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, OUT_OPTION, SKIP_OPTION, build_or_exit, find_artifacts, outputs_exist
+from facetex_cli.common import (
+    DEBUG_OPTION,
+    OCCLUSION_OPTION,
+    OUT_OPTION,
+    SKIP_OPTION,
+    build_or_exit,
+    find_artifacts,
+    outputs_exist,
+)
 from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
 from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
@@ -39,6 +47,7 @@ def unwrap_command(
                                       "geometric only)."),
     face: str = typer.Option("largest", "--face", help=FACE_HELP + " (learned without FIT)"),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
+    occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -80,7 +89,7 @@ def unwrap_command(
             coverage = []
             for fit_path in fit_paths:
                 result = unwrap_photo(photo.rgb, FitResult.load(fit_path), model=model, uv_size=uv_size,
-                                      erosion=erosion, delight=delight)
+                                      erosion=erosion, delight=delight, occlusion_mask=occlusion_mask)
                 result.save(out / result.stem)
                 coverage.append(f"{result.info['coverage']:.0%}")
             return "coverage " + ", ".join(coverage)

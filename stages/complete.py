@@ -47,6 +47,7 @@ class CompleteOptions:
     face: str = "largest"
     landmarks: str = "mediapipe"
     delight: bool = False
+    occlusion_mask: bool = True
     max_side: int = DEFAULT_MAX_SIDE
     subdivide: int = 1
     yaws: tuple[float, ...] = DEFAULT_YAWS
@@ -86,7 +87,7 @@ class Completer:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         photo = load_photo(photo_path, max_side=opts.max_side)
-        fits = fit_photo(photo, self.landmarker, model=self.model, face=opts.face)
+        fits = fit_photo(photo, self.landmarker, model=self.model, face=opts.face, occlusion_mask=opts.occlusion_mask)
         timings["load+fit"] = time.perf_counter() - t0
         out_dirs = []
         for fit in fits:
@@ -94,7 +95,8 @@ class Completer:
             out_dirs.append(out_dir)
             face_timings = dict(timings)
             t = time.perf_counter()
-            unwrap = unwrap_photo(photo.rgb, fit, model=self.model, uv_size=opts.uv_size, delight=opts.delight)
+            unwrap = unwrap_photo(photo.rgb, fit, model=self.model, uv_size=opts.uv_size, delight=opts.delight,
+                                  occlusion_mask=opts.occlusion_mask)
             face_timings["unwrap"] = time.perf_counter() - t
             save_fit(fit, photo.rgb, out_dir, self.model)
             unwrap.save(out_dir)
