@@ -296,8 +296,6 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
         area = cv2.dilate(_polygon((h, w), hand).astype(np.uint8),
                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * finger + 1, 2 * finger + 1)))
         prob[area > 0] = 0.0
-    # Speckle (pores, single-pixel highlights) is not an occluder: a median filter removes it.
-    prob = cv2.medianBlur((prob * 255).astype(np.uint8), 3).astype(np.float32) / 255.0
 
     # 4. Keep brows, eyes, lips and nostrils unless the skin around them is covered.
     kept, covered = [], []
