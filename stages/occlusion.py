@@ -328,7 +328,8 @@ def apply_skin_mask(confidence: np.ndarray, texel_screen: np.ndarray, skin: Skin
     :data:`REJECT_BELOW`, 1 from 0.8 up) and by a feather ramp that
     rises from 0 to 1 over :data:`FEATHER_FRACTION` of the UV size away from rejected texels, so
     the kept/filled border is soft (methods that weight by confidence blend across it, and the
-    mirror prefers a better-seen partner near it). Texels left below ``min_confidence`` are unseen.
+    mirror prefers a better-seen partner near it); the first feather width next to a rejected texel
+    is dropped as the occluder's soft edge. Texels left below ``min_confidence`` are unseen.
 
     Args:
         confidence: ``(S, S)`` float32 geometric confidence (0 = not seen).
@@ -347,7 +348,9 @@ def apply_skin_mask(confidence: np.ndarray, texel_screen: np.ndarray, skin: Skin
     feather = max(1.0, FEATHER_FRACTION * size)
     if rejected.any():
         dist = cv2.distanceTransform((~rejected).astype(np.uint8), cv2.DIST_L2, 3)
-        ramp = np.clip(dist / feather, 0.0, 1.0)
+        # The first ``feather`` texels are dropped too (an occluder's soft edge, blurred by
+        # resampling, is not skin either), then the confidence ramps up over another ``feather``.
+        ramp = np.clip(dist / feather - 1.0, 0.0, 1.0)
     else:
         ramp = np.ones_like(confidence)
     # Skin probability 0.5 -> 0 ... 0.8 -> 1 (smoothstep): clear skin keeps its confidence unchanged.
