@@ -19,6 +19,7 @@ from facetex_cli.common import (
 from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import fit_photo, make_landmarker, save_fit
+from stages.occlusion import default_segmenter
 
 FACE_HELP = "Which face to fit: 'largest', 'all' (writes OUT/<stem>_face<i>/), or an index (0 = largest)."
 MAX_SIDE_HELP = "Photos whose long side exceeds this are downscaled on load."
@@ -42,6 +43,8 @@ def fit_command(
     inputs = expand_inputs(photos)
     model = load_builtin_face_model()
     landmarker = build_or_exit(lambda: make_landmarker(landmarks), debug)
+    if occlusion_mask:
+        build_or_exit(default_segmenter, debug)
 
     def process(path: Path) -> str:
         photo = load_photo(path, max_side=max_side)

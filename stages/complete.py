@@ -26,6 +26,7 @@ from stages.core.atomic import write_json
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo, save_png
 from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, make_landmarker, save_fit
+from stages.occlusion import default_segmenter
 from stages.render import (
     DEFAULT_YAWS,
     compose_views,
@@ -72,6 +73,8 @@ class Completer:
         self.model = model or load_builtin_face_model()
         self.method = get_method(self.options.method).load(self.model, **self.options.method_options)
         self.landmarker = landmarker or make_landmarker(self.options.landmarks)
+        if self.options.occlusion_mask:
+            default_segmenter()  # the skin mask's MediaPipe graphs load here, with the detector
 
     def complete_unwrap(self, unwrap: UnwrapResult) -> Completion:
         """Fill one partial texture with the configured method."""
