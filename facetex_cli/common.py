@@ -22,6 +22,10 @@ RECURSIVE_OPTION = typer.Option(False, "--recursive/--no-recursive", "-r",
                                 help="Also take the photos in the subfolders of folders given as inputs.")
 SKIP_OPTION = typer.Option(False, "--skip-existing/--no-skip-existing",
                            help="Skip inputs whose outputs already exist (resume a batch).")
+OCCLUSION_OPTION = typer.Option(True, "--occlusion-mask/--no-occlusion-mask",
+                                help="Keep only face skin (plus brows, eyes, lips, nostrils): hair, hands, glasses "
+                                     "and background are never unwrapped or mirrored (skin_mask.png, "
+                                     "uv_occluded.png). --no-occlusion-mask: geometry only, for comparisons.")
 DEBUG_OPTION = typer.Option(False, "--debug/--no-debug", help="Show tracebacks and native library logs.")
 #: The papers behind the methods, named by title in the help (never by their seed number).
 PAPER_FREEUV = "FreeUV"

@@ -12,6 +12,7 @@ from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, 
 from facetex_cli.common import (
     DEBUG_OPTION,
     LANDMARKS_OPTION,
+    OCCLUSION_OPTION,
     OUT_OPTION,
     RECURSIVE_OPTION,
     SKIP_OPTION,
@@ -76,6 +77,7 @@ def complete_command(
                                   help="Write render_fitted.png and views.png."),
     max_side: int = typer.Option(DEFAULTS.max_side, "--max-side", min=256, help=MAX_SIDE_HELP),
     recursive: bool = RECURSIVE_OPTION,
+    occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -106,7 +108,7 @@ def complete_command(
         method_options[key] = value
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
-                              delight=delight)
+                              delight=delight, occlusion_mask=occlusion_mask)
     prepare_output_root(out)
     names = output_names(inputs.files)
     report_renames(names)

@@ -10,6 +10,7 @@ from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, 
 from facetex_cli.common import (
     DEBUG_OPTION,
     LANDMARKS_OPTION,
+    OCCLUSION_OPTION,
     OUT_OPTION,
     RECURSIVE_OPTION,
     SKIP_OPTION,
@@ -22,6 +23,7 @@ from stages.complete import renamed
 from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import fit_photo, make_landmarker, save_fit
+from stages.occlusion import default_segmenter
 
 FACE_HELP = "Which face to fit: 'largest', 'all' (writes OUT/<stem>_face<i>/), or an index (0 = largest)."
 MAX_SIDE_HELP = "Photos whose long side exceeds this are downscaled on load."
@@ -34,12 +36,14 @@ def fit_command(
     landmarks: LandmarksChoice = LANDMARKS_OPTION,
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
     recursive: bool = RECURSIVE_OPTION,
+    occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Detect face landmarks (MediaPipe, offline) and fit pose, shape and lighting.
 
-    Writes OUT/<stem>/fit.json and fit_overlay.png.
+    Writes OUT/<stem>/fit.json and fit_overlay.png, and skin_mask.png + skin_overlay.png (the
+    face-skin segmentation unwrap uses; not with --no-occlusion-mask).
     """
     inputs = expand_inputs(photos, recursive=recursive)
     prepare_output_root(out)
@@ -47,10 +51,13 @@ def fit_command(
     report_renames(names)
     model = load_builtin_face_model()
     landmarker = build_or_exit(lambda: make_landmarker(landmarks), debug)
+    if occlusion_mask:
+        build_or_exit(default_segmenter, debug)
 
     def process(path: Path) -> Done:
         photo = load_photo(path, max_side=max_side)
-        fits = [renamed(fit, path, names[path]) for fit in fit_photo(photo, landmarker, model=model, face=face)]
+        fits = [renamed(fit, path, names[path])
+                for fit in fit_photo(photo, landmarker, model=model, face=face, occlusion_mask=occlusion_mask)]
         for fit in fits:
             save_fit(fit, photo.rgb, out / fit.stem, model)
         yaw, pitch, _ = fits[0].pose.euler

@@ -11,6 +11,7 @@ import typer
 from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
+    OCCLUSION_OPTION,
     OUT_OPTION,
     PAPER_YIN,
     RECURSIVE_OPTION,
@@ -52,6 +53,7 @@ def unwrap_command(
     face: str = typer.Option("largest", "--face", help=FACE_HELP + " (learned without FIT)"),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
     recursive: bool = RECURSIVE_OPTION,
+    occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -93,7 +95,7 @@ def unwrap_command(
             coverage, folders = [], []
             for fit_path in fit_paths:
                 result = unwrap_photo(photo, FitResult.load(fit_path), model=model, uv_size=uv_size,
-                                      erosion=erosion, delight=delight)
+                                      erosion=erosion, delight=delight, occlusion_mask=occlusion_mask)
                 result.save(out / result.stem)
                 coverage.append(f"{result.info['coverage']:.0%}")
                 folders.append(out / result.stem)

@@ -28,6 +28,7 @@ from stages.core.errors import FacetexError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo, save_png
 from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, make_landmarker, save_fit
+from stages.occlusion import default_segmenter
 from stages.render import (
     DEFAULT_YAWS,
     compose_views,
@@ -60,6 +61,7 @@ class CompleteOptions:
     face: str = "largest"
     landmarks: str = "mediapipe"
     delight: bool = False
+    occlusion_mask: bool = True
     max_side: int = DEFAULT_MAX_SIDE
     subdivide: int = 1
     yaws: tuple[float, ...] = DEFAULT_YAWS
@@ -84,6 +86,8 @@ class Completer:
         self.model = model or load_builtin_face_model()
         self.method = get_method(self.options.method).load(self.model, **self.options.method_options)
         self.landmarker = landmarker or make_landmarker(self.options.landmarks)
+        if self.options.occlusion_mask:
+            default_segmenter()  # the skin mask's MediaPipe graphs load here, with the detector
 
     def complete_unwrap(self, unwrap: UnwrapResult) -> Completion:
         """Fill one partial texture with the configured method."""
@@ -104,7 +108,7 @@ class Completer:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         photo = load_photo(photo_path, max_side=opts.max_side)
-        fits = fit_photo(photo, self.landmarker, model=self.model, face=opts.face)
+        fits = fit_photo(photo, self.landmarker, model=self.model, face=opts.face, occlusion_mask=opts.occlusion_mask)
         timings["load+fit"] = time.perf_counter() - t0
         out_dirs = []
         for fit in fits:
@@ -112,7 +116,8 @@ class Completer:
             out_dirs.append(Path(out_root) / fit.stem)
             face_timings = dict(timings)
             t = time.perf_counter()
-            unwrap = unwrap_photo(photo, fit, model=self.model, uv_size=opts.uv_size, delight=opts.delight)
+            unwrap = unwrap_photo(photo, fit, model=self.model, uv_size=opts.uv_size, delight=opts.delight,
+                                  occlusion_mask=opts.occlusion_mask)
             face_timings["unwrap"] = time.perf_counter() - t
             # The whole folder is written aside and swapped in: it never mixes two runs' files.
             with staged_folder(out_dirs[-1]) as out_dir:

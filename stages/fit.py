@@ -34,6 +34,7 @@ from stages.core.errors import BadInputError, FacetexError, MissingArtifactError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import Photo, load_photo, save_png
 from stages.core.lighting import fit_sh_lighting
+from stages.occlusion import SkinMask, save_skin_mask, segment_skin
 
 #: 2: records the photo's sha256 and its path relative to the fit.json folder.
 SCHEMA_VERSION = 2
@@ -81,6 +82,8 @@ class FitResult:
         source_relative: the photo's path relative to the folder of the ``fit.json`` it was
             loaded from or saved to (None when not expressible, e.g. another drive).
         fit_path: the ``fit.json`` this was loaded from (not saved; names the file in errors).
+        skin: per-pixel face-skin probability (:mod:`stages.occlusion`), saved beside ``fit.json``
+            as ``skin_mask.png``; None when fitted with ``occlusion_mask=False``.
     """
 
     source: str
@@ -99,6 +102,7 @@ class FitResult:
     source_sha256: str = ""
     source_relative: str | None = None
     fit_path: Path | None = None
+    skin: SkinMask | None = field(default=None, repr=False)
 
     def screen_vertices(self) -> np.ndarray:
         """``(V, 3)`` the per-image shape in screen space (equals the detected mesh points)."""
@@ -243,6 +247,7 @@ class FitResult:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MissingArtifactError(path, f"fit.json is incomplete or malformed ({exc!r})") from None
+        result.skin = SkinMask.load_beside(path, result.image_size)
         return result
 
 
@@ -578,7 +583,8 @@ def fit_warnings(pose: Pose, score: float) -> list[str]:
 
 
 def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel | None = None,
-              face: str = "largest", min_face_px: int = MIN_FACE_PX, seed: int = 0) -> list[FitResult]:
+              face: str = "largest", min_face_px: int = MIN_FACE_PX, seed: int = 0,
+              occlusion_mask: bool = True) -> list[FitResult]:
     """Fit the face model to one photo.
 
     Args:
@@ -588,6 +594,8 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
         face: ``"largest"``, ``"all"`` or an index into the faces sorted by size.
         min_face_px: refuse faces narrower than this.
         seed: seed for the lighting-fit pixel subset (results are deterministic).
+        occlusion_mask: segment face skin vs hair/hands/glasses/background (``FitResult.skin``;
+            needs the dense MediaPipe landmarks, so not with face-alignment's 68 points).
 
     Returns:
         One :class:`FitResult` per selected face. A face whose fit scores badly is checked upside
@@ -629,6 +637,9 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
                 "warnings": fit_warnings(pose, fitted["score"]),
             },
             source_sha256=photo.sha256))
+        if occlusion_mask and kind == "dense":
+            results[-1].skin = segment_skin(photo.rgb, points)
+            results[-1].quality["skin"] = results[-1].skin.info
     if not results:
         raise NoFaceError(photo.path, f"all {len(faces)} faces are too small (need {min_face_px} px)")
     return results
@@ -671,8 +682,10 @@ def draw_overlay(rgb: np.ndarray, fit: FitResult, model: FaceModel, max_side: in
 
 
 def save_fit(fit: FitResult, rgb: np.ndarray, out_dir: str | Path, model: FaceModel) -> list[Path]:
-    """Write ``fit.json`` and ``fit_overlay.png`` (drawn on ``rgb``) into ``out_dir``."""
+    """Write ``fit.json`` and ``fit_overlay.png`` (drawn on ``rgb``), and the skin mask if any, into ``out_dir``."""
     out_dir = Path(out_dir)
     save_png(out_dir / "fit_overlay.png", draw_overlay(rgb, fit, model))
+    save_skin_mask(fit.skin, out_dir, rgb)  # skin_mask.png + skin_overlay.png (or removes stale ones)
     fit.save(out_dir / "fit.json")  # last: its presence marks the stage as done
-    return [out_dir / "fit.json", out_dir / "fit_overlay.png"]
+    return [out_dir / "fit.json", out_dir / "fit_overlay.png"] + (
+        [out_dir / "skin_mask.png", out_dir / "skin_overlay.png"] if fit.skin is not None else [])

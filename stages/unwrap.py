@@ -37,6 +37,7 @@ from stages.core.lighting import shading_normalised
 from stages.core.raster import crop_window, rasterize
 from stages.core.uv import uv_layout
 from stages.fit import FitResult
+from stages.occlusion import OCCLUDED_FILE, apply_skin_mask
 
 SCHEMA_VERSION = 1
 UV_SIZE_RANGE = (256, 2048)
@@ -63,6 +64,8 @@ class UnwrapResult:
         layout_mask: ``(S, S)`` bool texels that belong to the face model's UV layout.
         stem: the photo's output name.
         info: settings and coverage numbers.
+        occluded: ``(S, S)`` bool texels seen geometrically but rejected by the skin mask
+            (:mod:`stages.occlusion`; confidence 0), or None when unwrapped without a mask.
     """
 
     texture: np.ndarray
@@ -71,6 +74,7 @@ class UnwrapResult:
     layout_mask: np.ndarray
     stem: str
     info: dict
+    occluded: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -87,12 +91,17 @@ class UnwrapResult:
         rgba = np.concatenate([self.texture, self.confidence[..., None]], axis=2)
         save_png(out_dir / "uv_texture.png", rgba)
         save_png(out_dir / "uv_mask.png", self.visible)
+        if self.occluded is not None:
+            save_png(out_dir / OCCLUDED_FILE, self.occluded)
+        else:
+            (out_dir / OCCLUDED_FILE).unlink(missing_ok=True)
         write_npy(out_dir / "uv_position.npy", self.position.astype(np.float32))
         save_png(out_dir / "uv_position.png", position_preview(self.position, self.layout_mask))
         write_json(out_dir / "unwrap.json", {"schema": "facetex.unwrap", "schema_version": SCHEMA_VERSION,
                                               "stem": self.stem, **self.info})
         return [out_dir / n for n in ("uv_texture.png", "uv_mask.png", "uv_position.npy",
-                                      "uv_position.png", "unwrap.json")]
+                                      "uv_position.png", "unwrap.json")] + (
+            [out_dir / OCCLUDED_FILE] if self.occluded is not None else [])
 
     @classmethod
     def load(cls, out_dir: str | Path, model: FaceModel | None = None) -> UnwrapResult:
@@ -122,8 +131,12 @@ class UnwrapResult:
             raise MissingArtifactError(out_dir / "uv_texture.png",
                                        f"only {coverage:.1%} of the UV layout is visible (alpha; need "
                                        f"{MIN_COVERAGE:.0%}): nothing to complete from; re-run `facetex unwrap`")
+        occluded = None
+        if (out_dir / OCCLUDED_FILE).is_file():
+            occluded = load_texture(out_dir / OCCLUDED_FILE)[..., 0] > 0.5
         return cls(texture=rgba[..., :3], confidence=rgba[..., 3], position=position,
-                   layout_mask=layout.mask.copy(), stem=str(info.get("stem", out_dir.name)), info=info)
+                   layout_mask=layout.mask.copy(), stem=str(info.get("stem", out_dir.name)), info=info,
+                   occluded=occluded)
 
 
 def position_preview(position: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -270,7 +283,8 @@ def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height:
 
 def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel | None = None, uv_size: int = 512,
                  erosion: float = EROSION_FRACTION, depth_tolerance: float = DEPTH_TOLERANCE,
-                 min_confidence: float = MIN_CONFIDENCE, delight: bool = False) -> UnwrapResult:
+                 min_confidence: float = MIN_CONFIDENCE, delight: bool = False,
+                 occlusion_mask: bool = True) -> UnwrapResult:
     """Sample the visible part of the face's UV texture from the photo.
 
     Args:
@@ -286,6 +300,8 @@ def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel 
             light's ambient term (:func:`stages.core.lighting.shading_normalised`): removes the
             directional part of the photo's light, keeps its colour level (an albedo-like texture
             up to a global colour; relight it with ``render --sh``).
+        occlusion_mask: fold ``fit.skin`` (when the fit has one) into the confidence and record the
+            texels it rejects (:func:`stages.occlusion.apply_skin_mask`); False: geometry only.
 
     Returns:
         An :class:`UnwrapResult`.
@@ -304,6 +320,10 @@ def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel 
     seen = texel_visibility(model, fit.vertices, pose, height, width, uv_size, erosion=erosion,
                             depth_tolerance=depth_tolerance, min_confidence=min_confidence)
     confidence, texel_screen = seen.confidence, seen.texel_screen
+    occluded = None
+    if occlusion_mask and fit.skin is not None:  # the mask is at the fit's photo size
+        confidence, occluded = apply_skin_mask(confidence, texel_screen[..., :2] * (fit.image_size[0] / width),
+                                               fit.skin, min_confidence)
     layout = uv_layout(model, uv_size)
 
     # Colour, with the photo pre-filtered to about one pixel per texel.
@@ -325,13 +345,17 @@ def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel 
     if coverage < MIN_COVERAGE:
         raise NoFaceError(photo.path if isinstance(photo, Photo) else fit.source,
                           f"only {coverage:.1%} of the UV layout is visible (need {MIN_COVERAGE:.0%}): "
-                          "the fit does not place the face on this photo")
+                          + ("the skin mask rejects almost the whole face (try --no-occlusion-mask)"
+                             if occluded is not None and occluded.any() else
+                             "the fit does not place the face on this photo"))
     info = {
         "uv_size": uv_size, "model_id": model.name, "source": fit.source,
         "erosion_px": seen.erosion_px, "depth_tolerance_px": round(seen.depth_tolerance_px, 3),
         "min_confidence": min_confidence, "texel_px": round(float(texel_px), 3), "delight": delight,
+        "occlusion_mask": occluded is not None,
+        "occluded_fraction": round(float(occluded.sum()) / max(1, n_layout), 4) if occluded is not None else 0.0,
         "coverage": round(coverage, 4),
         "mean_confidence": round(float(confidence[confidence > 0].mean()) if (confidence > 0).any() else 0.0, 4),
     }
     return UnwrapResult(texture=texture, confidence=confidence, position=position,
-                        layout_mask=layout.mask.copy(), stem=fit.stem, info=info)
+                        layout_mask=layout.mask.copy(), stem=fit.stem, info=info, occluded=occluded)

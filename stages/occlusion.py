@@ -1,0 +1,360 @@
+"""Face-skin segmentation: keep hair, hands, glasses, scarves and background out of the texture.
+
+``fit`` runs :func:`segment_skin` once per face and writes the result next to ``fit.json`` as
+``skin_mask.png`` (8-bit skin probability, photo size) and ``skin_overlay.png`` (rejected pixels
+tinted magenta on the photo). ``unwrap`` samples it at every texel (:func:`apply_skin_mask`): the
+skin probability scales the texel's confidence, texels below :data:`REJECT_BELOW` get confidence 0
+and are recorded in ``uv_occluded.png``. Every completion method treats ``confidence == 0`` as
+unseen, and the mirror fills a texel only from a partner with a larger confidence, so a rejected
+texel is never kept and never mirrored.
+
+The segmentation, on the face window downscaled to :data:`WORK_SIDE` pixels (cost ~10 ms a photo):
+
+1. a per-photo skin colour model: a robust Gaussian in CIE Lab fitted to the central face (cheeks,
+   nose, forehead, chin; eyes, brows and mouth left out), iteratively trimmed so strands, a hand or
+   glasses over part of the seed area do not pull it. Lightness may rise freely (highlights) and
+   fall further than chroma may move (shading); hair (any colour but skin's), glasses frames,
+   sunglasses, scarves, occluder shadows and background fail it;
+2. MediaPipe selfie segmentation (person vs background): background pixels are not skin, which
+   catches background seen beside the far cheek at large yaw even when its colour is skin-like;
+3. MediaPipe hands (palm detection + 21 hand landmarks): pixels inside a detected hand are not
+   skin (a hand is skin-coloured, colour alone cannot reject it);
+4. semantic regions from the 478 face landmarks: brows, eyes (with iris), lips (with the mouth)
+   and nostrils belong in a face texture, so each is kept whole unless most of a ring of skin
+   around it was rejected (then something covers it: sunglasses over the eyes, a scarf over the
+   mouth), in which case its pixels follow the colour model like any other.
+
+Facial hair is *not* kept: a beard or moustache fails the skin model like other hair and is filled
+like an occluder. Colour cannot tell a dark beard from a dark scarf or a hand's shadow over the
+mouth, and leaking an occluder onto both sides of the face is the worse failure; a user who wants
+the beard in the texture runs with ``--no-occlusion-mask``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stages.core.errors import MissingArtifactError
+
+MASK_FILE = "skin_mask.png"
+OVERLAY_FILE = "skin_overlay.png"
+OCCLUDED_FILE = "uv_occluded.png"
+#: Texels (and pixels) whose skin probability is below this are rejected.
+REJECT_BELOW = 0.5
+#: Long side, in pixels, of the face window the segmentation works on.
+WORK_SIDE = 160
+#: Margin around the landmarks' box, as a fraction of its size.
+WINDOW_MARGIN = 0.15
+#: Skin-model threshold: Mahalanobis distance (in the inliers' spread) at which p(skin) = 0.5.
+SKIN_DISTANCE = 3.2
+#: Median of the chi-square distribution with 3 degrees of freedom (consistency of the trimmed fit).
+CHI2_3_MEDIAN = 2.366
+#: Minimum standard deviation of the skin model in L, a, b (photo noise, JPEG chroma blocks).
+SPREAD_FLOOR = (6.0, 2.5, 2.5)
+#: Lightness deviations count this much against skin when darker, and this much when brighter.
+DARKER_WEIGHT, BRIGHTER_WEIGHT = 0.45, 0.15
+#: A semantic region is kept whole unless more than this share of the skin ring around it is rejected.
+RING_REJECTED_MAX = 0.5
+#: Feather width of the confidence ramp next to rejected texels, as a fraction of the UV size.
+FEATHER_FRACTION = 1.0 / 128
+
+# MediaPipe face-mesh landmark indices of the regions a face texture keeps.
+KEEP_REGIONS: dict[str, tuple[int, ...]] = {
+    "right_eye": (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+    "left_eye": (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398),
+    "right_brow": (46, 53, 52, 65, 55, 70, 63, 105, 66, 107),
+    "left_brow": (276, 283, 282, 295, 285, 300, 293, 334, 296, 336),
+    "lips": (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185),
+    "nostrils": (48, 64, 98, 97, 2, 326, 327, 294, 278, 79, 309, 20, 250, 60, 290, 75, 305),
+}
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+
+
+@dataclass
+class SkinMask:
+    """Per-pixel skin probability of one face in one photo.
+
+    Attributes:
+        prob: ``(H, W)`` float32 in ``[0, 1]``, photo size; 0 outside the face window.
+        info: what was found (hands, seed statistics, rejected share), for ``fit``'s record.
+    """
+
+    prob: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    def sample(self, xy: np.ndarray) -> np.ndarray:
+        """Bilinear skin probability at continuous pixel positions ``(..., 2+)`` (0 outside the photo)."""
+        map_x = (xy[..., 0] - 0.5).astype(np.float32)
+        map_y = (xy[..., 1] - 0.5).astype(np.float32)
+        return cv2.remap(self.prob, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+    def save(self, out_dir: str | Path, rgb: np.ndarray) -> list[Path]:
+        """Write ``skin_mask.png`` (8-bit probability) and ``skin_overlay.png`` (drawn on ``rgb``)."""
+        from stages.core.image_io import save_png
+
+        out_dir = Path(out_dir)
+        save_png(out_dir / OVERLAY_FILE, skin_overlay(rgb, self.prob))
+        save_png(out_dir / MASK_FILE, self.prob)
+        return [out_dir / MASK_FILE, out_dir / OVERLAY_FILE]
+
+    @classmethod
+    def load_beside(cls, fit_path: str | Path, image_size: tuple[int, int]) -> SkinMask | None:
+        """The ``skin_mask.png`` next to ``fit_path``, or None when there is none (fit without a mask).
+
+        Raises:
+            MissingArtifactError: the file is unreadable or not ``image_size`` (``(W, H)``).
+        """
+        path = Path(fit_path).parent / MASK_FILE
+        if not path.is_file():
+            return None
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if mask is None or mask.ndim != 2:
+            raise MissingArtifactError(path, "not a readable 8-bit grey skin mask (re-run `facetex fit`)")
+        if (mask.shape[1], mask.shape[0]) != tuple(image_size):
+            raise MissingArtifactError(path, f"mask is {mask.shape[1]}x{mask.shape[0]}, the fit's photo "
+                                             f"{image_size[0]}x{image_size[1]} (re-run `facetex fit`)")
+        return cls(prob=mask.astype(np.float32) / 255.0)
+
+
+def save_skin_mask(skin: SkinMask | None, out_dir: str | Path, rgb: np.ndarray) -> None:
+    """Write ``skin``'s files into ``out_dir``; with None, remove any left by an earlier fit (a stale
+    mask next to a new ``fit.json`` would otherwise be used by ``unwrap``)."""
+    if skin is not None:
+        skin.save(out_dir, rgb)
+        return
+    for name in (MASK_FILE, OVERLAY_FILE):
+        (Path(out_dir) / name).unlink(missing_ok=True)
+
+
+def skin_overlay(rgb: np.ndarray, prob: np.ndarray, max_side: int = 1024) -> np.ndarray:
+    """``(H', W', 3)`` uint8: the photo with rejected pixels tinted magenta and the kept border drawn."""
+    factor = min(1.0, max_side / max(rgb.shape[:2]))
+    size = (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor))
+    canvas = rgb if factor == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    p = prob if factor == 1.0 else cv2.resize(prob, size, interpolation=cv2.INTER_AREA)
+    window = p > 0
+    if window.any():  # the window the mask covers: rejected = inside the face window and not skin
+        ys, xs = np.nonzero(window)
+        window[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    rejected = (window & (p < REJECT_BELOW)).astype(np.float32)[..., None]
+    tint = np.array([255, 0, 200], np.float32)
+    out = canvas.astype(np.float32) * (1 - 0.55 * rejected) + tint * 0.55 * rejected
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    contours, _ = cv2.findContours((p >= REJECT_BELOW).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, (60, 255, 120), max(1, round(max(size) / 600)), cv2.LINE_AA)
+    return out
+
+
+class SkinSegmenter:
+    """MediaPipe selfie segmentation + hands, built once and reused (see the module docstring).
+
+    Args:
+        hands: look for hands over the face (palm detection + landmarks).
+        background: use selfie segmentation (person vs background).
+    """
+
+    def __init__(self, hands: bool = True, background: bool = True):
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
+        import mediapipe as mp
+
+        self._selfie = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) if background else None
+        self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=0,
+                                               min_detection_confidence=0.5) if hands else None
+
+    def person(self, crop: np.ndarray) -> np.ndarray | None:
+        """``(h, w)`` float32 person probability of a uint8 RGB crop (None without the model)."""
+        if self._selfie is None:
+            return None
+        return np.asarray(self._selfie.process(np.ascontiguousarray(crop)).segmentation_mask, dtype=np.float32)
+
+    def hands(self, crop: np.ndarray) -> list[np.ndarray]:
+        """Hand landmark sets found in a uint8 RGB crop: a list of ``(21, 2)`` pixel points."""
+        if self._hands is None:
+            return []
+        h, w = crop.shape[:2]
+        found = self._hands.process(np.ascontiguousarray(crop)).multi_hand_landmarks or []
+        return [np.array([(p.x * w, p.y * h) for p in hand.landmark]) for hand in found]
+
+    def close(self) -> None:
+        for graph in (self._selfie, self._hands):
+            if graph is not None:
+                graph.close()
+
+
+_DEFAULT: SkinSegmenter | None = None
+
+
+def default_segmenter() -> SkinSegmenter:
+    """The process-wide segmenter (built on first use, like the landmark detector per batch)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = SkinSegmenter()
+    return _DEFAULT
+
+
+def face_window(landmarks: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` integer pixel window: the landmarks' box plus :data:`WINDOW_MARGIN`."""
+    x0, y0 = landmarks[:, :2].min(axis=0)
+    x1, y1 = landmarks[:, :2].max(axis=0)
+    mx, my = WINDOW_MARGIN * (x1 - x0), WINDOW_MARGIN * (y1 - y0)
+    return (max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my))),
+            min(width, int(np.ceil(x1 + mx))), min(height, int(np.ceil(y1 + my))))
+
+
+def _polygon(shape: tuple[int, int], points: np.ndarray, hull: bool = True) -> np.ndarray:
+    """``(h, w)`` bool filled polygon (convex hull with ``hull``) of ``(N, 2)`` pixel points."""
+    out = np.zeros(shape, np.uint8)
+    pts = np.round(points * 4).astype(np.int32)  # 2 bits of sub-pixel precision
+    if hull:
+        pts = cv2.convexHull(pts)
+    cv2.fillPoly(out, [pts.reshape(-1, 1, 2)], 1, cv2.LINE_8, 2)
+    return out.astype(bool)
+
+
+def robust_skin_model(lab: np.ndarray, iterations: int = 4, keep: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Trimmed Gaussian of ``(N, 3)`` Lab seed colours: each round keeps the ``keep`` share closest
+    to the current estimate, so a minority of hair, hand or glasses pixels in the seed does not
+    move it; the covariance is then rescaled so the median squared distance over the seed is the
+    chi-square median (the trimmed spread alone would be too tight) and floored at
+    :data:`SPREAD_FLOOR`. Returns ``(mean (3,), covariance (3, 3))``."""
+    floor = np.diag(np.square(SPREAD_FLOOR))  # also keeps grey photos (a = b = 0) invertible
+    mean = np.median(lab, axis=0)
+    cov = np.cov((lab - mean).T) + floor
+    for _ in range(iterations):
+        d = _mahalanobis2(lab, mean, cov)
+        inliers = lab[d <= np.quantile(d, keep)]
+        mean = inliers.mean(axis=0)
+        cov = np.cov((inliers - mean).T) + 1e-3 * floor
+        cov = cov * np.median(_mahalanobis2(lab, mean, cov)) / CHI2_3_MEDIAN + floor
+    return mean, cov
+
+
+def _mahalanobis2(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    diff = x - mean
+    return np.einsum("...i,ij,...j->...", diff, np.linalg.inv(cov), diff)
+
+
+def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmenter | None = None) -> SkinMask:
+    """Skin probability of the face given by ``landmarks`` (see the module docstring for the steps).
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 photo.
+        landmarks: ``(478, 3)`` (or ``(468+, 3)``) MediaPipe face-mesh points, pixel ``x, y``.
+        segmenter: the MediaPipe graphs (default: :func:`default_segmenter`).
+
+    Returns:
+        A :class:`SkinMask` of the photo's size.
+    """
+    segmenter = segmenter or default_segmenter()
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = face_window(landmarks, height, width)
+    prob_full = np.zeros((height, width), np.float32)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return SkinMask(prob=prob_full, info={"skipped": "face window outside the photo"})
+    k = min(1.0, WORK_SIDE / max(x1 - x0, y1 - y0))
+    w, h = max(2, round((x1 - x0) * k)), max(2, round((y1 - y0) * k))
+    crop = cv2.resize(rgb[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA)
+    pts = (landmarks[:, :2] - [x0, y0]) * [w / (x1 - x0), h / (y1 - y0)]
+
+    # 1. Skin colour model seeded from the central face.
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab[..., 0] *= 100.0 / 255.0
+    lab[..., 1:] -= 128.0
+    oval = _polygon((h, w), pts[list(FACE_OVAL)])
+    regions = {name: _polygon((h, w), pts[list(idx)]) for name, idx in KEEP_REGIONS.items()}
+    features = np.any(list(regions.values()), axis=0)
+    grow = max(1, round(0.04 * w))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    centre = pts[list(FACE_OVAL)].mean(axis=0)
+    central = _polygon((h, w), centre + 0.75 * (pts[list(FACE_OVAL)] - centre))
+    seed = central & ~cv2.dilate(features.astype(np.uint8), kernel).astype(bool)
+    if seed.sum() < 30:
+        seed = oval & ~features
+    mean, cov = robust_skin_model(lab[seed])
+    diff = lab - mean
+    darker = diff[..., 0] < 0
+    diff[..., 0] *= np.where(darker, DARKER_WEIGHT, BRIGHTER_WEIGHT)
+    d = np.sqrt(_mahalanobis2(diff, np.zeros(3), cov))
+    prob = 1.0 / (1.0 + np.exp(2.0 * (d - SKIN_DISTANCE)))
+
+    # 2. Background.
+    person = segmenter.person(crop)
+    if person is not None:
+        prob *= np.clip((person - 0.2) / 0.4, 0.0, 1.0)
+    # 3. Hands: the hull of the 21 points, grown by about a finger's width.
+    hands = segmenter.hands(crop)
+    for hand in hands:
+        finger = max(1, round(0.12 * np.ptp(hand[:, 0]) + 0.12 * np.ptp(hand[:, 1])))
+        area = cv2.dilate(_polygon((h, w), hand).astype(np.uint8),
+                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * finger + 1, 2 * finger + 1)))
+        prob[area > 0] = 0.0
+
+    # 4. Keep brows, eyes, lips and nostrils unless the skin around them is covered.
+    kept, covered = [], []
+    for name, region in regions.items():
+        ring = cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~features & oval
+        if ring.sum() == 0 or (prob[ring] < REJECT_BELOW).mean() <= RING_REJECTED_MAX:
+            prob[region] = np.maximum(prob[region], 1.0)
+            kept.append(name)
+        else:
+            covered.append(name)
+    for hand in hands:  # a hand over an eye or the mouth wins over the keep rule
+        finger = max(1, round(0.12 * np.ptp(hand[:, 0]) + 0.12 * np.ptp(hand[:, 1])))
+        prob[cv2.dilate(_polygon((h, w), hand).astype(np.uint8), np.ones((2 * finger + 1,) * 2, np.uint8)) > 0] = 0
+
+    # A light blur gives the rejected region a smooth outline at photo resolution.
+    prob = cv2.GaussianBlur(prob, (0, 0), 0.8)
+    prob_full[y0:y1, x0:x1] = cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    np.clip(prob_full, 0.0, 1.0, out=prob_full)
+    rejected = float((prob[oval] < REJECT_BELOW).mean()) if oval.any() else 0.0
+    info = {"window": [x0, y0, x1, y1], "hands": len(hands), "kept_regions": kept, "covered_regions": covered,
+            "skin_lab_mean": [round(float(v), 2) for v in mean], "rejected_face_fraction": round(rejected, 4)}
+    return SkinMask(prob=prob_full, info=info)
+
+
+def apply_skin_mask(confidence: np.ndarray, texel_screen: np.ndarray, skin: SkinMask,
+                    min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fold the skin probability into an unwrap's confidence.
+
+    Each seen texel's confidence is multiplied by a smoothstep of its skin probability (0 at
+    :data:`REJECT_BELOW`, 1 from 0.8 up) and by a feather ramp that
+    rises from 0 to 1 over :data:`FEATHER_FRACTION` of the UV size away from rejected texels, so
+    the kept/filled border is soft (methods that weight by confidence blend across it, and the
+    mirror prefers a better-seen partner near it); the first feather width next to a rejected texel
+    is dropped as the occluder's soft edge. Texels left below ``min_confidence`` are unseen.
+
+    Args:
+        confidence: ``(S, S)`` float32 geometric confidence (0 = not seen).
+        texel_screen: ``(S, S, 2+)`` pixel position of every texel in the photo.
+        skin: the photo's skin mask.
+        min_confidence: the unwrap's visibility threshold.
+
+    Returns:
+        ``(confidence (S, S) float32, occluded (S, S) bool)``: the new confidence and the texels
+        seen geometrically that the mask removed.
+    """
+    p = skin.sample(texel_screen)
+    seen = confidence > 0
+    rejected = seen & (p < REJECT_BELOW)
+    size = confidence.shape[0]
+    feather = max(1.0, FEATHER_FRACTION * size)
+    if rejected.any():
+        dist = cv2.distanceTransform((~rejected).astype(np.uint8), cv2.DIST_L2, 3)
+        # The first ``feather`` texels are dropped too (an occluder's soft edge, blurred by
+        # resampling, is not skin either), then the confidence ramps up over another ``feather``.
+        ramp = np.clip(dist / feather - 1.0, 0.0, 1.0)
+    else:
+        ramp = np.ones_like(confidence)
+    # Skin probability 0.5 -> 0 ... 0.8 -> 1 (smoothstep): clear skin keeps its confidence unchanged.
+    t = np.clip((p - REJECT_BELOW) / 0.3, 0.0, 1.0)
+    out = np.where(rejected, 0.0, confidence * t * t * (3 - 2 * t) * ramp).astype(np.float32)
+    out[out < min_confidence] = 0.0
+    return out, seen & (out <= 0)

@@ -1,0 +1,151 @@
+"""The face-skin mask: occluders are rejected, kept out of the texture and never mirrored."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stages.completion import MIRRORED, VISIBLE, get_method
+from stages.core.image_io import Photo, load_photo
+from stages.fit import FitResult, fit_photo, save_fit
+from stages.occlusion import KEEP_REGIONS, REJECT_BELOW, SkinMask, apply_skin_mask, segment_skin
+from stages.render import render_mesh
+from stages.unwrap import UnwrapResult, unwrap_photo
+from tests.test_roundtrip import face_texture  # noqa: F401  (the astronaut's completed texture, a fixture)
+from tests.test_unwrap_render import synthetic_fit
+
+#: Drawn occluder colours (RGB): a green strand set, a blue sunglasses bar, a pale rosy skin-tone
+#: "hand" blob (Lab chroma a 14, b 5 against the astronaut's yellower skin). A blob of the face's own
+#: chroma, lighter or darker, passes the colour model (it tolerates shading): that case needs the
+#: hand detector, which a drawn blob does not trigger.
+STRAND, BAR, BLOB = (40, 160, 60), (25, 25, 110), (240, 200, 200)
+#: Stated bound: the rejected pixels overlap the drawn occluder (inside the face) with IoU above this.
+IOU_MIN = 0.5
+
+
+def _draw(image: np.ndarray, fit) -> tuple[np.ndarray, np.ndarray]:
+    """Draw strands over the right cheek, a bar over the eyes and a blob on the chin; returns the mask."""
+    p = fit.landmarks[:, :2]
+    width = float(p[:, 0].max() - p[:, 0].min())
+    out = image.copy()
+    mask = np.zeros(image.shape[:2], np.uint8)
+    for k in range(4):
+        start = (int(p[10, 0] + (0.05 + 0.06 * k) * width), int(p[10, 1]))
+        end = (int(p[454, 0] - (0.25 - 0.05 * k) * width), int(p[152, 1] - 0.25 * width))
+        for canvas, colour in ((out, STRAND), (mask, 1)):
+            cv2.line(canvas, start, end, colour, max(3, int(0.03 * width)))
+    left, right = p[468, :2].astype(int), p[473, :2].astype(int)
+    for canvas, colour in ((out, BAR), (mask, 1)):
+        cv2.rectangle(canvas, (left[0] - int(0.12 * width), left[1] - int(0.05 * width)),
+                      (right[0] + int(0.12 * width), right[1] + int(0.05 * width)), colour, -1)
+        cv2.circle(canvas, (int(p[152, 0]), int(p[152, 1] - 0.08 * width)), int(0.12 * width), colour if canvas is mask
+                   else BLOB, -1)
+    return out, mask.astype(bool)
+
+
+@pytest.fixture(scope="module")
+def occluded_render(face_texture, landmarker, model):  # noqa: F811
+    """A rendered face (the astronaut's texture) with drawn occluders, fitted on the clean render."""
+    size = 512
+    truth = synthetic_fit(model, 0.0, size)
+    rgb, inside = render_mesh(face_texture, truth.screen_vertices(), model, size, size)
+    clean = (np.where(inside[..., None], rgb, 0.35) * 255 + 0.5).astype(np.uint8)
+    fit = fit_photo(Photo(rgb=clean, path=Path("render.png"), scale=1.0, original_size=(size, size)), landmarker,
+                    model=model, occlusion_mask=False)[0]
+    image, drawn = _draw(clean, fit)
+    return image, drawn, inside, fit, clean
+
+
+def test_mask_rejects_drawn_occluders(occluded_render):
+    image, drawn, inside, fit, _ = occluded_render
+    skin = segment_skin(image, fit.landmarks)
+    rejected = (skin.prob < REJECT_BELOW) & inside
+    target = drawn & inside
+    iou = (rejected & target).sum() / (rejected | target).sum()
+    assert iou > IOU_MIN, f"IoU {iou:.2f}"
+    for colour in (STRAND, BAR, BLOB):   # each occluder on its own is mostly rejected
+        own = target & (np.abs(image.astype(int) - colour).sum(axis=2) == 0)
+        assert (skin.prob[own] < REJECT_BELOW).mean() > 0.8, colour
+
+
+def _near(texture: np.ndarray, colour) -> np.ndarray:
+    """``(S, S)`` bool: within 30 RGB levels (sum of abs differences) of ``colour``."""
+    return np.abs(texture * 255 - np.asarray(colour, np.float32)).sum(axis=2) < 30
+
+
+@pytest.mark.parametrize("colour", [STRAND, BAR, BLOB])
+def test_no_occluder_colour_reaches_the_completed_texture(occluded_render, model, colour):
+    image, _, _, fit, clean = occluded_render
+    mirror = get_method("mirror").load(model)
+    fit = dataclasses.replace(fit, skin=segment_skin(clean, fit.landmarks))
+    reference = mirror.complete(unwrap_photo(clean, fit, model=model, uv_size=256))
+    fit.skin = segment_skin(image, fit.landmarks)
+    before = mirror.complete(unwrap_photo(image, fit, model=model, uv_size=256, occlusion_mask=False))
+    after = mirror.complete(unwrap_photo(image, fit, model=model, uv_size=256))
+    # Occluder-coloured texels where the clean photo's completion has no such colour.
+    new = (before.provenance > 0) & ~_near(reference.texture, colour)
+    leaked_before = int((_near(before.texture, colour) & new).sum())
+    leaked_after = int((_near(after.texture, colour) & new).sum())
+    # Without the mask the occluder is unwrapped (and mirrored); with it, (almost) none of it is left.
+    assert leaked_before > 150
+    assert leaked_after <= 0.05 * leaked_before, (leaked_after, leaked_before)
+
+
+def test_astronaut_keeps_brows_eyes_and_lips(astronaut_path, landmarker, model):
+    photo = load_photo(astronaut_path)
+    fit = fit_photo(photo, landmarker, model=model)[0]
+    assert fit.skin is not None
+    p = fit.landmarks[:, :2]
+    for name in ("right_eye", "left_eye", "right_brow", "left_brow", "lips"):
+        poly = np.zeros(photo.rgb.shape[:2], np.uint8)
+        cv2.fillConvexPoly(poly, cv2.convexHull(p[list(KEEP_REGIONS[name])].astype(np.int32)), 1)
+        kept = (fit.skin.prob[poly > 0] >= REJECT_BELOW).mean()
+        assert kept > 0.95, f"{name}: {kept:.2f} kept"
+
+
+def test_mirror_refuses_rejected_texels(model):
+    """A texel the mask rejected is never kept and never copied to its partner by the mirror."""
+    from stages.core.uv import uv_layout
+
+    size = 128
+    layout = uv_layout(model, size).mask
+    cols = np.arange(size)[None, :].repeat(size, 0)
+    confidence = np.where(layout & (cols < size // 2 - 2), 0.9, 0.0).astype(np.float32)
+    texture = np.full((size, size, 3), 0.6, np.float32)
+    patch = np.zeros((size, size), bool)
+    patch[50:70, 30:50] = True
+    patch &= confidence > 0
+    texture[patch] = (0.0, 0.0, 1.0)                      # the occluder, seen on the left side only
+    # texel_screen = the texel grid itself; the mask says "not skin" on the patch.
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    skin = SkinMask(prob=np.where(patch, 0.0, 1.0).astype(np.float32))
+    conf, occluded = apply_skin_mask(confidence, np.dstack([xx, yy]), skin, min_confidence=0.05)
+    assert occluded[patch].all() and (conf[patch] == 0).all()
+    texture = np.where((conf > 0)[..., None], texture, 0.0)
+    unwrap = UnwrapResult(texture=texture, confidence=conf, position=np.zeros((size, size, 3), np.float32),
+                          layout_mask=layout, stem="t", info={}, occluded=occluded)
+    result = get_method("mirror").load(model).complete(unwrap)
+    partner = patch[:, ::-1]
+    assert not (result.provenance[patch] == VISIBLE).any()
+    assert not (result.provenance[partner] == MIRRORED).any()
+    assert (result.texture[patch | partner][:, 2] < 0.8).all()   # no blue anywhere it could have gone
+
+
+def test_skin_mask_files_round_trip(astronaut_path, landmarker, model, tmp_path):
+    photo = load_photo(astronaut_path)
+    fit = fit_photo(photo, landmarker, model=model)[0]
+    save_fit(fit, photo.rgb, tmp_path, model)
+    assert (tmp_path / "skin_mask.png").is_file() and (tmp_path / "skin_overlay.png").is_file()
+    loaded = FitResult.load(tmp_path / "fit.json")
+    assert np.abs(loaded.skin.prob - fit.skin.prob).max() <= 1 / 255 + 1e-6
+    unwrap = unwrap_photo(photo.rgb, loaded, model=model, uv_size=256)
+    unwrap.save(tmp_path)
+    assert (UnwrapResult.load(tmp_path, model).occluded == unwrap.occluded).all()
+    # A fit without the mask removes the stale files, so unwrap cannot pick up an old mask.
+    save_fit(fit_photo(photo, landmarker, model=model, occlusion_mask=False)[0], photo.rgb, tmp_path, model)
+    assert FitResult.load(tmp_path / "fit.json").skin is None
+    assert not (tmp_path / "skin_mask.png").exists()
