@@ -287,7 +287,10 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
 
     # 2. Background.
     person = segmenter.person(crop)
-    if person is not None:
+    person_used = person is not None and float(np.median(person[seed])) >= 0.5
+    if person_used:
+        # Only where the segmenter agrees that the central face is a person: on renders, drawings or
+        # unusual crops it can call the whole face background, and the landmarks say otherwise.
         prob *= np.clip((person - 0.2) / 0.4, 0.0, 1.0)
     # 3. Hands: the hull of the 21 points, grown by about a finger's width.
     hands = segmenter.hands(crop)
@@ -315,7 +318,7 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     prob_full[y0:y1, x0:x1] = cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     np.clip(prob_full, 0.0, 1.0, out=prob_full)
     rejected = float((prob[oval] < REJECT_BELOW).mean()) if oval.any() else 0.0
-    info = {"window": [x0, y0, x1, y1], "hands": len(hands), "kept_regions": kept, "covered_regions": covered,
+    info = {"window": [x0, y0, x1, y1], "hands": len(hands), "person_mask_used": person_used, "kept_regions": kept, "covered_regions": covered,
             "skin_lab_mean": [round(float(v), 2) for v in mean], "rejected_face_fraction": round(rejected, 4)}
     return SkinMask(prob=prob_full, info=info)
 

@@ -370,7 +370,8 @@ def hidden_texel_pictures(case: HiddenTexelCase, completed: np.ndarray, referenc
 
 def reprojection(photo: np.ndarray, texture: np.ndarray, fit: FitResult, model: FaceModel,
                  erosion_px: int) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
-    """Render at the fitted pose (base mesh, as unwrapped) and compare with the photo in the face window.
+    """Render at the fitted pose (base mesh, as unwrapped) and compare with the photo in the face window,
+    on the rasterized face eroded like the unwrap, minus what the fit's skin mask rejects.
 
     Returns:
         ``(metrics, photo_crop, render_crop, mask)`` with float images in [0, 1].
@@ -385,6 +386,10 @@ def reprojection(photo: np.ndarray, texture: np.ndarray, fit: FitResult, model: 
     if erosion_px > 0:
         mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erosion_px + 1,) * 2))
     mask = (mask > 0) & covered
+    if fit.skin is not None:
+        # Hair, hands and glasses in front of the face are not the texture's to reproduce (unwrap
+        # rejected them): score the visible face skin only.
+        mask &= fit.skin.prob[y0:y1, x0:x1] >= 0.5
     crop = photo[y0:y1, x0:x1].astype(np.float32) / 255.0
     values = {"reproj_l1": M.l1(render, crop, mask), "reproj_psnr": M.psnr(render, crop, mask),
               "reproj_ssim": M.ssim(render, crop, mask)}
@@ -593,7 +598,8 @@ def run_settings(evaluations: list[ImageEvaluation], method_choice: str | None) 
     choice = {None: "off (--method none)", "recorded": "the method recorded in each folder's complete.json"}.get(
         method_choice, f"--method {method_choice} (override of the recorded methods)")
     return {
-        "reprojection": {"mask": "rasterized face at the fitted pose, eroded like the unwrap; covered pixels",
+        "reprojection": {"mask": "rasterized face at the fitted pose, eroded like the unwrap; covered pixels "
+                                 "the skin mask keeps (probability >= 0.5)",
                          "data_range": 1.0, "ssim": "11x11 Gaussian (sigma 1.5), K1 0.01, K2 0.03, mean over mask",
                          "inflated_variant": "outside mask zeroed in both, data range 1, whole window "
                                              "(= reproj_psnr - 10 log10(mask fraction of the window))"},
