@@ -4,9 +4,9 @@ For one face:
 
 1. 2D landmarks (MediaPipe's 478 points, from the detector or from a ``fit.json``; only their
    image ``x, y`` are read) give the 2D similarity alignment and the face hull
-   (:func:`stages.train.sampler.aligned_crop`);
+   (:func:`stages.models.alignment.aligned_crop`);
 2. the sampler network predicts, for every UV texel, where to sample the aligned crop and whether
-   the texel is visible (:class:`stages.train.sampler.UVSampler`), at the requested UV size
+   the texel is visible (:class:`stages.models.uv_sampler.UVSampler`), at the requested UV size
    (its coarse maps are upsampled bilinearly);
 3. the sampling positions are mapped back through the inverse alignment into the full-resolution
    photo, which is sampled bilinearly after an area pre-filter to about one pixel per texel (as
@@ -32,8 +32,9 @@ from stages.core.errors import BadInputError, MissingArtifactError, NoFaceError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import Photo
 from stages.core.uv import uv_layout
-from stages.train.sampler import (HULL_POINTS, aligned_crop, apply_affine, grid_to_pixels, invert_affine,
-                                  load_sampler, network_input)
+from stages.models.alignment import (HULL_POINTS, aligned_crop, apply_affine, grid_to_pixels, invert_affine,
+                                     network_input)
+from stages.models.uv_sampler import load_sampler
 from stages.unwrap import UV_SIZE_RANGE, UnwrapResult
 
 #: Where a shipped sampler would live (used when ``--model`` is not given and the folder exists).
