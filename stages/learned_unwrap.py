@@ -34,6 +34,7 @@ from stages.core.image_io import Photo
 from stages.core.uv import uv_layout
 from stages.models.alignment import (HULL_POINTS, aligned_crop, apply_affine, grid_to_pixels, invert_affine,
                                      network_input)
+from stages.models.device import resolve_device
 from stages.models.uv_sampler import load_sampler
 from stages.unwrap import UV_SIZE_RANGE, UnwrapResult
 
@@ -55,7 +56,7 @@ class LearnedUnwrapper:
         model_dir: the sampler's model folder (``facetex train sampler``); None: the shipped one,
             if installed.
         face_model: the face model (default built-in); must be the one the sampler was trained with.
-        device: torch device.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         threshold: visibility probability threshold.
 
     Raises:
@@ -64,11 +65,12 @@ class LearnedUnwrapper:
     """
 
     def __init__(self, model_dir: str | Path | None = None, *, face_model: FaceModel | None = None,
-                 device: str | torch.device = "cpu", threshold: float = VISIBILITY_THRESHOLD):
+                 device: str | torch.device = "auto", threshold: float = VISIBILITY_THRESHOLD):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.face_model = face_model or load_builtin_face_model()
         model_dir = model_dir if model_dir is not None else default_sampler_dir()
+        device = resolve_device(device)
         self.net, self.config = load_sampler(model_dir, map_location=device)
         self.model_dir = Path(model_dir)
         trained_for = self.config.get("face_model")

@@ -25,6 +25,7 @@ from stages.core.poisson import poisson_fill_fast, pull_push_fill
 from stages.core.errors import MissingArtifactError
 from stages.core.provenance import KEEP_CONFIDENCE, seen_or_mirrored
 from stages.models import uv_generator
+from stages.models.device import resolve_device
 from stages.models.inputs import POSITION_SCALE, resize_unwrap
 from stages.pseudo_gt import blend_into
 from stages.unwrap import UnwrapResult
@@ -85,7 +86,7 @@ def keep_photo_fill_prediction(prediction: np.ndarray, unwrap: UnwrapResult, sol
 @register_method
 class UNetFill(CompletionMethod):
     """Options: ``model_path``: a folder written by ``facetex train unet`` (default: the shipped one);
-    ``device``: torch device (default CUDA when available, else CPU);
+    ``device``: ``auto`` (default: CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``;
     ``mirror``: also paste seen mirror partners over the prediction (default False: the generator
     learned the symmetry and completes the hidden texels itself, as in seed 001);
     ``compose``: ``"keep-photo"`` (default: the photo's texels stay exact, the prediction's gradients
@@ -104,7 +105,7 @@ class UNetFill(CompletionMethod):
         self.compose = compose
         self.generator, self.uv_size = load_generator(model_path)
         self.record_model_file("model_path", model_path or SHIPPED_GENERATOR)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.generator.to(self.device)
 
     def predict(self, unwraps: list[UnwrapResult]) -> np.ndarray:

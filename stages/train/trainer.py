@@ -48,7 +48,8 @@ from stages.core.shading import render
 from stages.train import losses as L
 from stages.train.augment import ColourAugment, apply_colour, draw_params, shading_field
 from stages.models.folder import save_pretrained
-from stages.models.uv_generator import MODEL_TYPE, DiscriminatorConfig, PatchDiscriminator, UVGenerator, UVGeneratorConfig
+from stages.models.uv_generator import (MODEL_TYPE, DiscriminatorConfig, PatchDiscriminator, UVGenerator,
+                                        UVGeneratorConfig)
 
 
 #: Named model sizes: "tiny" for tests (seconds on CPU), "small" for CPU training, "base" for GPUs.
