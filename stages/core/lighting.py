@@ -25,7 +25,7 @@ SH_C2 = 0.5 * math.sqrt(15.0 / math.pi)
 SH_C3 = 0.25 * math.sqrt(5.0 / math.pi)
 #: ``0.25 sqrt(15 / pi)`` ~= 0.546274 (x^2 - y^2)
 SH_C4 = 0.25 * math.sqrt(15.0 / math.pi)
-_C0 = SH_C0  # the name stages.render reads
+_C0, _C1 = SH_C0, SH_C1  # the names stages.render and tests/test_unwrap_render.py read
 
 
 def sh_terms(x, y, z, ones) -> list:
