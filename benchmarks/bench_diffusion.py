@@ -50,8 +50,8 @@ def random_pipeline(preset: str, device: str, half: bool):
     import torch
 
     from stages.diffusion.config import NOISE_SCHEDULE, PRESETS
-    from stages.diffusion.extractor import DetailExtractor
-    from stages.diffusion.models import build_controlnet, build_unet, build_vae, latent_factor
+    from stages.models.extractor import DetailExtractor
+    from stages.models.diffusion import build_controlnet, build_unet, build_vae, latent_factor
     from stages.diffusion.pipeline import CrossAssemblyPipeline
 
     if preset == "sd15":

@@ -27,7 +27,7 @@ def main() -> int:
 
     import torch
 
-    from stages.train.networks import UVGenerator, UVGeneratorConfig
+    from stages.models.uv_generator import UVGenerator, UVGeneratorConfig
     from stages.train.trainer import PRESETS
 
     print(f"\nUV generator forward, batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -37,7 +37,7 @@ from stages.core.splits import london_split  # noqa: E402
 from stages.core.uv import uv_layout  # noqa: E402
 from stages.fit import FitResult  # noqa: E402
 from stages.learned_unwrap import LearnedUnwrapper  # noqa: E402
-from stages.train.sampler import (  # noqa: E402
+from stages.models.alignment import (  # noqa: E402
     ALIGN_GROUPS,
     alignment_matrix,
     apply_affine,

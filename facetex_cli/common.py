@@ -151,3 +151,7 @@ def training_folders_or_exit(patterns: list[str], marker: str, hint: str) -> lis
         console.print("error no training folders found", markup=False)
         raise typer.Exit(2)
     return folders
+
+#: ``--device`` of every command that runs a network (see :func:`stages.models.device.resolve_device`).
+DEVICE_OPTION = typer.Option("auto", "--device", help="Where networks run: auto (CUDA when available, else CPU), "
+                                                     "cpu, cuda or cuda:N.")

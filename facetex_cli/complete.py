@@ -11,6 +11,7 @@ import typer
 from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
+    DEVICE_OPTION,
     LANDMARKS_OPTION,
     OCCLUSION_OPTION,
     OUT_OPTION,
@@ -76,6 +77,7 @@ def complete_command(
     previews: bool = typer.Option(DEFAULTS.previews, "--previews/--no-previews",
                                   help="Write render_fitted.png and views.png."),
     max_side: int = typer.Option(DEFAULTS.max_side, "--max-side", min=256, help=MAX_SIDE_HELP),
+    device: str = DEVICE_OPTION,
     recursive: bool = RECURSIVE_OPTION,
     occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
@@ -106,6 +108,10 @@ def complete_command(
             flag = {"structure_path": "--structure-model", "colour_match": "--colour-match"}.get(key, f"--{key}")
             raise typer.BadParameter(f"{flag} goes with --method diffusion", param_hint=flag)
         method_options[key] = value
+    if method in ("unet", "diffusion"):
+        method_options["device"] = device
+    elif device != "auto":
+        raise typer.BadParameter("--device goes with --method unet or diffusion", param_hint="--device")
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
                               delight=delight, occlusion_mask=occlusion_mask)

@@ -11,6 +11,7 @@ import typer
 from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
+    DEVICE_OPTION,
     OCCLUSION_OPTION,
     OUT_OPTION,
     PAPER_YIN,
@@ -52,6 +53,7 @@ def unwrap_command(
                                       "geometric only)."),
     face: str = typer.Option("largest", "--face", help=FACE_HELP + " (learned without FIT)"),
     max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", min=256, help=MAX_SIDE_HELP),
+    device: str = DEVICE_OPTION,
     recursive: bool = RECURSIVE_OPTION,
     occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
@@ -75,6 +77,9 @@ def unwrap_command(
     if method == "geometric" and fit is None:
         raise typer.BadParameter("--method geometric needs the FIT argument (run `facetex fit` first), or use "
                                  "--method learned", param_hint="FIT")
+    if method == "geometric" and device != "auto":
+        raise typer.BadParameter("--device goes with --method learned (the geometric unwrap runs no network)",
+                                 param_hint="--device")
     if method == "learned" and delight:
         raise typer.BadParameter("--delight needs a fitted lighting; it works with --method geometric only",
                                  param_hint="--delight")
@@ -87,7 +92,7 @@ def unwrap_command(
     report_renames(names)
     model = load_builtin_face_model()
     if method == "learned":
-        process = _learned_process(fit, out, model, model_dir, uv_size, face, max_side, debug, names)
+        process = _learned_process(fit, out, model, model_dir, uv_size, face, max_side, debug, names, device=device)
     else:
         def process(path: Path) -> Done:
             fit_paths = find_artifacts(fit, names[path], "fit.json")
@@ -115,11 +120,11 @@ def _is_fit_source(path: Path) -> bool:
 
 
 def _learned_process(fit: Path | None, out: Path, model, model_dir: Path | None, uv_size: int, face: str,
-                     max_side: int, debug: bool, names: dict[Path, str]):
+                     max_side: int, debug: bool, names: dict[Path, str], device: str = "auto"):
     """The per-photo function of ``--method learned``; the sampler (and detector) load once, here."""
     from stages.learned_unwrap import LearnedUnwrapper
 
-    unwrapper = build_or_exit(lambda: LearnedUnwrapper(model_dir, face_model=model), debug)
+    unwrapper = build_or_exit(lambda: LearnedUnwrapper(model_dir, face_model=model, device=device), debug)
     landmarker = None
     if fit is None:
         from stages.fit import make_landmarker

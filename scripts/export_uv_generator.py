@@ -60,8 +60,8 @@ def main() -> int:
     parser.add_argument("out_dir", type=Path, help="folder to write (replaced atomically)")
     args = parser.parse_args()
 
-    from stages.train.model_dir import export_pretrained
-    from stages.train.networks import UVGenerator, UVGeneratorConfig
+    from stages.models.folder import export_pretrained
+    from stages.models.uv_generator import UVGenerator, UVGeneratorConfig
     from stages.train.trainer import MODEL_TYPE
 
     card_path = args.out_dir / "README.md"

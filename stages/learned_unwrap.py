@@ -4,9 +4,9 @@ For one face:
 
 1. 2D landmarks (MediaPipe's 478 points, from the detector or from a ``fit.json``; only their
    image ``x, y`` are read) give the 2D similarity alignment and the face hull
-   (:func:`stages.train.sampler.aligned_crop`);
+   (:func:`stages.models.alignment.aligned_crop`);
 2. the sampler network predicts, for every UV texel, where to sample the aligned crop and whether
-   the texel is visible (:class:`stages.train.sampler.UVSampler`), at the requested UV size
+   the texel is visible (:class:`stages.models.uv_sampler.UVSampler`), at the requested UV size
    (its coarse maps are upsampled bilinearly);
 3. the sampling positions are mapped back through the inverse alignment into the full-resolution
    photo, which is sampled bilinearly after an area pre-filter to about one pixel per texel (as
@@ -32,8 +32,10 @@ from stages.core.errors import BadInputError, MissingArtifactError, NoFaceError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import Photo
 from stages.core.uv import uv_layout
-from stages.train.sampler import (HULL_POINTS, aligned_crop, apply_affine, grid_to_pixels, invert_affine,
-                                  load_sampler, network_input)
+from stages.models.alignment import (HULL_POINTS, aligned_crop, apply_affine, grid_to_pixels, invert_affine,
+                                     network_input)
+from stages.models.device import resolve_device
+from stages.models.uv_sampler import load_sampler
 from stages.unwrap import UV_SIZE_RANGE, UnwrapResult
 
 #: Where a shipped sampler would live (used when ``--model`` is not given and the folder exists).
@@ -54,7 +56,7 @@ class LearnedUnwrapper:
         model_dir: the sampler's model folder (``facetex train sampler``); None: the shipped one,
             if installed.
         face_model: the face model (default built-in); must be the one the sampler was trained with.
-        device: torch device.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         threshold: visibility probability threshold.
 
     Raises:
@@ -63,11 +65,12 @@ class LearnedUnwrapper:
     """
 
     def __init__(self, model_dir: str | Path | None = None, *, face_model: FaceModel | None = None,
-                 device: str | torch.device = "cpu", threshold: float = VISIBILITY_THRESHOLD):
+                 device: str | torch.device = "auto", threshold: float = VISIBILITY_THRESHOLD):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.face_model = face_model or load_builtin_face_model()
         model_dir = model_dir if model_dir is not None else default_sampler_dir()
+        device = resolve_device(device)
         self.net, self.config = load_sampler(model_dir, map_location=device)
         self.model_dir = Path(model_dir)
         trained_for = self.config.get("face_model")

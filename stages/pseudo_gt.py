@@ -25,17 +25,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.completion import MIRRORED, MODEL, VISIBLE, provenance_image, provenance_map
 from stages.core.atomic import write_json
 from stages.core.image_io import save_png
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
+from stages.core.provenance import (KEEP_CONFIDENCE, MIRRORED, MODEL, VISIBLE, provenance_image, provenance_map,
+                                    seen_or_mirrored)
 from stages.pca import AlbedoPCA, downsample_unwrap
 from stages.unwrap import UnwrapResult
 
 #: Ridge weight of Eq. 8 (on coefficients, per channel; the data term is a weighted mean).
 DEFAULT_LAMBDA = 1e-2
-#: A seen texel is kept over its mirror partner when its confidence reaches this (see ``mirror``).
-KEEP_CONFIDENCE = 0.3
 #: Guidance region labels of the blend.
 _REAL, _MIRROR = 1, 2
 
@@ -102,10 +101,7 @@ def blend_into(uv_pca: np.ndarray, unwrap: UnwrapResult, *, mirror: bool = True,
         ``(texture (S, S, 3) float32, provenance (S, S) uint8)``.
     """
     layout = unwrap.layout_mask
-    conf = unwrap.confidence
-    conf_mirror = conf[:, ::-1] if mirror else np.zeros_like(conf)
-    real = layout & (conf > 0) & ((conf >= keep_confidence) | (conf >= conf_mirror))
-    mirrored = layout & ~real & (conf_mirror > conf)
+    real, mirrored = seen_or_mirrored(unwrap.confidence, layout, mirror=mirror, keep_confidence=keep_confidence)
     guidance = np.where(real[..., None], unwrap.texture, unwrap.texture[:, ::-1])
     labels = np.where(real, _REAL, np.where(mirrored, _MIRROR, 0))
     # Ω = real ∪ mirrored; its boundary values come from UV_pca on the other layout texels. The

@@ -15,7 +15,7 @@ from stages.core.errors import MissingArtifactError  # noqa: E402
 from stages.diffusion import MissingDependencyError  # noqa: E402
 from stages.diffusion.colour import lab_statistics, match_colour_lab  # noqa: E402
 from stages.diffusion.config import DiffusionTrainConfig  # noqa: E402
-from stages.diffusion.extractor import DetailExtractor  # noqa: E402
+from stages.models.extractor import DetailExtractor  # noqa: E402
 
 
 def tiny(kind: str, **kw) -> DiffusionTrainConfig:
@@ -182,8 +182,8 @@ def test_one_training_step_of_each_network(trained):
     for sub in ("unet", "vae", "controlnet", "extractor", "scheduler", "training_state"):
         assert (appearance / sub).is_dir(), sub
     assert not (structure / "unet").exists() and (structure / "controlnet").is_dir()
-    meta_a = json.loads((appearance / "facetex_diffusion.json").read_text())
-    meta_s = json.loads((structure / "facetex_diffusion.json").read_text())
+    meta_a = json.loads((appearance / "config.json").read_text())
+    meta_s = json.loads((structure / "config.json").read_text())
     assert meta_a["base"]["path"] is None and meta_a["conditioning_channels"] == 4
     assert meta_s["base"]["fingerprint"] == meta_a["base"]["fingerprint"]
     assert meta_s["scaling_factor"] == meta_a["scaling_factor"] > 0
@@ -201,7 +201,7 @@ def test_training_resumes_from_its_checkpoint(model, photo_folders, tmp_path):
     result = train_diffusion(photo_folders, tmp_path / "m", more, model=model, cpu=True,
                              progress=lambda step, total, losses: calls.append(step))
     assert result["steps"] == 3 and calls == [4]                      # only the missing step ran (1 vae + 3)
-    assert json.loads((tmp_path / "m" / "facetex_diffusion.json").read_text())["steps"] == 3
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["steps"] == 3
 
 
 def test_cross_assembly_sampling_shape_range_and_seeds(trained, photo_folders, model):
@@ -245,7 +245,7 @@ def test_external_frozen_base_like_stable_diffusion(model, photo_folders, tmp_pa
     """--preset sd15 with a stand-in base folder in the SD diffusers layout (tiny unet/ + vae/): the base
     stays frozen and outside the model folders, which record its path and fingerprint."""
     from stages.diffusion.config import PRESETS
-    from stages.diffusion.models import build_unet, build_vae
+    from stages.models.diffusion import build_unet, build_vae
     from stages.diffusion.pipeline import CrossAssemblyPipeline
     from stages.diffusion.trainer import train_diffusion
 
@@ -265,7 +265,7 @@ def test_external_frozen_base_like_stable_diffusion(model, photo_folders, tmp_pa
         assert result["vae_steps"] == 0 and np.isfinite(result["loss"])
         assert not (folders[kind] / "unet").exists()
     assert (base / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before      # frozen
-    meta = json.loads((folders["appearance"] / "facetex_diffusion.json").read_text())
+    meta = json.loads((folders["appearance"] / "config.json").read_text())
     assert meta["base"]["path"] == str(base.resolve()) and meta["scaling_factor"] == vae.config.scaling_factor
     pipe = CrossAssemblyPipeline.from_folders(folders["appearance"], folders["structure"])
     assert pipe.info["base"] == str(base.resolve())
@@ -339,7 +339,7 @@ def test_cli_train_and_complete(trained, photo_folders, tmp_path):
                                  "--preset", "tiny", "--steps", "1", "--batch-size", "1", "--base", str(appearance),
                                  "--sample-every", "0", "--cpu"])
     assert result.exit_code == 0, result.output
-    assert (model_dir / "facetex_diffusion.json").is_file()
+    assert (model_dir / "config.json").is_file()
     result = runner.invoke(app, ["train", "diffusion-structure", "--data", str(photo_folders[0]), "-o", str(model_dir),
                                  "--preset", "tiny", "--steps", "1"])
     assert result.exit_code == 2 and "--base" in result.output

@@ -295,11 +295,18 @@ def test_backend_selection(monkeypatch):
 
     monkeypatch.setenv("FACETEX_RASTERIZER", "numba")
     assert default_backend() == "numba"
-    monkeypatch.setenv("FACETEX_RASTERIZER", "auto")
+    # Unset: numba, whether or not pytorch3d is importable (never an import side effect).
+    monkeypatch.delenv("FACETEX_RASTERIZER")
+    assert default_backend() == "numba"
     import importlib.util
 
-    expected = "pytorch3d" if importlib.util.find_spec("pytorch3d") else "numba"
-    assert default_backend() == expected
+    if importlib.util.find_spec("pytorch3d") is None:
+        monkeypatch.setenv("FACETEX_RASTERIZER", "pytorch3d")
+        with pytest.raises(ValueError, match="not installed"):
+            default_backend()
+    monkeypatch.setenv("FACETEX_RASTERIZER", "auto")
+    with pytest.raises(ValueError, match="FACETEX_RASTERIZER"):
+        default_backend()
     monkeypatch.setenv("FACETEX_RASTERIZER", "opengl")
     with pytest.raises(ValueError, match="FACETEX_RASTERIZER"):
         default_backend()

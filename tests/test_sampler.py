@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from stages.core.errors import MissingArtifactError
+from stages.models import alignment as AL
+from stages.models import uv_sampler as NET
+from stages.models.folder import save_pretrained
 from stages.train import sampler as S
 
 
@@ -38,25 +41,25 @@ def test_similarity_2d_recovers_a_known_transform():
     src = rng.uniform(0, 100, (6, 2))
     angle, scale, shift = 0.3, 1.7, np.array([12.0, -5.0])
     lin = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    matrix = S.similarity_2d(src, src @ lin.T + shift)
+    matrix = AL.similarity_2d(src, src @ lin.T + shift)
     assert np.allclose(matrix[:, :2], lin) and np.allclose(matrix[:, 2], shift)
-    assert np.allclose(S.apply_affine(S.invert_affine(matrix), S.apply_affine(matrix, src)), src)
+    assert np.allclose(AL.apply_affine(AL.invert_affine(matrix), AL.apply_affine(matrix, src)), src)
     with pytest.raises(ValueError, match="coincide"):
-        S.similarity_2d(np.ones((3, 2)), src[:3])
+        AL.similarity_2d(np.ones((3, 2)), src[:3])
 
 
 def test_alignment_maps_the_landmarks_onto_the_template_and_crops_with_pixel_centres(model):
-    template = S.alignment_template(model)
+    template = AL.alignment_template(model)
     # A frontal mean shape seen at 3x scale, shifted: the alignment undoes exactly that.
-    points = S.frontal_mean_shape(model) * 300 + np.array([40.0, 25.0])
-    matrix = S.alignment_matrix(points, model, 64)
-    assert np.allclose(S.apply_affine(matrix, S._group_points(points)), template * 64, atol=1e-9)
+    points = AL.frontal_mean_shape(model) * 300 + np.array([40.0, 25.0])
+    matrix = AL.alignment_matrix(points, model, 64)
+    assert np.allclose(AL.apply_affine(matrix, AL._group_points(points)), template * 64, atol=1e-9)
     # Warp convention: with a pure integer shift, crop pixel (i, j) is photo pixel (i + 3, j + 5).
     rgb = np.random.default_rng(1).integers(0, 255, (40, 40, 3), dtype=np.uint8)
-    crop = S.warp_crop(rgb, np.array([[1.0, 0.0, -5.0], [0.0, 1.0, -3.0]]), 16)
+    crop = AL.warp_crop(rgb, np.array([[1.0, 0.0, -5.0], [0.0, 1.0, -3.0]]), 16)
     assert np.allclose(crop * 255, rgb[3:19, 5:21], atol=0.5)
     # Grid coordinates (align_corners=False): pixel edges map to -1 and +1, the centre to 0.
-    assert S.pixels_to_grid(np.array([0.0, 32.0, 64.0]), 64).tolist() == [-1.0, 0.0, 1.0]
+    assert AL.pixels_to_grid(np.array([0.0, 32.0, 64.0]), 64).tolist() == [-1.0, 0.0, 1.0]
 
 
 def test_training_samples_are_consistent_with_the_geometric_unwrap(model, sampler_folders):
@@ -76,7 +79,7 @@ def test_training_samples_are_consistent_with_the_geometric_unwrap(model, sample
     render_error = S._masked_mean((rendered - batch["crop"]).abs(), batch["region"])
     assert float(uv_error) < 0.03 and float(render_error) < 0.03
     # A wrong correspondence (the frontal mean-shape map) is clearly worse on the turned faces.
-    base = torch.from_numpy(S.mean_shape_grid(model, 64))[None].expand(12, -1, -1, -1)
+    base = torch.from_numpy(AL.mean_shape_grid(model, 64))[None].expand(12, -1, -1, -1)
     assert float(S._masked_mean((S.sample_crop(batch["crop"], base) - batch["texture"]).abs(),
                                 batch["confidence"])) > 2 * float(uv_error)
     assert torch.equal(data[5]["input"], data[5]["input"]), "samples are deterministic in (seed, epoch, index)"
@@ -111,8 +114,8 @@ def test_training_reduces_the_loss(model, sampler_folders, tmp_path):
 def test_save_load_resume_and_determinism(model, sampler_folders, tmp_path):
     S.train_uv_sampler(sampler_folders, tmp_path / "a", tiny(4), model=model, cpu=True)
     S.train_uv_sampler(sampler_folders, tmp_path / "b", tiny(4), model=model, cpu=True)
-    net_a, _ = S.load_sampler(tmp_path / "a")
-    net_b, cfg = S.load_sampler(tmp_path / "b")
+    net_a, _ = NET.load_sampler(tmp_path / "a")
+    net_b, cfg = NET.load_sampler(tmp_path / "b")
     assert cfg["face_model"] == model.name
     x = torch.rand(2, 4, 32, 32) * 2 - 1
     with torch.no_grad():
@@ -121,15 +124,15 @@ def test_save_load_resume_and_determinism(model, sampler_folders, tmp_path):
     assert grid_a.shape == (2, 48, 48, 2) and vis_a.shape == (2, 1, 48, 48)
     assert torch.equal(grid_a, grid_b) and torch.equal(vis_a, vis_b), "same seed and data: identical on CPU"
     # Round trip: load -> save -> load gives identical outputs.
-    S.save_pretrained(tmp_path / "c", {"sampler": net_a}, {"sampler": net_a.config.to_dict()},
-                      model_type=S.MODEL_TYPE, extra={"face_model": model.name})
-    net_c, _ = S.load_sampler(tmp_path / "c")
+    save_pretrained(tmp_path / "c", {"sampler": net_a}, {"sampler": net_a.config.to_dict()},
+                      model_type=NET.MODEL_TYPE, extra={"face_model": model.name})
+    net_c, _ = NET.load_sampler(tmp_path / "c")
     with torch.no_grad():
         assert torch.equal(net_c.predict(x, 48)[0], grid_a)
     # Export for shipping: float16 weights, no training state, same network within float16 precision.
-    S.export_sampler(tmp_path / "a", tmp_path / "shipped")
+    NET.export_sampler(tmp_path / "a", tmp_path / "shipped")
     assert sorted(p.name for p in (tmp_path / "shipped").iterdir()) == ["config.json", "weights.safetensors"]
-    net_h, cfg_h = S.load_sampler(tmp_path / "shipped")
+    net_h, cfg_h = NET.load_sampler(tmp_path / "shipped")
     assert cfg_h["weights_dtype"] == "float16" and cfg_h["face_model"] == model.name
     with torch.no_grad():
         assert torch.allclose(net_h.predict(x, 48)[0], grid_a, atol=2e-3)
@@ -141,13 +144,13 @@ def test_save_load_resume_and_determinism(model, sampler_folders, tmp_path):
 
 def test_missing_model_or_data_gives_one_line_errors(model, sampler_folders, tmp_path):
     with pytest.raises(MissingArtifactError, match="facetex train sampler"):
-        S.load_sampler(None)
+        NET.load_sampler(None)
     with pytest.raises(MissingArtifactError, match="model folder not found"):
-        S.load_sampler(tmp_path / "nope")
+        NET.load_sampler(tmp_path / "nope")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("{ not json")
     with pytest.raises(MissingArtifactError, match="config.json: unreadable") as info:
-        S.load_sampler(tmp_path / "bad")
+        NET.load_sampler(tmp_path / "bad")
     assert "\n" not in str(info.value)
     # Training folders: the first missing file is named with the command that writes it.
     incomplete = tmp_path / "incomplete"
@@ -183,11 +186,11 @@ def test_learned_unwrap_with_the_exact_map_matches_the_geometric_unwrap(model, s
     from stages.learned_unwrap import LearnedUnwrapper
     from stages.unwrap import UnwrapResult
 
-    net = S.UVSampler(S.SamplerConfig.from_dict({**S.PRESETS["tiny"], "grid_size": 64}))
+    net = NET.UVSampler(NET.SamplerConfig.from_dict({**S.PRESETS["tiny"], "grid_size": 64}))
     with torch.no_grad():
         net.sampler_head[-1].weight.zero_()
         net.vis_head[-1].weight.zero_()
-    net.init_base(S.mean_shape_grid(model, 64), np.full((8, 8), 6.0))
+    net.init_base(AL.mean_shape_grid(model, 64), np.full((8, 8), 6.0))
     unwrapper = LearnedUnwrapper.__new__(LearnedUnwrapper)
     unwrapper.face_model, unwrapper.net, unwrapper.crop_size = model, net.eval(), 32
     unwrapper.device, unwrapper.threshold, unwrapper.model_dir, unwrapper.config = torch.device("cpu"), 0.5, None, {}

@@ -121,8 +121,8 @@ def test_train_cli_and_complete_with_the_trained_model(train_folders, astronaut_
 
 def test_export_keeps_only_the_generator(train_folders, model, tmp_path):
     from stages.completion.unet import load_generator
-    from stages.train.model_dir import export_pretrained
-    from stages.train.networks import UVGenerator, UVGeneratorConfig
+    from stages.models.folder import export_pretrained
+    from stages.models.uv_generator import UVGenerator, UVGeneratorConfig
     from stages.train.trainer import MODEL_TYPE
 
     train_uv_generator(train_folders, tmp_path / "full", tiny(2), model=model, cpu=True)

@@ -10,7 +10,8 @@ from stages.core.camera import Pose, euler_to_matrix
 from stages.core.errors import MissingArtifactError
 from stages.core.image_io import load_texture
 from stages.core.uv import uv_layout
-from stages.train.dataset import POSITION_SCALE, UVTrainingSet
+from stages.models.inputs import POSITION_SCALE
+from stages.train.dataset import UVTrainingSet
 from stages.train.reposing import PoseRange, reposed_confidence, sample_pose
 from stages.unwrap import texel_visibility
 

@@ -10,8 +10,8 @@ import torch
 
 from stages.core.errors import MissingArtifactError
 from stages.train import losses as L
-from stages.train.model_dir import load_pretrained, save_pretrained
-from stages.train.networks import (
+from stages.models.folder import load_pretrained, save_pretrained
+from stages.models.uv_generator import (
     TINY_DISCRIMINATOR,
     TINY_GENERATOR,
     DiscriminatorConfig,

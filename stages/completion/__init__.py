@@ -17,12 +17,14 @@ import numpy as np
 from stages.core.face_model import FaceModel
 from stages.unwrap import UnwrapResult
 
-#: Provenance codes written into ``provenance.png`` (as colours, see PROVENANCE_COLOURS).
-VISIBLE, MIRRORED, MODEL, OUTSIDE = 1, 2, 3, 0
+# Provenance codes and the seen-or-mirrored rule live in core (pseudo_gt shares them); re-exported.
+from stages.core.provenance import (  # noqa: F401
+    MIRRORED, MODEL, OUTSIDE, PROVENANCE_COLOURS, VISIBLE, provenance_image, provenance_map,
+)
+
 #: Key of a completion's ``info`` listing the model files its method loaded (see
 #: :meth:`CompletionMethod.record_model_file`).
 MODEL_FILES_KEY = "model_files"
-PROVENANCE_COLOURS = {OUTSIDE: (0, 0, 0), VISIBLE: (70, 200, 90), MIRRORED: (70, 130, 240), MODEL: (235, 120, 60)}
 
 
 @dataclass
@@ -42,25 +44,6 @@ class Completion:
     def provenance_image(self) -> np.ndarray:
         """``(S, S, 3)`` uint8 colour-coded provenance for people to look at."""
         return provenance_image(self.provenance)
-
-
-def provenance_map(layout: np.ndarray, visible: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
-    """``(S, S)`` uint8 provenance codes: OUTSIDE beyond the layout, VISIBLE where the photo's texels
-    were kept, MIRRORED where their mirror partners were used, MODEL for the rest of the layout."""
-    provenance = np.full(layout.shape, OUTSIDE, dtype=np.uint8)
-    provenance[layout] = MODEL
-    if mirrored is not None:
-        provenance[mirrored & layout] = MIRRORED
-    provenance[visible & layout] = VISIBLE
-    return provenance
-
-
-def provenance_image(provenance: np.ndarray) -> np.ndarray:
-    """``(S, S)`` provenance codes -> ``(S, S, 3)`` uint8 colours (PROVENANCE_COLOURS)."""
-    out = np.zeros(provenance.shape + (3,), dtype=np.uint8)
-    for code, colour in PROVENANCE_COLOURS.items():
-        out[provenance == code] = colour
-    return out
 
 
 class CompletionMethod:

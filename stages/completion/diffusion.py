@@ -24,20 +24,13 @@ from stages.completion import (
     MIRRORED, MODEL, MODEL_FILES_KEY, OUTSIDE, VISIBLE, Completion, CompletionMethod, register_method,
 )
 from stages.core.errors import MissingArtifactError
+from stages.models.device import resolve_device
 from stages.unwrap import UnwrapResult
 
 DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 1.4
 ENV_APPEARANCE = "FACETEX_DIFFUSION_MODEL"
 ENV_STRUCTURE = "FACETEX_DIFFUSION_STRUCTURE_MODEL"
-
-
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @register_method
@@ -82,7 +75,7 @@ class DiffusionFill(CompletionMethod):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.steps, self.guidance, self.seed, self.scheduler = steps, float(guidance), int(seed), scheduler
         self.colour_match, self.paste_visible, self.batch_size = bool(colour_match), bool(paste_visible), batch_size
-        self.pipeline = CrossAssemblyPipeline.from_folders(model_path, structure_path, device=_device(device),
+        self.pipeline = CrossAssemblyPipeline.from_folders(model_path, structure_path, device=resolve_device(device),
                                                            half=half)
         self.record_model_file("model_path", model_path)
         self.record_model_file("structure_path", structure_path)

@@ -27,6 +27,7 @@ from stages.completion import (
     register_method,
 )
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
+from stages.core.provenance import KEEP_CONFIDENCE, seen_or_mirrored
 from stages.unwrap import UnwrapResult
 
 
@@ -35,14 +36,15 @@ class MirrorFill(CompletionMethod):
     """Symmetric fill + membrane fill with Poisson blending (no learned model).
 
     Options:
-        keep_confidence: texels at or above this confidence are always kept (default 0.3).
+        keep_confidence: texels at or above this confidence are always kept
+            (default :data:`stages.core.provenance.KEEP_CONFIDENCE`).
         solve_size: coarse grid side for the Poisson solve (None = exact at full size).
     """
 
     name = "mirror"
     description = "mirror from the symmetric side, smooth-fill the rest, seams blended (no model)"
 
-    def __init__(self, model, keep_confidence: float = 0.3, solve_size: int | None = 128):
+    def __init__(self, model, keep_confidence: float = KEEP_CONFIDENCE, solve_size: int | None = 128):
         super().__init__(model)
         self.keep_confidence = keep_confidence
         self.solve_size = solve_size
@@ -50,10 +52,8 @@ class MirrorFill(CompletionMethod):
     def complete(self, unwrap: UnwrapResult) -> Completion:
         conf = unwrap.confidence
         domain = unwrap.layout_mask
-        conf_mirror = conf[:, ::-1]
         tex_mirror = unwrap.texture[:, ::-1]
-        fixed = (conf > 0) & ((conf >= self.keep_confidence) | (conf >= conf_mirror)) & domain
-        guided = ~fixed & (conf_mirror > conf) & domain
+        fixed, guided = seen_or_mirrored(conf, domain, keep_confidence=self.keep_confidence)
         if not fixed.any():
             # Nothing kept on this side: the mirrored texels become the fixed data themselves.
             fixed, guided = guided, np.zeros_like(guided)

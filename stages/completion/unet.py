@@ -23,30 +23,27 @@ from stages.completion import (
 )
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
 from stages.core.errors import MissingArtifactError
+from stages.core.provenance import KEEP_CONFIDENCE, seen_or_mirrored
+from stages.models import uv_generator
+from stages.models.device import resolve_device
+from stages.models.inputs import POSITION_SCALE, resize_unwrap
 from stages.pseudo_gt import blend_into
 from stages.unwrap import UnwrapResult
 
-#: UV position maps are divided by this before entering the network (the model is unit-RMS).
-POSITION_SCALE = 1.5
 #: The default generator (a model folder with its model card), used when no ``--model`` is given.
 SHIPPED_GENERATOR = Path(__file__).resolve().parents[1] / "assets" / "uv_generator_london_v1"
 
 
 def load_generator(path: str | Path | None):
-    """Load a trained UV generator folder; one clear error when none is given or it is unusable."""
-    from stages.train.model_dir import load_pretrained
-    from stages.train.networks import UVGenerator, UVGeneratorConfig
-    from stages.train.trainer import MODEL_TYPE
-
+    """Load a trained UV generator folder (default: the shipped one); one clear error when none is
+    installed or it is unusable. Returns ``(generator, training uv_size)``."""
     if path is None:
         if not (SHIPPED_GENERATOR / "weights.safetensors").is_file():
             raise MissingArtifactError(SHIPPED_GENERATOR, "the shipped UV generator is missing from this install: "
                                                           "train one with `facetex train unet --data DIR -o "
                                                           "MODEL_DIR` and pass --model MODEL_DIR")
         path = SHIPPED_GENERATOR
-    models, config = load_pretrained(path, {"generator": lambda c: UVGenerator(UVGeneratorConfig.from_dict(c))},
-                                     model_type=MODEL_TYPE, names=["generator"])
-    generator = models["generator"].eval()
+    generator, config = uv_generator.load_generator(path)
     return generator, int(config.get("uv_size", 256))
 
 
@@ -55,7 +52,7 @@ COMPOSE_MODES = ("keep-photo", "eq9")
 
 def keep_photo_fill_prediction(prediction: np.ndarray, unwrap: UnwrapResult, solve_size: int | None = 128,
                                mirror: bool = False,
-                               keep_confidence: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+                               keep_confidence: float = KEEP_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
     """Keep every seen texel of the photo and fill the rest of the layout with the prediction's
     gradients (a guided Poisson fill with the seen texels as Dirichlet data), so a prediction whose
     overall colour is off (a photo unlike the training set) cannot shift the photo's own colours and
@@ -74,10 +71,7 @@ def keep_photo_fill_prediction(prediction: np.ndarray, unwrap: UnwrapResult, sol
         ``(texture (S, S, 3) float32 padded beyond the layout, provenance (S, S) uint8)``.
     """
     layout = unwrap.layout_mask
-    conf = unwrap.confidence
-    conf_mirror = conf[:, ::-1] if mirror else np.zeros_like(conf)
-    seen = layout & (conf > 0) & ((conf >= keep_confidence) | (conf >= conf_mirror))
-    mirrored = layout & ~seen & (conf_mirror > conf)
+    seen, mirrored = seen_or_mirrored(unwrap.confidence, layout, mirror=mirror, keep_confidence=keep_confidence)
     guidance = np.where(mirrored[..., None], unwrap.texture[:, ::-1], prediction)
     labels = np.where(mirrored, 1, np.where(layout & ~seen, 2, 0))
     if seen.any():
@@ -92,7 +86,7 @@ def keep_photo_fill_prediction(prediction: np.ndarray, unwrap: UnwrapResult, sol
 @register_method
 class UNetFill(CompletionMethod):
     """Options: ``model_path``: a folder written by ``facetex train unet`` (default: the shipped one);
-    ``device``: torch device (default CUDA when available, else CPU);
+    ``device``: ``auto`` (default: CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N``;
     ``mirror``: also paste seen mirror partners over the prediction (default False: the generator
     learned the symmetry and completes the hidden texels itself, as in seed 001);
     ``compose``: ``"keep-photo"`` (default: the photo's texels stay exact, the prediction's gradients
@@ -111,14 +105,12 @@ class UNetFill(CompletionMethod):
         self.compose = compose
         self.generator, self.uv_size = load_generator(model_path)
         self.record_model_file("model_path", model_path or SHIPPED_GENERATOR)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.generator.to(self.device)
 
     def predict(self, unwraps: list[UnwrapResult]) -> np.ndarray:
         """Batched generator forward pass: ``(B, S', S', 3)`` predictions at the training resolution."""
         size = self.uv_size
-        from stages.train.dataset import resize_unwrap
-
         partial, mask, position = [], [], []
         for unwrap in unwraps:
             # Exactly the resizing the training pairs had (normalised, so the seen edge keeps its colour).

@@ -9,26 +9,37 @@ see :func:`shading_normalised`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-#: SH constants for the real 2nd-order basis; the order matches stages.core.shading.sh_basis.
-_C0 = 0.2820948
-_C1 = 0.4886025
-_C2 = 1.0925484
-_C3 = 0.3153916
-_C4 = 0.5462742
+# The one real 2nd-order SH basis of facetex (numpy here, torch in stages.core.shading.sh_basis;
+# both evaluate sh_terms), orthonormal over the unit sphere, constants at full double precision.
+#: ``Y00 = 1 / (2 sqrt(pi))`` ~= 0.282095
+SH_C0 = 0.5 / math.sqrt(math.pi)
+#: ``sqrt(3 / (4 pi))`` ~= 0.488603 (l = 1)
+SH_C1 = math.sqrt(3.0 / (4.0 * math.pi))
+#: ``0.5 sqrt(15 / pi)`` ~= 1.092548 (xy, yz, xz)
+SH_C2 = 0.5 * math.sqrt(15.0 / math.pi)
+#: ``0.25 sqrt(5 / pi)`` ~= 0.315392 (3z^2 - 1)
+SH_C3 = 0.25 * math.sqrt(5.0 / math.pi)
+#: ``0.25 sqrt(15 / pi)`` ~= 0.546274 (x^2 - y^2)
+SH_C4 = 0.25 * math.sqrt(15.0 / math.pi)
+_C0, _C1 = SH_C0, SH_C1  # the names stages.render and tests/test_unwrap_render.py read
+
+
+def sh_terms(x, y, z, ones) -> list:
+    """The 9 basis functions of unit-normal components ``x, y, z`` (numpy arrays or torch tensors;
+    ``ones`` like ``x``), in the order ``Y00, Y1-1 (y), Y10 (z), Y11 (x), Y2-2 (xy), Y2-1 (yz),
+    Y20 (3z^2-1), Y21 (xz), Y22 (x^2-y^2)``."""
+    return [SH_C0 * ones, SH_C1 * y, SH_C1 * z, SH_C1 * x,
+            SH_C2 * x * y, SH_C2 * y * z, SH_C3 * (3.0 * z * z - 1.0), SH_C2 * x * z, SH_C4 * (x * x - y * y)]
 
 
 def sh_basis_np(normals: np.ndarray) -> np.ndarray:
-    """Numpy twin of :func:`stages.core.shading.sh_basis`: ``(N, 3)`` unit normals -> ``(N, 9)``.
-
-    Order: ``Y00, Y1-1 (y), Y10 (z), Y11 (x), Y2-2 (xy), Y2-1 (yz), Y20 (3z^2-1), Y21 (xz), Y22 (x^2-y^2)``.
-    """
+    """``(N, 3)`` unit normals -> ``(N, 9)`` (:func:`sh_terms`; torch: :func:`stages.core.shading.sh_basis`)."""
     x, y, z = normals[:, 0], normals[:, 1], normals[:, 2]
-    return np.stack([
-        np.full_like(x, _C0), _C1 * y, _C1 * z, _C1 * x,
-        _C2 * x * y, _C2 * y * z, _C3 * (3 * z * z - 1), _C2 * x * z, _C4 * (x * x - y * y),
-    ], axis=1)
+    return np.stack(sh_terms(x, y, z, np.ones_like(x)), axis=1)
 
 
 def fit_sh_lighting(colors: np.ndarray, normals: np.ndarray, *, ridge: float = 1e-3,
@@ -69,5 +80,5 @@ def shading_normalised(normals: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
     Dividing a photo texture by this removes the directional part of the light but keeps colour.
     """
     shade = sh_basis_np(normals) @ coeffs
-    ambient = coeffs[0] * _C0
+    ambient = coeffs[0] * SH_C0
     return shade / np.maximum(ambient, 1e-6)

@@ -238,22 +238,23 @@ def _empty(height, width):
 
 
 def default_backend() -> str:
-    """The rasterizer :func:`rasterize` uses: ``$FACETEX_RASTERIZER`` if set (``numba`` or
-    ``pytorch3d``), else ``pytorch3d`` when it is importable, else ``numba``."""
-    choice = os.environ.get("FACETEX_RASTERIZER", "auto").strip().lower()
-    if choice in ("numba", "pytorch3d"):
-        return choice
-    if choice != "auto":
-        raise ValueError(f"FACETEX_RASTERIZER must be auto, numba or pytorch3d, got {choice!r}")
-    return "pytorch3d" if importlib.util.find_spec("pytorch3d") is not None else "numba"
+    """The rasterizer :func:`rasterize` uses: ``$FACETEX_RASTERIZER`` (``numba`` or ``pytorch3d``),
+    ``numba`` when unset. An explicit choice, never a side effect of pytorch3d being importable:
+    the exact mirror symmetry of the UV layout relies on the numba kernel's top-left pixel rule."""
+    choice = os.environ.get("FACETEX_RASTERIZER", "numba").strip().lower() or "numba"
+    if choice not in ("numba", "pytorch3d"):
+        raise ValueError(f"FACETEX_RASTERIZER must be numba or pytorch3d, got {choice!r}")
+    if choice == "pytorch3d" and importlib.util.find_spec("pytorch3d") is None:
+        raise ValueError("FACETEX_RASTERIZER=pytorch3d but pytorch3d is not installed")
+    return choice
 
 
 def rasterize(verts_screen: np.ndarray, triangles: np.ndarray, height: int, width: int, *,
               cull_backfaces: bool = False, backend: str | None = None) -> Fragments:
     """Rasterize a triangle mesh given in screen space with a z-buffer.
 
-    The numba kernel (single thread, CPU) is the reference; ``backend="pytorch3d"`` (the default
-    when pytorch3d is importable, see :func:`default_backend`) routes to
+    The numba kernel (single thread, CPU) is the reference and the default; ``backend="pytorch3d"``
+    (or ``FACETEX_RASTERIZER=pytorch3d``, see :func:`default_backend`) routes to
     :func:`rasterize_pytorch3d`, which gives the same fragments up to pixels exactly on shared
     edges (pytorch3d has no top-left rule).
 

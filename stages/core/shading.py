@@ -25,12 +25,13 @@ Conventions (see ``docs/CONVENTIONS.md``):
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from stages.core.lighting import SH_C0, SH_C1, SH_C2, SH_C3, SH_C4, sh_terms  # noqa: E402
 
 __all__ = [
     "SH_C0",
@@ -50,16 +51,7 @@ __all__ = [
     "sh_shading",
 ]
 
-#: ``Y00 = 1 / (2 sqrt(pi))`` ~= 0.282095
-SH_C0 = 0.5 / math.sqrt(math.pi)
-#: ``sqrt(3 / (4 pi))`` ~= 0.488603 (l = 1)
-SH_C1 = math.sqrt(3.0 / (4.0 * math.pi))
-#: ``0.5 sqrt(15 / pi)`` ~= 1.092548 (xy, yz, xz)
-SH_C2 = 0.5 * math.sqrt(15.0 / math.pi)
-#: ``0.25 sqrt(5 / pi)`` ~= 0.315392 (3z^2 - 1)
-SH_C3 = 0.25 * math.sqrt(5.0 / math.pi)
-#: ``0.25 sqrt(15 / pi)`` ~= 0.546274 (x^2 - y^2)
-SH_C4 = 0.25 * math.sqrt(15.0 / math.pi)
+# The SH constants and terms are stages.core.lighting's (one basis, numpy and torch).
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,17 +85,7 @@ def sh_basis(normals: Tensor) -> Tensor:
         ``(..., 9)`` basis values, same dtype and device as ``normals``.
     """
     x, y, z = normals.unbind(-1)
-    return torch.stack([
-        torch.full_like(x, SH_C0),
-        SH_C1 * y,
-        SH_C1 * z,
-        SH_C1 * x,
-        SH_C2 * x * y,
-        SH_C2 * y * z,
-        SH_C3 * (3.0 * z * z - 1.0),
-        SH_C2 * x * z,
-        SH_C4 * (x * x - y * y),
-    ], dim=-1)
+    return torch.stack(sh_terms(x, y, z, torch.ones_like(x)), dim=-1)
 
 
 def sh_shading(normals: Tensor, coeffs: Tensor) -> Tensor:

@@ -12,10 +12,12 @@ cross-assembled at inference.
   same base UNet map the defective unwrap straight to a complete UV texture, then Lab
   mean-variance colour matching.
 
-Modules: :mod:`~stages.diffusion.config` (presets, settings), :mod:`~stages.diffusion.extractor`
-(detail extractor), :mod:`~stages.diffusion.models` (diffusers building blocks, model folders,
-base loading), :mod:`~stages.diffusion.data` (both training sets), :mod:`~stages.diffusion.trainer`
-(accelerate loops), :mod:`~stages.diffusion.pipeline` (cross-assembled sampling),
+Modules: the networks and their folders live in :mod:`stages.models` (:mod:`~stages.models.extractor`:
+the detail extractor; :mod:`~stages.models.diffusion`: diffusers building blocks, model folders,
+base loading); here: :mod:`~stages.diffusion.config` (presets, settings),
+:mod:`~stages.diffusion.pipeline` (cross-assembled sampling, inference only),
+:mod:`~stages.diffusion.colour` (Lab colour matching); training: :mod:`~stages.diffusion.data`
+(both training sets) and :mod:`~stages.diffusion.trainer` (the loops),
 :mod:`~stages.diffusion.colour` (Lab colour matching).
 
 diffusers is an optional dependency (``pip install 'facetex[diffusion]'``): importing this package
@@ -24,20 +26,5 @@ works without it; building a model raises :class:`MissingDependencyError`.
 
 from __future__ import annotations
 
-from stages.core.errors import FacetexError
-
-INSTALL_HINT = "pip install 'facetex[diffusion]'"
-
-
-class MissingDependencyError(FacetexError):
-    """An optional package a feature needs is not installed (one line naming what to install)."""
-
-
-def require_diffusers():
-    """Import and return the ``diffusers`` module, or raise :class:`MissingDependencyError`."""
-    try:
-        import diffusers
-    except ImportError:
-        raise MissingDependencyError(None, f"the diffusion method needs diffusers, which is not installed: "
-                                           f"{INSTALL_HINT}") from None
-    return diffusers
+# The optional-dependency guard lives with the networks (stages.models.diffusion); re-exported here.
+from stages.models.diffusion import INSTALL_HINT, MissingDependencyError, require_diffusers  # noqa: F401

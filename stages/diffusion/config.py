@@ -17,15 +17,13 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 
+from stages.models.diffusion import NOISE_SCHEDULE  # noqa: F401  (re-exported: training settings read it here)
+
 ATTENTIONS = ("channel", "self")
 ENCODERS = ("cnn", "clip")
 KINDS = ("appearance", "structure")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
-#: The noise schedule both networks train with (Stable Diffusion's, so an SD base fits it).
-NOISE_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-                  "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "clip_sample": False,
-                  "set_alpha_to_one": False, "steps_offset": 1}
 
 PRESETS: dict[str, dict] = {
     "tiny": {

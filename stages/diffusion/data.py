@@ -4,7 +4,7 @@ Both sets read facetex output folders (``fit.json`` whose ``source`` names the p
 ``uv_pseudo.png``; checked with :func:`stages.train.dataset.check_training_folder`). Images are
 ``float32`` torch ``(C, H, W)`` in ``[-1, 1]``: colour ``c`` in ``[0, 1]`` becomes ``2c - 1``, so a
 masked-out (black) pixel is ``-1``. Positions are model-space coordinates divided by
-:data:`stages.train.dataset.POSITION_SCALE` (about ``[-1, 1]``) and 0 where masked out.
+:data:`stages.models.inputs.POSITION_SCALE` (about ``[-1, 1]``) and 0 where masked out.
 
 - :class:`AppearanceSet` (UV -> 2D, real photos; fixed per folder, computed once):
   ``source`` = the defective unwrap ``(3, U, U)`` (the extractor's input), ``control`` = the
@@ -36,7 +36,8 @@ from stages.core.shading import SH_C0, SH_C1
 from stages.core.uv import uv_layout
 from stages.fit import FitResult
 from stages.render import render_mesh
-from stages.train.dataset import POSITION_SCALE, check_training_folder, load_training_folder
+from stages.models.inputs import POSITION_SCALE
+from stages.train.dataset import check_training_folder, load_training_folder
 from stages.train.reposing import VIEW_FILL, PoseRange, sample_pose, view_pose_rolled
 from stages.unwrap import texel_visibility
 

@@ -18,14 +18,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from stages.core.errors import MissingArtifactError
-from stages.diffusion import require_diffusers
-from stages.diffusion.models import base_fingerprint, base_path_of, load_base, load_modules, read_meta
-from stages.train.dataset import POSITION_SCALE
+from stages.models.diffusion import require_diffusers
+from stages.models.diffusion import base_fingerprint, base_path_of, load_base, load_modules, read_meta
+from stages.models.inputs import POSITION_SCALE, resize_masked
 
 SCHEDULERS = ("ddim", "dpm")
 
@@ -90,21 +89,6 @@ def sample(*, vae, unet, controlnet, extractor, source: torch.Tensor, control: t
         latents = scheduler.step(eps, t, latents, return_dict=False)[0]
     images = vae.decode(latents / scaling_factor, return_dict=False)[0]
     return ((images.float().clamp(-1, 1) + 1) / 2).cpu()
-
-
-def resize_masked(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize ``(S, S, C)`` values defined on ``mask (S, S)`` to ``size`` by normalised convolution
-    (INTER_AREA), so unseen zeros do not bleed in; returns ``(values, coverage)``, values 0 where the
-    coverage is below one half."""
-    m = mask.astype(np.float32)
-    if image.shape[0] == size:
-        return np.where(mask[..., None], image, 0.0).astype(np.float32), m
-    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    weight = cv2.resize(m, (size, size), interpolation=interp)
-    summed = cv2.resize(np.ascontiguousarray(image * m[..., None], dtype=np.float32), (size, size),
-                        interpolation=interp).reshape(size, size, -1)
-    values = summed / np.maximum(weight, 1e-6)[..., None]
-    return np.where((weight >= 0.5)[..., None], values, 0.0).astype(np.float32), weight
 
 
 @dataclass

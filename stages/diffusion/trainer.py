@@ -20,7 +20,7 @@ What trains:
 
 Seeded; checkpoints in ``training_state/`` resume exactly; sample sheets in ``samples/``
 (source | control | sample | target); the model folder is written atomically
-(:func:`stages.diffusion.models.save_model_folder`).
+(:func:`stages.models.diffusion.save_model_folder`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from stages.core.face_model import FaceModel
 from stages.core.image_io import save_png
 from stages.diffusion import require_diffusers
 from stages.diffusion.config import DiffusionTrainConfig
-from stages.diffusion.extractor import DetailExtractor
-from stages.diffusion.models import (
-    META_NAME,
+from stages.models.extractor import DetailExtractor
+from stages.models.folder import CONFIG_NAME
+from stages.models.diffusion import (
     base_fingerprint,
     base_path_of,
     build_controlnet,
@@ -83,7 +83,7 @@ def _cycle(loader, dataset) -> Iterator[dict]:
 def _resolve_base(config: DiffusionTrainConfig) -> tuple[Path, float | None]:
     """The real base folder of ``config.base`` and, for a facetex appearance folder, its latent scaling."""
     base = Path(config.base)
-    if (base / META_NAME).is_file():
+    if (base / CONFIG_NAME).is_file():      # a facetex folder (an SD folder has model_index.json)
         meta = read_meta(base, "appearance")
         return base_path_of(base, meta).resolve(), float(meta["scaling_factor"])
     return base.resolve(), None

@@ -29,6 +29,7 @@ from stages.core.errors import MissingArtifactError
 from stages.core.face_model import FaceModel
 from stages.core.image_io import load_texture
 from stages.core.uv import uv_layout
+from stages.models.inputs import POSITION_SCALE, resize_area, resize_unwrap
 from stages.fit import FitResult
 from stages.render import render_mesh
 from stages.train.face_views import FaceView, load_photo_view, novel_view
@@ -36,7 +37,6 @@ from stages.train.reposing import PoseRange, reposed_confidence, sample_pose, vi
 from stages.unwrap import UnwrapResult, texel_visibility
 
 #: Model-space positions are divided by this (the model has unit RMS radius) to lie in about [-1, 1].
-POSITION_SCALE = 1.5
 #: Files every training folder must hold, and the command that writes each.
 REQUIRED_FILES: tuple[tuple[str, str], ...] = (
     ("fit.json", "facetex fit"),
@@ -122,53 +122,6 @@ def check_training_folder(folder: str | Path, required: tuple[tuple[str, str], .
             raise MissingArtifactError(folder / name, f"missing (run `{command}` first)")
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    """``cv2.resize`` to ``size x size``: INTER_AREA when shrinking, bilinear when enlarging."""
-    if image.shape[0] == size:
-        return image
-    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    out = cv2.resize(np.ascontiguousarray(image, dtype=np.float32), (size, size), interpolation=interpolation)
-    return out.reshape(size, size, *image.shape[2:])
-
-
-def _resize_masked(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize values defined only on ``mask`` (normalised convolution, so zeros do not bleed in).
-
-    Returns the resized values (zero where no masked texel contributes) and the mask coverage.
-    """
-    weight = _resize(mask.astype(np.float32), size)
-    summed = _resize(image * (mask[..., None] if image.ndim == 3 else mask), size)
-    denom = weight[..., None] if image.ndim == 3 else weight
-    values = np.where(denom > 1e-6, summed / np.maximum(denom, 1e-6), 0.0)
-    return values.astype(np.float32), weight
-
-
-def resize_unwrap(unwrap: UnwrapResult, model: FaceModel, uv_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An unwrap as the networks see it at ``uv_size`` (training and inference share this).
-
-    Seen colours, confidences and positions are resized by normalised convolution (unseen texels
-    do not darken the edge of the seen region); a texel stays seen when most of its area was.
-
-    Returns:
-        ``texture (S, S, 3)`` zero where unseen, ``confidence (S, S)``, ``position (S, S, 3)`` model
-        space, zero outside the layout; float32.
-    """
-    texture, confidence, position = unwrap.texture, unwrap.confidence, unwrap.position
-    if unwrap.size != uv_size:
-        seen = (confidence > 0).astype(np.float32)
-        texture, coverage = _resize_masked(texture, seen, uv_size)
-        confidence, _ = _resize_masked(confidence, seen, uv_size)
-        keep = coverage >= 0.5                              # a texel is seen when most of its area was
-        texture[~keep] = 0.0
-        confidence[~keep] = 0.0
-        position, _ = _resize_masked(position, unwrap.layout_mask.astype(np.float32), uv_size)
-    layout = uv_layout(model, uv_size).mask
-    confidence = np.where(layout, confidence, 0.0).astype(np.float32)
-    texture = np.where((confidence > 0)[..., None], texture, 0.0).astype(np.float32)
-    position = np.where(layout[..., None], position, 0.0).astype(np.float32)
-    return texture, confidence, position
-
-
 def load_training_folder(folder: str | Path, model: FaceModel, uv_size: int, view_size: int = 0) -> _Folder:
     """Read one checked folder into memory at ``uv_size`` (and its photo view at ``view_size``, if > 0)."""
     folder = Path(folder)
@@ -183,7 +136,7 @@ def load_training_folder(folder: str | Path, model: FaceModel, uv_size: int, vie
     normal = uv_layout(model, uv_size).interpolate(fit.pose.rotate_normals(model.vertex_normals(vertices)))
     normal /= np.linalg.norm(normal, axis=2, keepdims=True) + 1e-12
     return _Folder(path=folder, texture=texture.astype(np.float32), confidence=confidence.astype(np.float32),
-                   position=position.astype(np.float32), pseudo=_resize(pseudo, uv_size).astype(np.float32),
+                   position=position.astype(np.float32), pseudo=resize_area(pseudo, uv_size).astype(np.float32),
                    vertices=vertices, rotation=np.asarray(fit.pose.rotation, dtype=np.float64),
                    normal=np.where(layout[..., None], normal, 0.0).astype(np.float32),
                    view=load_photo_view(folder, fit, model, view_size) if view_size else None)

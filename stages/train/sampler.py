@@ -1,26 +1,10 @@
-"""The learned UV sampler (seed 001, §3.1, "UV attention sampling"): photo -> per-texel sampling positions.
+"""Training of the learned UV sampler (seed 001, §3.1): its dataset, augmentation, losses and loop.
 
-The geometric unwrap (:mod:`stages.unwrap`) needs a 3D fit to know where each UV texel lands in
-the photo. The learned sampler predicts that correspondence directly from a 2D-aligned face crop:
-
-- **Input.** The photo warped by a 2D similarity that maps four detector landmarks (the two eye
-  centres, the two mouth corners of MediaPipe's 478 points) onto fixed template positions
-  (:func:`alignment_matrix`), ``crop_size`` pixels square, background outside the convex hull of
-  the 468 mesh landmarks set to 0 (:func:`aligned_crop`). No pose, no shape, no visibility test.
-- **Network** (:class:`UVSampler`). Residual blocks with spectral normalisation on every
-  convolution -> global feature (``feature_dim``) -> fully connected sampler head -> a coarse
-  ``grid_size x grid_size x 2`` sampling map (normalised crop coordinates, ``grid_sample``
-  convention with ``align_corners=False``: ``gx = 2 x / C - 1`` for a continuous pixel ``x`` of a
-  ``C``-wide crop), added to a learned base map initialised with the frontal mean-shape
-  projection; a small deconvolution head gives a coarse visibility logit map. Both are bilinearly
-  upsampled to any UV size (:meth:`UVSampler.predict`), as seed 001 §4.1 does with coarse maps.
-- **Output.** The incomplete UV map is the crop (or, at inference, the full-resolution photo
-  through the inverse alignment) sampled at those positions, masked by the predicted visibility.
-
-Training (:func:`train_uv_sampler`) uses the geometric unwrap of each training photo as the
-target (Eq. 5 of seed 001 plus two documented extras), see :class:`SamplerTrainConfig`.
-Model folders are written with :func:`stages.train.model_dir.save_pretrained`
-(``model_type = "uv_sampler"``) and read back with :func:`load_sampler`.
+The network (:class:`stages.models.uv_sampler.UVSampler`), its model folder and the 2D alignment
+(:mod:`stages.models.alignment`) live in :mod:`stages.models`, which inference imports; this
+module is training only. Training (:func:`train_uv_sampler`) uses the geometric unwrap of each
+training photo as the target (Eq. 5 of seed 001 plus two documented extras), see
+:class:`SamplerTrainConfig`.
 """
 
 from __future__ import annotations
@@ -28,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,388 +25,14 @@ from torch import Tensor, nn
 from stages.core.errors import MissingArtifactError
 from stages.core.face_model import FaceModel
 from stages.core.image_io import load_photo, save_png
-from stages.core.poisson import pull_push_fill
 from stages.core.raster import rasterize
 from stages.core.uv import uv_layout
-from stages.train.model_dir import load_pretrained, save_pretrained
+from stages.models.alignment import (ALIGN_GROUPS, HULL_POINTS, TEMPLATE_FILL, aligned_crop, alignment_matrix,
+                                     apply_affine, mean_shape_grid, network_input, pixels_to_grid)
+from stages.models.folder import save_pretrained
+from stages.models.inputs import resize_area, resize_masked
+from stages.models.uv_sampler import MODEL_TYPE, SamplerConfig, UVSampler, load_sampler, upsample_grid
 from stages.train.trainer import save_checkpoint
-
-MODEL_TYPE = "uv_sampler"
-
-# --------------------------------------------------------------------------------------------
-# 2D alignment (no 3D fit)
-# --------------------------------------------------------------------------------------------
-
-#: MediaPipe face-mesh indices averaged into the four alignment points: the subject's right eye
-#: (outer, inner corner), the left eye (inner, outer corner), the right and the left mouth corner.
-ALIGN_GROUPS: tuple[tuple[int, ...], ...] = ((33, 133), (362, 263), (61,), (291,))
-#: Number of detector mesh points whose convex hull is the face region (MediaPipe: 468 + 10 iris).
-HULL_POINTS = 468
-#: Side of the template square taken by the frontal mean shape's bounding box (the rest is margin).
-TEMPLATE_FILL = 0.80
-
-
-def _group_points(points: np.ndarray) -> np.ndarray:
-    """``(L, >=2)`` landmark/vertex array -> ``(4, 2)`` alignment points (means of :data:`ALIGN_GROUPS`)."""
-    pts = np.asarray(points, dtype=np.float64)[:, :2]
-    if pts.shape[0] < HULL_POINTS:
-        raise ValueError(f"need the {HULL_POINTS} MediaPipe mesh points (or more), got {pts.shape[0]}")
-    return np.stack([pts[list(group)].mean(axis=0) for group in ALIGN_GROUPS])
-
-
-def frontal_mean_shape(model: FaceModel) -> np.ndarray:
-    """``(V, 2)`` the model's mean shape seen from the front, in unit template coordinates.
-
-    Image convention (x right, y down), scaled and centred so the bounding box of the mesh is
-    :data:`TEMPLATE_FILL` of the unit square and centred in it.
-    """
-    xy = np.asarray(model.vertices, dtype=np.float64)[:, :2] * np.array([1.0, -1.0])
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    return (xy - (lo + hi) / 2) * (TEMPLATE_FILL / float((hi - lo).max())) + 0.5
-
-
-def alignment_template(model: FaceModel) -> np.ndarray:
-    """``(4, 2)`` template positions of the alignment points in unit crop coordinates ``[0, 1]^2``."""
-    return _group_points(frontal_mean_shape(model))
-
-
-def similarity_2d(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least-squares 2D similarity (rotation, uniform scale, translation; no reflection).
-
-    Args:
-        source: ``(N, 2)`` points, ``N >= 2`` and not all equal.
-        target: ``(N, 2)`` corresponding points.
-
-    Returns:
-        ``(2, 3)`` matrix ``M`` with ``target ≈ M[:, :2] @ source + M[:, 2]``.
-    """
-    src = np.asarray(source, dtype=np.float64)
-    dst = np.asarray(target, dtype=np.float64)
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    s0, d0 = src - mu_s, dst - mu_d
-    var = float((s0**2).sum())
-    if var <= 1e-12:
-        raise ValueError("alignment points coincide")
-    # Complex-number form: d = z * s, z = a + ib.
-    a = float((s0[:, 0] * d0[:, 0] + s0[:, 1] * d0[:, 1]).sum()) / var
-    b = float((s0[:, 0] * d0[:, 1] - s0[:, 1] * d0[:, 0]).sum()) / var
-    lin = np.array([[a, -b], [b, a]])
-    return np.concatenate([lin, (mu_d - lin @ mu_s)[:, None]], axis=1)
-
-
-def alignment_matrix(landmarks: np.ndarray, model: FaceModel, crop_size: int) -> np.ndarray:
-    """``(2, 3)`` similarity from photo pixels to the aligned crop's pixels (continuous coordinates).
-
-    Args:
-        landmarks: ``(L, 2+)`` MediaPipe points in photo pixels (``L >= 468``; only x, y are used).
-        model: the face model (its frontal mean shape defines the template).
-        crop_size: ``C``, side of the crop.
-    """
-    return similarity_2d(_group_points(landmarks), alignment_template(model) * crop_size)
-
-
-def apply_affine(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Apply a ``(2, 3)`` affine map to ``(..., 2)`` points."""
-    xy = np.asarray(xy, dtype=np.float64)
-    return xy @ matrix[:, :2].T + matrix[:, 2]
-
-
-def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of a ``(2, 3)`` affine map."""
-    lin_inv = np.linalg.inv(matrix[:, :2])
-    return np.concatenate([lin_inv, (-lin_inv @ matrix[:, 2])[:, None]], axis=1)
-
-
-def _cv_matrix(matrix: np.ndarray) -> np.ndarray:
-    """Continuous-coordinate affine -> OpenCV's pixel-index convention (pixel centres at integers)."""
-    shift_in = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    full = np.vstack([matrix, [0.0, 0.0, 1.0]]) @ shift_in
-    full[:2, 2] -= 0.5
-    return full[:2]
-
-
-def warp_crop(rgb: np.ndarray, matrix: np.ndarray, crop_size: int) -> np.ndarray:
-    """Warp ``(H, W, 3)`` uint8 into the ``C x C`` crop (``(C, C, 3)`` float32 in ``[0, 1]``), anti-aliased.
-
-    When the crop is smaller than the photo's face (scale < 1), the photo is first area-downscaled
-    to about the crop's density, so no aliasing; then one bilinear warp.
-    """
-    scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
-    source, m = rgb, matrix
-    if scale < 0.7:
-        h, w = rgb.shape[:2]
-        factor = min(1.0, scale * 1.25)
-        source = cv2.resize(rgb, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
-        fx, fy = source.shape[1] / w, source.shape[0] / h
-        m = matrix @ np.array([[1.0 / fx, 0.0, 0.0], [0.0, 1.0 / fy, 0.0], [0.0, 0.0, 1.0]])
-    out = cv2.warpAffine(source, _cv_matrix(m), (crop_size, crop_size), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    return out.astype(np.float32) / 255.0
-
-
-def hull_mask(landmarks: np.ndarray, matrix: np.ndarray, crop_size: int) -> np.ndarray:
-    """``(C, C)`` float32 1 inside the convex hull of the 468 mesh landmarks (mapped into the crop)."""
-    pts = apply_affine(matrix, np.asarray(landmarks, dtype=np.float64)[:HULL_POINTS, :2])
-    hull = cv2.convexHull((pts * 16).round().astype(np.int32) - 8)   # 4 fractional bits, pixel centres
-    mask = np.zeros((crop_size, crop_size), np.uint8)
-    cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
-    return mask.astype(np.float32)
-
-
-def aligned_crop(rgb: np.ndarray, landmarks: np.ndarray, model: FaceModel, crop_size: int,
-                 matrix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The sampler's input for one face: aligned, background-masked crop.
-
-    Args:
-        rgb: ``(H, W, 3)`` uint8 photo.
-        landmarks: ``(L, 2+)`` MediaPipe points in photo pixels.
-        model: face model (template).
-        crop_size: ``C``.
-        matrix: a ``(2, 3)`` photo -> crop map to use instead of :func:`alignment_matrix`.
-
-    Returns:
-        ``(crop, mask, matrix)``: ``(C, C, 3)`` float32 masked crop in ``[0, 1]``, ``(C, C)`` float32
-        hull mask, and the ``(2, 3)`` photo -> crop matrix.
-    """
-    if matrix is None:
-        matrix = alignment_matrix(landmarks, model, crop_size)
-    mask = hull_mask(landmarks, matrix, crop_size)
-    crop = warp_crop(rgb, matrix, crop_size) * mask[..., None]
-    return crop, mask, matrix
-
-
-def network_input(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``(C, C, 3)`` masked crop + ``(C, C)`` mask -> ``(4, C, C)`` float32 network input in ``[-1, 1]``."""
-    return np.concatenate([crop.transpose(2, 0, 1) * 2.0 - 1.0, mask[None] * 2.0 - 1.0]).astype(np.float32)
-
-
-def pixels_to_grid(xy: np.ndarray | Tensor, crop_size: int):
-    """Continuous crop pixels -> ``grid_sample`` coordinates (``align_corners=False``): ``2 x / C - 1``."""
-    return xy * (2.0 / crop_size) - 1.0
-
-
-def grid_to_pixels(grid: np.ndarray | Tensor, crop_size: int):
-    """Inverse of :func:`pixels_to_grid`."""
-    return (grid + 1.0) * (crop_size / 2.0)
-
-
-def mean_shape_grid(model: FaceModel, size: int) -> np.ndarray:
-    """``(size, size, 2)`` float32 grid coordinates of the frontal mean shape's texels (the baseline map).
-
-    Inside the UV layout: where each texel of the frontal mean shape sits in the template crop;
-    outside: smoothly extended (pull-push), so bilinear upsampling near the layout's edge is sane.
-    """
-    layout = uv_layout(model, size)
-    grid = layout.interpolate(pixels_to_grid(frontal_mean_shape(model), 1.0))
-    return pull_push_fill(grid, layout.mask).astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# network
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SamplerConfig:
-    """Architecture of :class:`UVSampler` (saved in ``config.json``).
-
-    Attributes:
-        crop_size: side ``C`` of the input crop (power of two, >= 16).
-        in_channels: input channels (masked RGB + hull mask).
-        base_channels: channels of the first residual block (doubling per block up to ``max_channels``).
-        max_channels: channel cap.
-        feature_dim: size of the global feature (seed 001: 512).
-        head_hidden: width of the hidden fully connected layers of the sampler head.
-        head_layers: hidden fully connected layers (ReLU between them).
-        grid_size: side ``G`` of the coarse sampling map the head predicts.
-        vis_size: side of the coarse visibility logit map (a multiple of 4, >= 8).
-        spectral_norm: spectral normalisation on every convolution.
-    """
-
-    crop_size: int = 128
-    in_channels: int = 4
-    base_channels: int = 16
-    max_channels: int = 256
-    feature_dim: int = 512
-    head_hidden: int = 512
-    head_layers: int = 1
-    grid_size: int = 32
-    vis_size: int = 32
-    spectral_norm: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("crop_size", "in_channels", "base_channels", "max_channels", "feature_dim", "head_hidden",
-                     "grid_size", "vis_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"SamplerConfig.{name} must be a positive integer, got {value!r}")
-        if self.crop_size < 16 or self.crop_size & (self.crop_size - 1):
-            raise ValueError(f"SamplerConfig.crop_size must be a power of two >= 16, got {self.crop_size}")
-        if self.vis_size < 8 or self.vis_size % 4:
-            raise ValueError(f"SamplerConfig.vis_size must be a multiple of 4 and >= 8, got {self.vis_size}")
-        if self.head_layers < 0:
-            raise ValueError(f"SamplerConfig.head_layers must be >= 0, got {self.head_layers}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SamplerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SamplerConfig keys {unknown}")
-        return cls(**d)
-
-
-def _sn(module: nn.Module, enabled: bool) -> nn.Module:
-    return nn.utils.parametrizations.spectral_norm(module) if enabled else module
-
-
-class _ResDown(nn.Module):
-    """Pre-activation residual block that halves the resolution: ``(B, cin, H, W) -> (B, cout, H/2, W/2)``.
-
-    The second convolution runs after the pooling (half the cost of a full-resolution pair).
-    """
-
-    def __init__(self, cin: int, cout: int, sn: bool):
-        super().__init__()
-        self.conv1 = _sn(nn.Conv2d(cin, cout, 3, padding=1), sn)
-        self.conv2 = _sn(nn.Conv2d(cout, cout, 3, padding=1), sn)
-        self.skip = _sn(nn.Conv2d(cin, cout, 1), sn)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.avg_pool2d(self.conv1(F.leaky_relu(x, 0.2)), 2)
-        h = self.conv2(F.leaky_relu(h, 0.2))
-        return h + F.avg_pool2d(self.skip(x), 2)
-
-
-class UVSampler(nn.Module):
-    """Seed 001's UV sampler: aligned face crop -> coarse sampling map + visibility logits.
-
-    ``forward(x)`` with ``x`` ``(B, in_channels, C, C)`` (:func:`network_input`) returns
-    ``(coords, vis)``: ``(B, G, G, 2)`` coarse grid coordinates (x, y) in the crop (``grid_sample``
-    convention, ``align_corners=False``) and ``(B, 1, Gv, Gv)`` visibility logits, both in UV image
-    layout (row 0 = top of the UV square = v near 1).
-    """
-
-    def __init__(self, config: SamplerConfig):
-        super().__init__()
-        self.config = config
-        c = config
-        sn = c.spectral_norm
-        channels = [c.base_channels]
-        blocks = []
-        size = c.crop_size
-        self.stem = _sn(nn.Conv2d(c.in_channels, c.base_channels, 3, padding=1), sn)
-        while size > 4:
-            cout = min(c.max_channels, channels[-1] * 2)
-            blocks.append(_ResDown(channels[-1], cout, sn))
-            channels.append(cout)
-            size //= 2
-        self.blocks = nn.Sequential(*blocks)
-        self.to_feature = nn.Linear(channels[-1] * 16, c.feature_dim)
-        head: list[nn.Module] = []
-        width = c.feature_dim
-        for _ in range(c.head_layers):
-            head += [nn.Linear(width, c.head_hidden), nn.ReLU(inplace=True)]
-            width = c.head_hidden
-        last = nn.Linear(width, c.grid_size * c.grid_size * 2)
-        nn.init.normal_(last.weight, std=1e-3)   # start at the base map
-        nn.init.zeros_(last.bias)
-        self.sampler_head = nn.Sequential(*head, last)
-        self.base_grid = nn.Parameter(torch.zeros(c.grid_size, c.grid_size, 2))
-        v0 = c.vis_size // 4
-        self.vis_fc = nn.Linear(c.feature_dim, 32 * v0 * v0)
-        self.vis_head = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(32, 32, 3, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(32, 16, 3, padding=1),
-            nn.LeakyReLU(0.2), nn.Conv2d(16, 1, 3, padding=1))
-        self.base_vis = nn.Parameter(torch.zeros(1, 1, c.vis_size, c.vis_size))
-
-    @torch.no_grad()
-    def init_base(self, grid: np.ndarray | Tensor, vis_logit: np.ndarray | Tensor | None = None) -> None:
-        """Set the base sampling map ``(G, G, 2)`` (and the base visibility logits ``(Gv, Gv)``)."""
-        self.base_grid.copy_(torch.as_tensor(np.asarray(grid), dtype=self.base_grid.dtype))
-        if vis_logit is not None:
-            vis = torch.as_tensor(np.asarray(vis_logit), dtype=self.base_vis.dtype)
-            self.base_vis.copy_(vis.view_as(self.base_vis))
-
-    def features(self, x: Tensor) -> Tensor:
-        """``(B, in_channels, C, C)`` -> ``(B, feature_dim)`` global feature."""
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels or x.shape[2:] != (self.config.crop_size,) * 2:
-            raise ValueError(f"UVSampler expects (B, {self.config.in_channels}, {self.config.crop_size}, "
-                             f"{self.config.crop_size}), got {tuple(x.shape)}")
-        h = self.blocks(self.stem(x))
-        return self.to_feature(F.leaky_relu(h, 0.2).flatten(1))
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        g, gv = self.config.grid_size, self.config.vis_size
-        feat = self.features(x)
-        coords = self.sampler_head(feat).view(-1, g, g, 2) + self.base_grid
-        v0 = gv // 4
-        vis = self.vis_head(F.relu(self.vis_fc(feat)).view(-1, 32, v0, v0)) + self.base_vis
-        return coords, vis
-
-    def predict(self, x: Tensor, uv_size: int) -> tuple[Tensor, Tensor]:
-        """Sampling map and visibility logits upsampled (bilinear) to ``uv_size``.
-
-        Returns:
-            ``(B, S, S, 2)`` grid coordinates and ``(B, 1, S, S)`` visibility logits.
-        """
-        coords, vis = self(x)
-        return upsample_grid(coords, uv_size), F.interpolate(vis, size=(uv_size, uv_size), mode="bilinear",
-                                                             align_corners=False)
-
-
-def upsample_grid(coords: Tensor, size: int) -> Tensor:
-    """``(B, G, G, 2)`` -> ``(B, S, S, 2)`` by bilinear interpolation (texel centres, ``align_corners=False``)."""
-    if coords.shape[1] == size:
-        return coords
-    up = F.interpolate(coords.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False)
-    return up.permute(0, 2, 3, 1)
-
-
-def build_sampler(config: dict) -> UVSampler:
-    """Builder for :func:`stages.train.model_dir.load_pretrained`."""
-    return UVSampler(SamplerConfig.from_dict(config))
-
-
-def load_sampler(directory: str | Path | None, *, map_location: str | torch.device = "cpu") -> tuple[UVSampler, dict]:
-    """Load a trained UV sampler folder.
-
-    Returns:
-        ``(network in eval mode, config.json dict)``.
-
-    Raises:
-        MissingArtifactError: no folder given, or a missing / corrupt model folder (one line, named).
-    """
-    if directory is None:
-        raise MissingArtifactError(None, "no UV sampler model given: pass --model MODEL_DIR (train one with "
-                                         "`facetex train sampler --data FOLDERS -o MODEL_DIR`)")
-    models, config = load_pretrained(directory, {"sampler": build_sampler}, model_type=MODEL_TYPE,
-                                     map_location=map_location)
-    return models["sampler"], config
-
-
-def export_sampler(model_dir: str | Path, out_dir: str | Path, *, half: bool = True) -> Path:
-    """Copy a trained sampler folder without its training state (for shipping), weights in float16 by default.
-
-    Only ``config.json`` (plus ``"weights_dtype"``) and ``weights.safetensors`` are written; the
-    network loads back in float32 (the float16 values are upcast on load).
-    """
-    net, config = load_sampler(model_dir)
-    extra = {k: v for k, v in config.items()
-             if k not in ("schema", "format_version", "model_type", "configs", "facetex_version")}
-    if not extra.get("last_losses"):
-        extra.pop("last_losses", None)     # a folder finalised by a resume without new steps has none
-    extra["weights_dtype"] = "float16" if half else "float32"
-    if half:
-        net = net.half()
-    return save_pretrained(out_dir, {"sampler": net}, {"sampler": config["configs"]["sampler"]},
-                           model_type=MODEL_TYPE, extra=extra)
-
 
 # --------------------------------------------------------------------------------------------
 # data
@@ -456,29 +66,6 @@ def check_sampler_folder(folder: str | Path) -> Path:
         raise MissingArtifactError(folder / "fit.json", f"its source photo {source!r} is not on disk (the sampler "
                                                         "trains on the photo itself)")
     return Path(source)
-
-
-def _area_resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size:
-        return image.astype(np.float32)
-    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    out = cv2.resize(np.ascontiguousarray(image, dtype=np.float32), (size, size), interpolation=interp)
-    return out.reshape(size, size, *image.shape[2:])
-
-
-def resize_unwrap(texture: np.ndarray, confidence: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize an unwrap (``(S0, S0, 3)`` texture, ``(S0, S0)`` confidence) to ``size``.
-
-    Seen texels are averaged by normalised convolution (unseen zeros do not bleed in); a texel
-    stays seen when at least half its area was seen.
-    """
-    seen = (confidence > 0).astype(np.float32)
-    coverage = _area_resize(seen, size)
-    denom = np.maximum(coverage, 1e-6)
-    tex = _area_resize(texture * seen[..., None], size) / denom[..., None]
-    conf = _area_resize(confidence * seen, size) / denom
-    keep = coverage >= 0.5
-    return np.where(keep[..., None], tex, 0.0).astype(np.float32), np.where(keep, conf, 0.0).astype(np.float32)
 
 
 @dataclass
@@ -524,7 +111,9 @@ def load_sampler_folder(folder: str | Path, model: FaceModel, uv_size: int, crop
         screen = screen * fx
     layout = uv_layout(model, uv_size)
     texel_screen = layout.interpolate(screen[:, :2])
-    texture, confidence = resize_unwrap(unwrap.texture, unwrap.confidence, uv_size)
+    seen = unwrap.confidence > 0
+    texture, _ = resize_masked(unwrap.texture, seen, uv_size)
+    confidence, _ = resize_masked(unwrap.confidence, seen, uv_size)
     confidence = np.where(layout.mask, confidence, 0.0).astype(np.float32)
     return _SamplerFolder(path=folder, rgb=np.ascontiguousarray(rgb), landmarks=landmarks.astype(np.float64),
                           vertex_screen=screen.astype(np.float64), texel_screen=texel_screen.astype(np.float32),
@@ -883,7 +472,7 @@ def train_uv_sampler(folders: list[Path], out_dir: Path, config: SamplerTrainCon
                                  augment=Augment(**config.augment), seed=config.seed,
                                  epoch_length=max(len(folders), config.batch_size))
     net = UVSampler(net_cfg)
-    vis_prior = np.mean([_area_resize(f.confidence > 0, net_cfg.vis_size) for f in dataset.folders], axis=0)
+    vis_prior = np.mean([resize_area(f.confidence > 0, net_cfg.vis_size) for f in dataset.folders], axis=0)
     net.init_base(mean_shape_grid(model, net_cfg.grid_size), _logit(vis_prior))
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,

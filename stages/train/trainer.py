@@ -25,7 +25,7 @@ with ``accelerate launch``. Seeded; deterministic on CPU. Checkpoints (``trainin
 optimizers, step) resume training, but not bit-exactly: the interrupted epoch's data order starts
 over (measured: an interrupted tiny run drifts from an uninterrupted one after the resume). The
 model folder (``config.json`` + ``weights.safetensors``) is written in the ``save_pretrained``
-format of :mod:`stages.train.model_dir`.
+format of :mod:`stages.models.folder`.
 
 """
 
@@ -47,10 +47,10 @@ from stages.core.uv import uv_layout
 from stages.core.shading import render
 from stages.train import losses as L
 from stages.train.augment import ColourAugment, apply_colour, draw_params, shading_field
-from stages.train.model_dir import save_pretrained
-from stages.train.networks import DiscriminatorConfig, PatchDiscriminator, UVGenerator, UVGeneratorConfig
+from stages.models.folder import save_pretrained
+from stages.models.uv_generator import (MODEL_TYPE, DiscriminatorConfig, PatchDiscriminator, UVGenerator,
+                                        UVGeneratorConfig)
 
-MODEL_TYPE = "uv_generator"
 
 #: Named model sizes: "tiny" for tests (seconds on CPU), "small" for CPU training, "base" for GPUs.
 PRESETS = {

@@ -1,15 +1,26 @@
-"""Model folders in the style of diffusers' ``save_pretrained`` / ``from_pretrained``.
+"""The one model-folder format of every learned model (diffusers' ``save_pretrained`` style).
 
-A model folder holds one or more named networks::
+A model folder holds named networks and, where a model has parts built by another library, one
+diffusers-style subfolder per part::
 
     MODEL_DIR/
       config.json           {"schema": "facetex.model", "format_version": 1, "model_type": ...,
-                             "configs": {name: config dict}, "facetex_version": ..., **extra}
-      weights.safetensors   every network's state_dict, keys "<name>.<param>"
+                             "configs": {name: config dict}, "parts": [subfolder, ...],
+                             "facetex_version": ..., **extra}
+      weights.safetensors   every named network's state_dict, keys "<name>.<param>" (absent when
+                            the folder has only parts)
+      <part>/               a subfolder: a facetex model folder itself, or a diffusers module's
+                            ``save_pretrained`` (its own config.json + *.safetensors)
+      samples/, training_state/   kept across saves of a training run
 
 :func:`save_pretrained` writes the folder atomically (a temporary folder next to it, renamed into
 place); :func:`load_pretrained` rebuilds the networks from their configs and checks the weights,
 raising :class:`stages.core.errors.MissingArtifactError` with a one-line reason on any problem.
+A network may define ``trainable_state()`` (the tensors it saves, e.g. without a frozen pretrained
+encoder that its config references); it is then saved and checked instead of ``state_dict()``.
+
+Used by the UV generator (:mod:`stages.models.uv_generator`), the UV sampler
+(:mod:`stages.models.uv_sampler`) and the diffusion networks (:mod:`stages.models.diffusion`).
 """
 
 from __future__ import annotations
@@ -25,14 +36,15 @@ import torch
 from torch import nn
 
 from stages import __version__
-from stages.core.atomic import swap_into_place  # noqa: F401  (also used by stages.diffusion.models)
+from stages.core.atomic import swap_into_place
 from stages.core.errors import MissingArtifactError
 
 SCHEMA = "facetex.model"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
-_RESERVED = ("schema", "format_version", "model_type", "configs", "facetex_version")
+#: Keys of ``config.json`` the format itself sets (``extra`` must not reuse them).
+RESERVED_KEYS = ("schema", "format_version", "model_type", "configs", "parts", "facetex_version")
 
 
 def _one_line(e: BaseException) -> str:
@@ -41,8 +53,15 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}"[:300]
 
 
+def _saved_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a network saves: ``trainable_state()`` when it defines one, else ``state_dict()``."""
+    own = getattr(module, "trainable_state", None)
+    return own() if callable(own) else module.state_dict()
+
+
 def save_pretrained(directory: str | Path, models: dict[str, nn.Module], configs: dict[str, dict], *,
-                    model_type: str, extra: dict | None = None, keep: Iterable[str] = ()) -> Path:
+                    model_type: str, extra: dict | None = None, keep: Iterable[str] = (),
+                    parts: dict[str, Callable[[Path], None]] | None = None) -> Path:
     """Write ``models`` and their ``configs`` as a model folder, atomically.
 
     Args:
@@ -53,6 +72,8 @@ def save_pretrained(directory: str | Path, models: dict[str, nn.Module], configs
         extra: more top-level keys for ``config.json`` (must not reuse the reserved ones).
         keep: names of entries of an existing ``directory`` (e.g. ``samples``, ``training_state``)
             carried over into the new folder; everything else of the old folder is dropped.
+        parts: subfolder name -> a function that writes that subfolder (given its path), e.g. a
+            diffusers module's ``save_pretrained``; their names are listed in ``config.json``.
 
     Returns:
         The folder's path.
@@ -67,16 +88,20 @@ def save_pretrained(directory: str | Path, models: dict[str, nn.Module], configs
             raise ValueError(f"save_pretrained: invalid model name {name!r} (non-empty, no '.')")
     if set(models) != set(configs):
         raise ValueError(f"save_pretrained: models {sorted(models)} and configs {sorted(configs)} differ")
-    clash = sorted(set(extra) & set(_RESERVED))
+    clash = sorted(set(extra) & set(RESERVED_KEYS))
     if clash:
         raise ValueError(f"save_pretrained: extra must not set reserved keys {clash}")
+    parts = dict(parts or {})
+    for name in parts:
+        if not name or "/" in name or name in (CONFIG_NAME, WEIGHTS_NAME, *keep):
+            raise ValueError(f"save_pretrained: invalid part name {name!r}")
     config_json = {"schema": SCHEMA, "format_version": FORMAT_VERSION, "model_type": model_type,
-                   "configs": {name: dict(configs[name]) for name in models},
+                   "configs": {name: dict(configs[name]) for name in models}, "parts": sorted(parts),
                    "facetex_version": __version__, **extra}
     text = json.dumps(config_json, indent=2) + "\n"  # fails early on non-JSON configs
     tensors: dict[str, torch.Tensor] = {}
     for name, module in models.items():
-        for key, value in module.state_dict().items():
+        for key, value in _saved_state(module).items():
             # clone: safetensors refuses tensors that share memory (tied weights, views).
             tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
 
@@ -85,8 +110,11 @@ def save_pretrained(directory: str | Path, models: dict[str, nn.Module], configs
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".part", dir=directory.parent))
     try:
+        for name, write in parts.items():
+            write(tmp / name)
         (tmp / CONFIG_NAME).write_text(text)
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
+        if models:
+            save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
         os.chmod(tmp, 0o777 & ~_umask())
         swap_into_place(tmp, directory, keep)
     finally:
@@ -125,17 +153,22 @@ def read_schema_json(path: str | Path, schema: str, what: str, missing: str = "m
     return data
 
 
-def read_model_config(directory: str | Path, *, model_type: str | None = None) -> dict:
-    """Read and check ``directory/config.json``.
+def read_model_config(directory: str | Path, *, model_type: str | None = None,
+                      missing: str = "config.json missing (not a facetex model folder)") -> dict:
+    """Read and check ``directory/config.json`` (and that its listed part subfolders exist).
+
+    Args:
+        missing: the reason given when ``config.json`` does not exist (e.g. how to train one).
 
     Raises:
-        MissingArtifactError: folder or file missing, unreadable, wrong schema/version/model type.
+        MissingArtifactError: folder or file missing, unreadable, wrong schema/version/model type,
+            a listed part subfolder missing.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingArtifactError(directory, "model folder not found")
     path = directory / CONFIG_NAME
-    config = read_schema_json(path, SCHEMA, "facetex model config", "config.json missing (not a facetex model folder)")
+    config = read_schema_json(path, SCHEMA, "facetex model config", missing)
     version = config.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise MissingArtifactError(path, f"unsupported format_version {version!r} (this facetex reads "
@@ -144,6 +177,9 @@ def read_model_config(directory: str | Path, *, model_type: str | None = None) -
         raise MissingArtifactError(path, f"model_type is {config.get('model_type')!r}, expected {model_type!r}")
     if not isinstance(config.get("configs"), dict):
         raise MissingArtifactError(path, "config.json has no 'configs' object")
+    for part in config.get("parts", []):
+        if not (directory / str(part)).is_dir():
+            raise MissingArtifactError(directory / str(part), "part subfolder missing")
     return config
 
 
@@ -200,7 +236,7 @@ def load_pretrained(directory: str | Path, builders: dict[str, Callable[[dict], 
             module = builders[name](config["configs"][name])
         except (ValueError, TypeError, KeyError) as e:
             raise MissingArtifactError(cfg_path, f"invalid config for model {name!r} ({_one_line(e)})") from None
-        expected = module.state_dict()
+        expected = _saved_state(module)
         prefix = f"{name}."
         got = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         missing = sorted(set(expected) - set(got))
@@ -214,7 +250,7 @@ def load_pretrained(directory: str | Path, builders: dict[str, Callable[[dict], 
             if tuple(got[key].shape) != tuple(value.shape):
                 raise MissingArtifactError(weights, f"model {name!r}: shape mismatch for {key!r}: file has "
                                                     f"{tuple(got[key].shape)}, config gives {tuple(value.shape)}")
-        module.load_state_dict(got, strict=True)
+        module.load_state_dict(got, strict=expected.keys() == module.state_dict().keys())
         models[name] = module.to(map_location).eval()
     return models, config
 
@@ -228,7 +264,7 @@ def export_pretrained(source: str | Path, destination: str | Path, builders: dic
     ``exported_from`` and ``extra``; the weights are bit-identical.
     """
     models, config = load_pretrained(source, builders, model_type=model_type, names=names)
-    kept = {k: v for k, v in config.items() if k not in _RESERVED}
+    kept = {k: v for k, v in config.items() if k not in RESERVED_KEYS}
     kept.update({"exported_from": str(source), **(extra or {})})
     return save_pretrained(destination, models, {n: config["configs"][n] for n in names}, model_type=model_type,
                            extra=kept)

@@ -9,18 +9,25 @@
   crops (centre and sides, see :func:`stages.train.losses.uv_crops`).
 
 Both are configured by small dataclasses with ``to_dict``/``from_dict`` so a model folder
-(:mod:`stages.train.model_dir`) can rebuild them from ``config.json``.
+(:mod:`stages.models.folder`, ``model_type = "uv_generator"``: ``generator`` and, in a training
+folder, the discriminators) can rebuild them from ``config.json``; :func:`load_generator` reads one.
+Training lives in :mod:`stages.train.trainer`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from stages.models.folder import load_pretrained
+
+MODEL_TYPE = "uv_generator"
 
 
 def _check_positive(obj: Any, names: tuple[str, ...]) -> None:
@@ -250,3 +257,17 @@ class PatchDiscriminator(nn.Module):
         if min(x.shape[2:]) < k:
             raise ValueError(f"PatchDiscriminator: input {x.shape[2]}x{x.shape[3]} is smaller than 2**layers = {k}")
         return self.net(x)
+
+
+def load_generator(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[UVGenerator, dict]:
+    """Load the generator of a ``uv_generator`` model folder.
+
+    Returns:
+        ``(generator in eval mode, config.json dict)``; the training resolution is ``config["uv_size"]``.
+
+    Raises:
+        MissingArtifactError: a missing / corrupt folder (one line, named).
+    """
+    models, config = load_pretrained(path, {"generator": lambda c: UVGenerator(UVGeneratorConfig.from_dict(c))},
+                                     model_type=MODEL_TYPE, names=["generator"], map_location=map_location)
+    return models["generator"], config

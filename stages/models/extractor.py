@@ -18,7 +18,6 @@ the model folder, the folder records its path).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -27,11 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.core.errors import MissingArtifactError
-from stages.train.model_dir import read_schema_json
+from stages.models.folder import load_pretrained, save_pretrained
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "weights.safetensors"
-SCHEMA = "facetex.diffusion_extractor"
+#: ``model_type`` of an extractor's model folder (:mod:`stages.models.folder`, one network ``extractor``).
+MODEL_TYPE = "diffusion_extractor"
 #: CLIP's input normalisation (OpenAI CLIP statistics) and resolution.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -216,49 +214,18 @@ class DetailExtractor(nn.Module):
         return {k: v for k, v in self.state_dict().items() if prefix is None or not k.startswith(prefix)}
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` + ``weights.safetensors`` (a frozen CLIP encoder is referenced, not copied)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"schema": SCHEMA, "format_version": 1, **self.config}
-        if self.frozen_prefix is not None:
-            config["encoder_fingerprint"] = folder_fingerprint(self.config["encoder_path"])
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.trainable_state().items()}
-        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        """Write a model folder (:mod:`stages.models.folder`); a frozen CLIP encoder is referenced
+        (path + fingerprint), not copied."""
+        extra = ({"encoder_fingerprint": folder_fingerprint(self.config["encoder_path"])}
+                 if self.frozen_prefix is not None else {})
+        save_pretrained(directory, {"extractor": self}, {"extractor": self.config}, model_type=MODEL_TYPE,
+                        extra=extra)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> DetailExtractor:
         """Rebuild from :meth:`save_pretrained`'s folder; one-line :class:`MissingArtifactError` on any problem."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        path = directory / CONFIG_NAME
-        config = read_schema_json(path, SCHEMA, "facetex extractor config", "extractor config.json missing")
-        config = {k: v for k, v in config.items() if k not in ("schema", "format_version", "encoder_fingerprint")}
-        try:
-            module = cls(config)
-        except (KeyError, TypeError, ValueError) as e:
-            raise MissingArtifactError(path, f"invalid extractor config ({type(e).__name__}: {e})") from None
-        weights = directory / WEIGHTS_NAME
-        try:
-            state = load_file(str(weights))
-        except FileNotFoundError:
-            raise MissingArtifactError(weights, "weights.safetensors missing") from None
-        except Exception as e:  # safetensors raises its own types for corrupt files
-            raise MissingArtifactError(weights, f"corrupt weights file ({type(e).__name__})") from None
-        expected = module.trainable_state()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise MissingArtifactError(weights, f"weights do not match the config ({len(missing)} missing, "
-                                                f"{len(unexpected)} unexpected keys)")
-        for key, value in expected.items():
-            if tuple(state[key].shape) != tuple(value.shape):
-                raise MissingArtifactError(weights, f"shape mismatch for {key!r}")
-        module.load_state_dict(state, strict=False)
-        return module.eval()
+        models, _ = load_pretrained(directory, {"extractor": cls}, model_type=MODEL_TYPE)
+        return models["extractor"]
 
 
 def folder_fingerprint(path: str | Path) -> str:

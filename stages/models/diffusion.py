@@ -1,11 +1,13 @@
 """The diffusers building blocks and the on-disk model folders of the diffusion networks.
 
-A model folder (written atomically: a temporary folder renamed into place)::
+A model folder is the one facetex format (:mod:`stages.models.folder`, written atomically) with
+diffusers-style part subfolders::
 
     MODEL_DIR/
-      facetex_diffusion.json   schema, kind (appearance | structure), training config, base (path +
+      config.json              schema facetex.model, model_type diffusion_appearance |
+                               diffusion_structure, parts, kind, training config, base (path +
                                fingerprint), latent factor and scaling, conditioning channels, steps
-      extractor/               the feature extractor (config.json + weights.safetensors)
+      extractor/               the feature extractor (a facetex model folder, ``diffusion_extractor``)
       controlnet/              diffusers ControlNetModel (save_pretrained)
       scheduler/               the training noise schedule (DDPMScheduler config)
       unet/, vae/              only in an appearance folder of an own-base preset: the base itself
@@ -19,22 +21,35 @@ appearance folder. A folder records its base's fingerprint (:func:`folder_finger
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from stages import __version__
-from stages.core.errors import MissingArtifactError
-from stages.train.model_dir import read_schema_json
-from stages.diffusion import require_diffusers
-from stages.diffusion.extractor import DetailExtractor, folder_fingerprint
+from stages.core.errors import FacetexError, MissingArtifactError
+from stages.models.extractor import DetailExtractor, folder_fingerprint
+from stages.models.folder import CONFIG_NAME, read_model_config, save_pretrained
 
-SCHEMA = "facetex.diffusion"
-FORMAT_VERSION = 1
-META_NAME = "facetex_diffusion.json"
+INSTALL_HINT = "pip install 'facetex[diffusion]'"
+#: The noise schedule both networks train with (Stable Diffusion's, so an SD base fits it), saved
+#: in every folder's ``scheduler/``.
+NOISE_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                  "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "clip_sample": False,
+                  "set_alpha_to_one": False, "steps_offset": 1}
+
+
+class MissingDependencyError(FacetexError):
+    """An optional package a feature needs is not installed (one line naming what to install)."""
+
+
+def require_diffusers():
+    """Import and return the ``diffusers`` module, or raise :class:`MissingDependencyError`."""
+    try:
+        import diffusers
+    except ImportError:
+        raise MissingDependencyError(None, f"the diffusion method needs diffusers, which is not installed: "
+                                           f"{INSTALL_HINT}") from None
+    return diffusers
 
 
 def latent_factor(vae) -> int:
@@ -79,9 +94,7 @@ def build_controlnet(unet, conditioning_channels: int, factor: int):
 
 
 def noise_scheduler(config: dict | None = None):
-    """The DDPM noise schedule of training (:data:`stages.diffusion.config.NOISE_SCHEDULE`)."""
-    from stages.diffusion.config import NOISE_SCHEDULE
-
+    """The DDPM noise schedule of training (:data:`NOISE_SCHEDULE`)."""
     diffusers = require_diffusers()
     return diffusers.DDPMScheduler.from_config({**NOISE_SCHEDULE, **(config or {})})
 
@@ -121,42 +134,45 @@ def save_model_folder(directory: str | Path, *, kind: str, train: dict, extracto
     """Write a diffusion model folder atomically (see the module docstring).
 
     Args:
-        base: ``{"path": str, "fingerprint": str}`` of the base folder trained on; ignored when
-            ``unet`` is given (the folder then holds its own base: path None, its own fingerprint).
+        base: ``{"path": str, "fingerprint": str}`` of the base folder trained on; replaced by
+            ``{"path": None, "fingerprint": <own unet/>}`` when ``unet`` is given (the folder then
+            holds its own base).
         vae, unet: the own base, written into ``vae/`` and ``unet/`` (appearance, own-base presets).
     """
-    from stages.train.model_dir import swap_into_place
+    base = dict(base)
+    if unet is not None:
+        # The fingerprint reads the files, so unet/ is written once here and copied into the folder.
+        with tempfile.TemporaryDirectory(prefix="facetex-unet.") as tmp_unet:
+            unet.save_pretrained(Path(tmp_unet) / "unet", safe_serialization=True)
+            base = {"path": None, "fingerprint": folder_fingerprint(Path(tmp_unet) / "unet")}
+            return _save(directory, kind, train, extractor, controlnet, scheduler, base, scaling_factor, factor,
+                         conditioning_channels, steps, vae, Path(tmp_unet) / "unet", extra, keep)
+    return _save(directory, kind, train, extractor, controlnet, scheduler, base, scaling_factor, factor,
+                 conditioning_channels, steps, vae, None, extra, keep)
 
-    directory = Path(directory)
-    meta = {"schema": SCHEMA, "format_version": FORMAT_VERSION, "kind": kind, "train": train, "base": dict(base),
-            "scaling_factor": float(scaling_factor), "latent_factor": int(factor),
-            "conditioning_channels": int(conditioning_channels), "steps": int(steps),
-            "facetex_version": __version__, **(extra or {})}
-    json.dumps(meta)                       # fails early on a non-JSON config
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".part", dir=directory.parent))
-    try:
-        extractor.save_pretrained(tmp / "extractor")
-        controlnet.save_pretrained(tmp / "controlnet", safe_serialization=True)
-        scheduler.save_pretrained(tmp / "scheduler")
-        if unet is not None:
-            unet.save_pretrained(tmp / "unet", safe_serialization=True)
-            meta["base"] = {"path": None, "fingerprint": base_fingerprint(tmp)}   # this folder is the base
-        if vae is not None:
-            vae.save_pretrained(tmp / "vae", safe_serialization=True)
-        (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)
-        swap_into_place(tmp, directory, keep)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+
+def _save(directory, kind, train, extractor, controlnet, scheduler, base, scaling_factor, factor,
+          conditioning_channels, steps, vae, unet_dir: Path | None, extra, keep) -> Path:
+    meta = {"kind": kind, "train": train, "base": base, "scaling_factor": float(scaling_factor),
+            "latent_factor": int(factor), "conditioning_channels": int(conditioning_channels), "steps": int(steps),
+            **(extra or {})}
+    parts = {"extractor": extractor.save_pretrained,
+             "controlnet": lambda path: controlnet.save_pretrained(path, safe_serialization=True),
+             "scheduler": scheduler.save_pretrained}
+    if unet_dir is not None:
+        parts["unet"] = lambda path: shutil.copytree(unet_dir, path)
+    if vae is not None:
+        parts["vae"] = lambda path: vae.save_pretrained(path, safe_serialization=True)
+    return save_pretrained(directory, {}, {}, model_type=model_type_of(kind), extra=meta, keep=keep, parts=parts)
+
+
+def model_type_of(kind: str) -> str:
+    """``model_type`` of a diffusion model folder of ``kind`` (appearance | structure)."""
+    return f"diffusion_{kind}"
 
 
 def read_meta(directory: str | Path, kind: str | None = None) -> dict:
-    """Read and check ``facetex_diffusion.json``.
+    """Read and check a diffusion model folder's ``config.json``.
 
     Raises:
         MissingArtifactError: folder/file missing, unreadable, wrong schema, version or kind.
@@ -164,15 +180,14 @@ def read_meta(directory: str | Path, kind: str | None = None) -> dict:
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingArtifactError(directory, "diffusion model folder not found")
-    path = directory / META_NAME
-    meta = read_schema_json(path, SCHEMA, "facetex diffusion model",
-                            "missing (not a facetex diffusion model folder: train one with "
-                            "`facetex train diffusion-appearance|diffusion-structure`)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise MissingArtifactError(path, f"unsupported format_version {meta.get('format_version')!r}")
+    meta = read_model_config(directory, missing="missing (not a facetex diffusion model folder: train one with "
+                                                "`facetex train diffusion-appearance|diffusion-structure`)")
+    if meta.get("model_type") not in (model_type_of("appearance"), model_type_of("structure")):
+        raise MissingArtifactError(directory / CONFIG_NAME, f"model_type is {meta.get('model_type')!r}, not a "
+                                                            f"diffusion network")
     if kind is not None and meta.get("kind") != kind:
-        raise MissingArtifactError(path, f"this folder holds the {meta.get('kind')} network, expected the {kind} "
-                                         f"network")
+        raise MissingArtifactError(directory / CONFIG_NAME, f"this folder holds the {meta.get('kind')} network, "
+                                                            f"expected the {kind} network")
     return meta
 
 
