@@ -55,7 +55,7 @@ def invoke(*args: str) -> Invocation:
 @pytest.fixture(scope="module")
 def astronaut_result(astronaut_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("complete")
-    proc = run_facetex("complete", str(astronaut_path), "-o", str(out))
+    proc = run_facetex("complete", str(astronaut_path), "-o", str(out), "--uv-size", "256")
     return proc, out / "astronaut"
 
 
