@@ -57,7 +57,8 @@ def fit_command(
     def process(path: Path) -> Done:
         photo = load_photo(path, max_side=max_side)
         fits = [renamed(fit, path, names[path])
-                for fit in fit_photo(photo, landmarker, model=model, face=face, occlusion_mask=occlusion_mask)]
+                for fit in fit_photo(photo, landmarker, model=model, face=face, occlusion_mask=occlusion_mask,
+                                     max_side=max_side)]
         for fit in fits:
             save_fit(fit, photo.rgb, out / fit.stem, model)
         yaw, pitch, _ = fits[0].pose.euler

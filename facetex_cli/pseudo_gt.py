@@ -37,7 +37,8 @@ def pseudo_gt_command(
     Writes OUT/<stem>/uv_pseudo.png, uv_pseudo_provenance.png (green real, blue mirrored, orange
     model), uv_pca.png and pseudo_gt.json.
     """
-    from stages.completion.pca import load_pca
+    from stages.completion.pca import BUILTIN_PCA, load_pca
+    from stages.core.checksums import model_file_record
     from stages.pseudo_gt import pseudo_ground_truth
     from stages.unwrap import UnwrapResult
 
@@ -45,9 +46,11 @@ def pseudo_gt_command(
     prepare_output_root(out)
     model = load_builtin_face_model()
     albedo = build_or_exit(lambda: load_pca(pca), debug)
+    pca_file = model_file_record(pca or BUILTIN_PCA)  # recorded in each pseudo_gt.json
 
     def process(folder: Path) -> Done:
-        result = pseudo_ground_truth(UnwrapResult.load(folder, model), albedo, lam=lam, mirror=mirror)
+        result = pseudo_ground_truth(UnwrapResult.load(folder, model), albedo, lam=lam, mirror=mirror,
+                                     pca_file=pca_file)
         result.save(out / folder.name)
         i = result.info
         return Done(f"real {i['visible_fraction']:.0%}, mirrored {i['mirrored_fraction']:.0%}, "

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from facetex_cli.batch import expand_inputs, print_summary, run_batch
+from facetex_cli.batch import Done, expand_inputs, print_summary, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
     OUT_OPTION,
@@ -16,6 +16,7 @@ from facetex_cli.common import (
     build_or_exit,
     find_artifacts,
     outputs_exist,
+    prepare_output_root,
 )
 from stages.core.errors import BadInputError, FacetexError
 from stages.core.face_model import load_builtin_face_model
@@ -125,15 +126,18 @@ def render_command(
     angles = parse_angles(yaws)
     light = build_or_exit(lambda: load_sh(sh)) if sh is not None else None
     inputs = resolve_textures(textures)
+    prepare_output_root(out)
     model = load_builtin_face_model()
 
-    def process(path: Path) -> str:
+    def process(path: Path) -> Done:
         stem = texture_stem(path)
         texture = load_texture(path)[..., :3]
-        notes = []
-        for fit_path in find_artifacts(fit, stem, "fit.json"):
+        notes, folders = [], []
+        fit_paths = find_artifacts(fit, stem, "fit.json")
+        for fit_path in fit_paths:
             result = FitResult.load(fit_path)
-            target = out / (result.stem if len(find_artifacts(fit, stem, "fit.json")) > 1 else stem)
+            # One texture on several faces (`fit --face all`): one folder per face, named by the fit.
+            target = out / (result.stem if len(fit_paths) > 1 else stem)
             views = render_views(texture, result, model, yaws=angles, pitch=pitch, size=size, sh=light,
                                  subdivide=subdivide)
             for yaw, view in zip(angles, views, strict=True):
@@ -150,9 +154,10 @@ def render_command(
             else:
                 save_png(target / "render_fitted.png",
                          render_on_photo(rgb, texture, result, model, sh=light, subdivide=subdivide))
-        return "; ".join(notes)
+            folders.append(target)
+        return Done("; ".join(notes), folders)
 
-    results = run_batch(inputs.files, process, name_of=lambda p: str(p), missing=inputs.missing,
+    results = run_batch(inputs.files, process, name_of=lambda p: str(p), inputs=inputs,
                         skip=(lambda p: outputs_exist(out, texture_stem(p), "textured.obj")) if skip_existing else None,
                         description="render", debug=debug)
     raise typer.Exit(print_summary(results, "render"))

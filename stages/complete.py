@@ -108,7 +108,8 @@ class Completer:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         photo = load_photo(photo_path, max_side=opts.max_side)
-        fits = fit_photo(photo, self.landmarker, model=self.model, face=opts.face, occlusion_mask=opts.occlusion_mask)
+        fits = fit_photo(photo, self.landmarker, model=self.model, face=opts.face, occlusion_mask=opts.occlusion_mask,
+                         max_side=opts.max_side)
         timings["load+fit"] = time.perf_counter() - t0
         out_dirs = []
         for fit in fits:

@@ -84,6 +84,9 @@ class FitResult:
         fit_path: the ``fit.json`` this was loaded from (not saved; names the file in errors).
         skin: per-pixel face-skin probability (:mod:`stages.occlusion`), saved beside ``fit.json``
             as ``skin_mask.png``; None when fitted with ``occlusion_mask=False``.
+        settings: the settings the fit was made with (``face`` selection, ``max_side`` the photo
+            was loaded with, ``min_face_px``, ``seed``, ``occlusion_mask``); optional in
+            ``fit.json`` (``{}`` when an older file lacks it).
     """
 
     source: str
@@ -103,6 +106,7 @@ class FitResult:
     source_relative: str | None = None
     fit_path: Path | None = None
     skin: SkinMask | None = field(default=None, repr=False)
+    settings: dict = field(default_factory=dict)
 
     def screen_vertices(self) -> np.ndarray:
         """``(V, 3)`` the per-image shape in screen space (equals the detected mesh points)."""
@@ -128,6 +132,7 @@ class FitResult:
             "face_box": [round(float(v), 2) for v in self.face_box],
             "lighting_sh": np.asarray(self.lighting, dtype=float).round(6).tolist(),
             "quality": self.quality,
+            "settings": self.settings,
             "landmarks": np.asarray(self.landmarks, dtype=float).round(3).tolist(),
             "vertices": np.asarray(self.vertices, dtype=float).round(6).tolist(),
         }
@@ -241,6 +246,7 @@ class FitResult:
                 lighting=np.asarray(data["lighting_sh"], dtype=np.float32),
                 model_id=str(data["model_id"]), detector=str(data["detector"]),
                 quality=dict(data.get("quality", {})),
+                settings=dict(data.get("settings", {})),
                 source_sha256=str(data["source_sha256"]),
                 source_relative=None if data["source_relative"] is None else str(data["source_relative"]),
                 fit_path=path,
@@ -308,6 +314,8 @@ def _validate_fit_dict(path: Path, data: dict) -> None:
     array("landmarks", data["landmarks"], (None, 3))
     array("lighting_sh", data["lighting_sh"], (9, 3))
     array("face_box", data["face_box"], (4,))
+    if not isinstance(data.get("settings", {}), dict):
+        fail("settings", "not an object")
 
 
 class LandmarkBackendUnavailable(FacetexError):
@@ -584,7 +592,7 @@ def fit_warnings(pose: Pose, score: float) -> list[str]:
 
 def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel | None = None,
               face: str = "largest", min_face_px: int = MIN_FACE_PX, seed: int = 0,
-              occlusion_mask: bool = True) -> list[FitResult]:
+              occlusion_mask: bool = True, max_side: int | None = None) -> list[FitResult]:
     """Fit the face model to one photo.
 
     Args:
@@ -596,6 +604,8 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
         seed: seed for the lighting-fit pixel subset (results are deterministic).
         occlusion_mask: segment face skin vs hair/hands/glasses/background (``FitResult.skin``;
             needs the dense MediaPipe landmarks, so not with face-alignment's 68 points).
+        max_side: the long-side limit ``photo`` was loaded with (:func:`load_photo`); only
+            recorded in ``FitResult.settings`` (None: not known to the caller).
 
     Returns:
         One :class:`FitResult` per selected face. A face whose fit scores badly is checked upside
@@ -636,7 +646,9 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
                 "lighting": fitted["light_info"],
                 "warnings": fit_warnings(pose, fitted["score"]),
             },
-            source_sha256=photo.sha256))
+            source_sha256=photo.sha256,
+            settings={"face": face, "max_side": max_side, "min_face_px": min_face_px, "seed": seed,
+                      "occlusion_mask": bool(occlusion_mask and kind == "dense")}))
         if occlusion_mask and kind == "dense":
             results[-1].skin = segment_skin(photo.rgb, points)
             results[-1].quality["skin"] = results[-1].skin.info

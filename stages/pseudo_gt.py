@@ -115,13 +115,17 @@ def blend_into(uv_pca: np.ndarray, unwrap: UnwrapResult, *, mirror: bool = True,
 
 
 def pseudo_ground_truth(unwrap: UnwrapResult, pca: AlbedoPCA, *, lam: float = DEFAULT_LAMBDA, mirror: bool = True,
-                        solve_size: int | None = 128) -> PseudoGT:
-    """PCA fit + Poisson blend + symmetric fill of one unwrap (seed 001's ``UV_bl``)."""
+                        solve_size: int | None = 128, pca_file: dict | None = None) -> PseudoGT:
+    """PCA fit + Poisson blend + symmetric fill of one unwrap (seed 001's ``UV_bl``).
+
+    ``pca_file``: which file ``pca`` was loaded from, as
+    :func:`stages.core.checksums.model_file_record` gives it (``{"path", "sha256"}``); recorded in
+    ``pseudo_gt.json`` (None when the caller built the model in memory)."""
     uv_pca, coeffs = pca_texture(unwrap, pca, lam)
     texture, provenance = blend_into(uv_pca, unwrap, mirror=mirror, solve_size=solve_size)
     n = max(1, int(unwrap.layout_mask.sum()))
     info = {"lambda": lam, "mirror": mirror, "pca_resolution": pca.resolution, "pca_components": pca.n_components,
-            "pca_model_id": pca.model_id,
+            "pca_model_id": pca.model_id, "pca_file": pca_file,
             "visible_fraction": round(float((provenance == VISIBLE).sum()) / n, 4),
             "mirrored_fraction": round(float((provenance == MIRRORED).sum()) / n, 4),
             "model_fraction": round(float((provenance == MODEL).sum()) / n, 4)}

@@ -350,7 +350,8 @@ def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel 
                              "the fit does not place the face on this photo"))
     info = {
         "uv_size": uv_size, "model_id": model.name, "source": fit.source,
-        "erosion_px": seen.erosion_px, "depth_tolerance_px": round(seen.depth_tolerance_px, 3),
+        "erosion": erosion, "erosion_px": seen.erosion_px, "depth_tolerance": depth_tolerance,
+        "depth_tolerance_px": round(seen.depth_tolerance_px, 3),
         "min_confidence": min_confidence, "texel_px": round(float(texel_px), 3), "delight": delight,
         "occlusion_mask": occluded is not None,
         "occluded_fraction": round(float(occluded.sum()) / max(1, n_layout), 4) if occluded is not None else 0.0,

@@ -9,7 +9,7 @@ import pytest
 
 from facetex_cli.batch import Done, ItemResult, expand_inputs, output_names, print_summary, run_batch
 from facetex_cli.common import find_artifacts, glob_escape, outputs_exist
-from stages.core.errors import BadInputError, FacetexError, MissingArtifactError, NoFaceError
+from stages.core.errors import BadInputError, MissingArtifactError, NoFaceError
 
 
 def _touch(path: Path, text: str = "x") -> Path:
@@ -180,7 +180,6 @@ def test_run_batch_continues_after_errors():
     assert by_name["skipme"].detail == "outputs exist"
     assert all(r.seconds >= 0 for r in results)
     assert by_name["skipme"].seconds == 0.0
-    assert all(isinstance(r, ItemResult) for r in results)
 
 
 def test_run_batch_with_native_quieting_and_name_of(capfd):
@@ -207,9 +206,18 @@ def test_run_batch_keyboard_interrupt_propagates():
         run_batch(["a", "b"], process, quiet_native=False)
 
 
-def test_run_batch_facetex_error_subclasses_are_expected():
-    assert issubclass(NoFaceError, FacetexError)
-    assert issubclass(MissingArtifactError, FacetexError)
+@pytest.mark.parametrize("error", [NoFaceError, MissingArtifactError, BadInputError])
+def test_run_batch_reports_stage_errors_as_their_one_line(error, capsys):
+    """Every stage error a user can hit is expected: its one line, no "internal error", no traceback."""
+
+    def process(item):
+        raise error(Path(f"{item}.jpg"), "what is wrong")
+
+    results = run_batch(["a", "b"], process, quiet_native=False)
+    assert [(r.status, r.detail) for r in results] == [("failed", "a.jpg: what is wrong"),
+                                                        ("failed", "b.jpg: what is wrong")]
+    err = capsys.readouterr().err
+    assert "a.jpg: what is wrong" in err and "internal error" not in err and "Traceback" not in err
 
 
 # -------------------------------------------------------------------------------------- print_summary

@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from facetex_cli.main import app
@@ -189,11 +190,23 @@ def test_render_with_good_sh_list_and_fit_json(render_inputs, tmp_path):
     light[0] = 1.0
     light[3] = 0.5
     (tmp_path / "light.json").write_text(json.dumps(light.tolist()))
-    for sh in (tmp_path / "light.json", fit):
-        result, _ = invoke("render", texture, fit, "-o", tmp_path / "out", "--sh", sh, "--size", "64",
-                           "--yaws", "0", "--no-turntable", "--no-glb")
+    views = []
+    for sh in (None, tmp_path / "light.json", fit):
+        result, _ = invoke("render", texture, fit, "-o", tmp_path / "out", *(("--sh", sh) if sh else ()),
+                           "--size", "64", "--yaws", "0", "--no-turntable", "--no-glb")
         assert result.exit_code == 0, result.output
-        assert (tmp_path / "out" / "tex" / "views.png").is_file()
+        views.append(np.asarray(Image.open(tmp_path / "out" / "tex" / "render_yaw+000.png")).astype(float))
+    face = views[0][..., 3] > 250
+    assert face.mean() > 0.2 and all(np.array_equal(v[..., 3], views[0][..., 3]) for v in views)
+    plain, lit, fitted = (v[..., :3] for v in views)
+    # The fit's light is ambient only: relit with it (normalised to its ambient level), the grey
+    # texture looks as unlit. light.json adds a linear term: one side of the face brighter than the other.
+    assert np.abs(fitted[face] - plain[face]).max() <= 1
+    assert np.abs(lit[face] - plain[face]).mean() > 2
+    left, right = face.copy(), face.copy()
+    left[:, 32:] = False
+    right[:, :32] = False
+    assert abs(lit[left].mean() - lit[right].mean()) > 10 and abs(plain[left].mean() - plain[right].mean()) <= 1
 
 
 @pytest.mark.parametrize("which", ["texture", "fit"])

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from stages.core.errors import BadInputError, FacetexError
-from stages.core.image_io import MIN_SIDE, Photo, load_photo, load_texture, save_png, to_uint8
+from stages.core.image_io import MIN_SIDE, load_photo, load_texture, save_png, to_uint8
 
 
 def _rgb_pattern(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -49,7 +49,6 @@ def test_png_rgb_loads_exactly(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(rgb).save(path)
     photo = load_photo(path)
-    assert isinstance(photo, Photo)
     assert photo.rgb.dtype == np.uint8
     assert photo.rgb.shape == (48, 64, 3)
     np.testing.assert_array_equal(photo.rgb, rgb)
@@ -436,8 +435,19 @@ def test_min_side_boundary(tmp_path):
     assert "too small" in str(_bad_input(bad))
 
 
-def test_bad_input_is_facetex_error():
-    assert issubclass(BadInputError, FacetexError)
+def test_bad_photo_fails_only_its_batch_item_in_one_line(tmp_path):
+    """A photo load_photo refuses is an expected error: the batch names the file, no "internal
+    error", and the next photo is still loaded."""
+    from facetex_cli.batch import run_batch
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    good = tmp_path / "good.png"
+    Image.fromarray(_rgb_pattern(48, 64)).save(good)
+    results = run_batch([bad, good], lambda p: f"{load_photo(p).width}px", quiet_native=False)
+    assert [r.status for r in results] == ["failed", "ok"]
+    assert results[0].detail.startswith(f"{bad}: ") and "internal error" not in results[0].detail
+    assert "\n" not in results[0].detail and results[1].detail == "64px"
 
 
 # ----------------------------------------------------------------------------------------- texture

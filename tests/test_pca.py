@@ -244,8 +244,31 @@ def test_component_sheet(built):
     pca, _, _ = built
     sheet = component_sheet(pca, n=5)
     assert sheet.ndim == 3 and sheet.shape[2] == 3 and sheet.dtype == np.float32
-    assert sheet.shape[1] == (1 + min(5, pca.n_components)) * 128
-    assert 0 <= sheet.min() and sheet.max() <= 1
+    n = min(5, pca.n_components)
+    assert sheet.shape[1] == (1 + n) * 128
+    # Two rows of 128^2 tiles under an 18-pixel label band: mean and PCs at +2 sigma on top; the
+    # model's std and the PCs at -2 sigma below.
+    band, tile = 18, 128
+
+    def cell(row: int, col: int) -> np.ndarray:
+        y = row * (band + tile) + band
+        return sheet[y:y + tile, col * tile:(col + 1) * tile]
+
+    def expected(vectors: np.ndarray) -> np.ndarray:
+        return cv2.resize(np.clip(pca.to_image(vectors), 0, 1), (tile, tile), interpolation=cv2.INTER_NEAREST)
+
+    np.testing.assert_allclose(cell(0, 0), expected(pca.mean), atol=1e-6)
+    sigma = np.sqrt(pca.variance)
+    for k in range(n):
+        delta = 2.0 * sigma[:, k:k + 1] * pca.bases[:, k]
+        np.testing.assert_allclose(cell(0, k + 1), expected(pca.mean + delta), atol=1e-6)
+        np.testing.assert_allclose(cell(1, k + 1), expected(pca.mean - delta), atol=1e-6)
+        assert np.abs(cell(0, k + 1) - cell(1, k + 1)).max() > 0.05, "each component visibly changes the face"
+    std = cell(1, 0)
+    assert std.max() == pytest.approx(1.0, abs=1e-6), "the std tile is scaled to its maximum"
+    assert (std[expected(pca.mean).sum(axis=2) == 0] == 0).all(), "nothing outside the layout"
+    # The label bands are white with dark text.
+    assert sheet[:band].max() == 1.0 and sheet[:band].min() < 0.5
 
 
 @pytest.fixture(scope="module")
