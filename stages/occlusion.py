@@ -318,7 +318,8 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     prob_full[y0:y1, x0:x1] = cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     np.clip(prob_full, 0.0, 1.0, out=prob_full)
     rejected = float((prob[oval] < REJECT_BELOW).mean()) if oval.any() else 0.0
-    info = {"window": [x0, y0, x1, y1], "hands": len(hands), "person_mask_used": person_used, "kept_regions": kept, "covered_regions": covered,
+    info = {"window": [x0, y0, x1, y1], "hands": len(hands), "person_mask_used": person_used,
+            "kept_regions": kept, "covered_regions": covered,
             "skin_lab_mean": [round(float(v), 2) for v in mean], "rejected_face_fraction": round(rejected, 4)}
     return SkinMask(prob=prob_full, info=info)
 
