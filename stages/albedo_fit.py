@@ -125,6 +125,20 @@ def texel_shading(normals: np.ndarray, lighting: np.ndarray, *, normalise: bool 
     return np.maximum(shade, MIN_SHADING * ambient).astype(np.float32)
 
 
+def fit_shading(model: FaceModel, fit: FitResult, size: int) -> np.ndarray:
+    """``(S, S, 3)`` the shading of ``fit.json``'s light at every texel, normalised to its ambient level
+    (that light has the mean albedo folded in; as ``--delight``), floored as :func:`texel_shading`."""
+    return texel_shading(texel_normals(model, fit.vertices, fit.pose.rotation, size), fit.lighting, normalise=True)
+
+
+def albedo_space_mirror(texture: np.ndarray, shading: np.ndarray) -> np.ndarray:
+    """``(S, S, 3)`` what each texel takes from its mirror partner, in albedo space: the partner's colour
+    divided by the partner's shading, times this texel's shading (``texture / shading`` mirrored
+    ``u -> 1 - u``, times ``shading``). Under uniform light this is the plain mirror ``texture[:, ::-1]``."""
+    albedo = np.asarray(texture, dtype=np.float32) / shading
+    return np.clip(albedo[:, ::-1] * shading, 0.0, 1.0).astype(np.float32)
+
+
 def _rodrigues(w: torch.Tensor) -> torch.Tensor:
     """Axis-angle ``(3,)`` -> rotation ``(3, 3)`` (differentiable, exact at 0)."""
     theta2 = (w * w).sum()

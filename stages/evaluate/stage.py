@@ -443,7 +443,8 @@ def evaluate_result(result_dir: Path, model: FaceModel, images_dir: Path, *, met
     if method is not None:
         if is_near_frontal(fit):
             examples: dict = {}
-            values.update(run_hidden_texel_protocol(unwrap, fit, model, method.method, examples=examples))
+            values.update(run_hidden_texel_protocol(unwrap, fit, model, method.method, examples=examples,
+                                                    photo=photo))
             hidden_texel = dict(method.description)
             if method.description.get("note"):
                 notes.append(method.description["note"])
