@@ -48,7 +48,13 @@ def complete_command(
                                 help="UV texture side in texels (an unwrap folder input keeps its own size)."),
     face: str = typer.Option(DEFAULTS.face, "--face", help=FACE_HELP),
     landmarks: LandmarksChoice = LANDMARKS_OPTION,
-    pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend.", show_default="built in"),
+    pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend/uvapm.", show_default="built in"),
+    iterations: int = typer.Option(None, "--iterations", min=1, max=10000,
+                                   help="--method uvapm: optimiser steps of the albedo/light fit.", show_default="40"),
+    albedo_space: bool = typer.Option(None, "--albedo-space/--no-albedo-space",
+                                      help="--method mirror: mirror in albedo space (divide by the fitted "
+                                           "shading, mirror, multiply by the target side's shading).",
+                                      show_default="off"),
     model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
                                                          "unet`) or the appearance model for --method diffusion "
                                                          "(`facetex train diffusion-appearance`).",
@@ -93,8 +99,14 @@ def complete_command(
     unwrap_dirs = [Path(p) for p in photos if (Path(p) / "unwrap.json").is_file()]
     inputs = expand_inputs([p for p in photos if Path(p) not in unwrap_dirs], recursive=recursive)
     method_options = {"pca_path": str(pca)} if pca is not None else {}
-    if pca is not None and method not in ("pca", "blend"):
-        raise typer.BadParameter("--pca goes with --method pca or blend", param_hint="--pca")
+    if pca is not None and method not in ("pca", "blend", "uvapm"):
+        raise typer.BadParameter("--pca goes with --method pca, blend or uvapm", param_hint="--pca")
+    for flag, value, key, owner in (("--iterations", iterations, "iterations", "uvapm"),
+                                    ("--albedo-space", albedo_space, "albedo_space", "mirror")):
+        if value is not None:
+            if method != owner:
+                raise typer.BadParameter(f"{flag} goes with --method {owner}", param_hint=flag)
+            method_options[key] = value
     if model_dir is not None:
         if method not in ("unet", "diffusion"):
             raise typer.BadParameter("--model goes with --method unet or diffusion", param_hint="--model")
@@ -106,6 +118,9 @@ def complete_command(
             continue
         if method != "diffusion":
             flag = {"structure_path": "--structure-model", "colour_match": "--colour-match"}.get(key, f"--{key}")
+            if key == "seed" and method == "uvapm":  # the albedo fit is seeded too
+                method_options[key] = value
+                continue
             raise typer.BadParameter(f"{flag} goes with --method diffusion", param_hint=flag)
         method_options[key] = value
     if method in ("unet", "diffusion"):

@@ -40,8 +40,9 @@ from stages.unwrap import UnwrapResult, unwrap_photo
 
 DEFAULT_METHOD = "mirror"
 #: What a completion writes into a folder (``complete`` on an unwrap folder replaces exactly these).
+#: ``uv_albedo.png`` and ``lighting.json`` are the extra outputs of ``--method uvapm`` (Completion.extra_*).
 COMPLETION_FILES = ("uv_complete.png", "uv_provenance.png", "textured.obj", "textured.mtl", "textured.glb",
-                    "render_fitted.png", "views.png", "complete.json")
+                    "render_fitted.png", "views.png", "complete.json", "uv_albedo.png", "lighting.json")
 
 
 def renamed(result, photo_path: str | Path, name: str | None):
@@ -89,9 +90,12 @@ class Completer:
         if self.options.occlusion_mask:
             default_segmenter()  # the skin mask's MediaPipe graphs load here, with the detector
 
-    def complete_unwrap(self, unwrap: UnwrapResult) -> Completion:
-        """Fill one partial texture with the configured method."""
-        return self.method.complete(unwrap)
+    def complete_unwrap(self, unwrap: UnwrapResult, fit: FitResult | None = None,
+                        rgb: np.ndarray | None = None) -> Completion:
+        """Fill one partial texture with the configured method (given its fit and photo when known)."""
+        if fit is None:
+            return self.method.complete(unwrap)
+        return self.method.complete_fitted(unwrap, fit, rgb)
 
     def run(self, photo_path: str | Path, out_root: str | Path, name: str | None = None) -> list[Path]:
         """Process one photo; returns the output folder of each face processed.
@@ -167,12 +171,19 @@ class Completer:
         made), recorded in ``complete.json``."""
         opts = self.options
         t = time.perf_counter()
-        completion = self.complete_unwrap(unwrap)
+        completion = self.complete_unwrap(unwrap, fit, rgb)
         timings["fill"] = time.perf_counter() - t
 
         t = time.perf_counter()
         save_png(out_dir / "uv_complete.png", completion.texture)
         save_png(out_dir / "uv_provenance.png", completion.provenance_image())
+        for name in [*completion.extra_images, *completion.extra_json]:
+            if name not in COMPLETION_FILES:  # a run on an unwrap folder must replace it: list it there
+                raise ValueError(f"method {opts.method!r} writes {name!r}, which is not in COMPLETION_FILES")
+        for name, image in completion.extra_images.items():
+            save_png(out_dir / name, image)
+        for name, data in completion.extra_json.items():
+            write_json(out_dir / name, data)
         export_textured_mesh(out_dir, completion.texture, fit.vertices, self.model, label=fit.stem,
                              subdivide=opts.subdivide, glb=opts.glb, texture_file="uv_complete.png")
         timings["write"] = time.perf_counter() - t

@@ -9,7 +9,7 @@ model. Later methods (``pca``, ``blend``, ``unet``, ``diffusion``) plug in the s
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -35,11 +35,17 @@ class Completion:
         texture: ``(S, S, 3)`` float32 RGB in ``[0, 1]``, padded beyond the layout.
         provenance: ``(S, S)`` uint8, where each texel came from (VISIBLE, MIRRORED, MODEL, OUTSIDE).
         info: method name and numbers worth logging.
+        extra_images: more images the method writes next to ``uv_complete.png``, ``{file name: (S, S, 3)
+            float in [0, 1]}`` (e.g. ``uv_albedo.png``); every name must be in
+            :data:`stages.complete.COMPLETION_FILES`.
+        extra_json: JSON files the method writes, ``{file name: dict}`` (e.g. ``lighting.json``), same rule.
     """
 
     texture: np.ndarray
     provenance: np.ndarray
     info: dict
+    extra_images: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_json: dict[str, dict] = field(default_factory=dict)
 
     def provenance_image(self) -> np.ndarray:
         """``(S, S, 3)`` uint8 colour-coded provenance for people to look at."""
@@ -74,6 +80,13 @@ class CompletionMethod:
     def complete(self, unwrap: UnwrapResult) -> Completion:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def complete_fitted(self, unwrap: UnwrapResult, fit, photo: np.ndarray | None = None) -> Completion:
+        """Complete with the unwrap's fit (:class:`stages.fit.FitResult`) and photo (``(H, W, 3)`` uint8, or
+        None when it cannot be found) at hand. ``complete``, ``evaluate`` and the benchmarks call this;
+        methods that need the pose, the light or the photo (``uvapm``, ``mirror`` in albedo space)
+        override it. Default: :meth:`complete`."""
+        return self.complete(unwrap)
+
     def complete_batch(self, unwraps: list[UnwrapResult]) -> list[Completion]:
         """Complete several textures; learned methods override this with one batched forward pass."""
         return [self.complete(unwrap) for unwrap in unwraps]
@@ -92,7 +105,7 @@ def register_method(cls: type[CompletionMethod]) -> type[CompletionMethod]:
 
 def available_methods() -> dict[str, type[CompletionMethod]]:
     """Registered methods by name (importing the built-in ones first)."""
-    from stages.completion import diffusion, inpaint, mirror, pca, unet  # noqa: F401  (they register themselves)
+    from stages.completion import diffusion, inpaint, mirror, pca, unet, uvapm  # noqa: F401  (they register themselves)
 
     return dict(_REGISTRY)
 

@@ -94,13 +94,14 @@ def score_hidden(completed: np.ndarray, reference: np.ndarray, case: HiddenTexel
 
 def run_hidden_texel_protocol(unwrap: UnwrapResult, fit: FitResult, model: FaceModel, method: CompletionMethod,
                               views: dict[str, tuple[float, float]] | None = None,
-                              examples: dict[str, tuple[HiddenTexelCase, np.ndarray]] | None = None
-                              ) -> dict[str, float]:
+                              examples: dict[str, tuple[HiddenTexelCase, np.ndarray]] | None = None,
+                              photo: np.ndarray | None = None) -> dict[str, float]:
     """Run every simulated view with ``method``; returns ``hidden_<score>`` (mean over views),
     ``hidden_<score>_<view>`` per view, ``hidden_fraction_<view>`` and ``seconds_per_fill``.
 
     ``examples``, when given, receives ``view -> (case, completed (S, S, 3))`` for every view with
-    hidden texels (for pictures of the test; the report shows one)."""
+    hidden texels (for pictures of the test; the report shows one). ``photo``: the fitted photo, for
+    methods that fit to it (:meth:`CompletionMethod.complete_fitted`; they see only the kept texels)."""
     views = HIDDEN_VIEWS if views is None else views
     results: dict[str, float] = {}
     per_score: dict[str, list[float]] = {k: [] for k in SCORES}
@@ -112,7 +113,7 @@ def run_hidden_texel_protocol(unwrap: UnwrapResult, fit: FitResult, model: FaceM
         if n_hidden == 0:
             continue
         start = time.perf_counter()
-        completed = method.complete(case.partial).texture
+        completed = method.complete_fitted(case.partial, fit, photo).texture
         seconds.append(time.perf_counter() - start)
         if examples is not None:
             examples[view] = (case, completed)

@@ -37,6 +37,7 @@ from stages.core.image_io import load_texture, save_png, to_uint8
 from stages.core.raster import crop_window, rasterize
 from stages.core.uv import uv_layout
 from stages.evaluate import metrics as M
+from stages.evaluate.detail import detail_ratio
 from stages.evaluate.protocol import (
     HIDDEN_VIEWS,
     NEAR_FRONTAL_DEG,
@@ -443,12 +444,16 @@ def evaluate_result(result_dir: Path, model: FaceModel, images_dir: Path, *, met
     for name, view in zip(("render_frontal", "render_left45", "render_right45"), views, strict=True):
         images[name] = _save(images_dir / f"{stem}_{name}.png", view)
     values["symmetry_l1"] = M.symmetry_score(texture, skin_uv_mask(model, unwrap.size))
+    # Detail where the photo saw nothing vs the photo's own skin (stages.evaluate.detail).
+    values["detail_ratio"] = detail_ratio(texture, unwrap.confidence > 0, unwrap.layout_mask & (unwrap.confidence <= 0),
+                                          skin_uv_mask(model, unwrap.size))
 
     hidden_texel = None
     if method is not None:
         if is_near_frontal(fit):
             examples: dict = {}
-            values.update(run_hidden_texel_protocol(unwrap, fit, model, method.method, examples=examples))
+            values.update(run_hidden_texel_protocol(unwrap, fit, model, method.method, examples=examples,
+                                                    photo=photo))
             hidden_texel = dict(method.description)
             if method.description.get("note"):
                 notes.append(method.description["note"])

@@ -1,0 +1,154 @@
+"""``uvapm``: seed 002's analysis-by-synthesis albedo (UVAPM, Dai et al., §3.2-3.5).
+
+1. Coarse fit (:func:`stages.albedo_fit.fit_albedo`): PCA albedo coefficients, 9x3 SH light and a
+   small pose/shape refinement through the differentiable renderer, against the photo's seen skin
+   (the unwrap's confidence says which texels may be fitted to, so a hidden-texel test stays honest).
+2. Detail (§3.4-3.5, stage 3): ``A = HSV(H_c, S_c, V_c + D(z))`` with ``D`` a decoder's residual on
+   the V channel and ``z`` optimised with the coarse fit held (:func:`fit_detail`). No detail decoder
+   ships yet (the VAE plugs into the learned-model runtime of issue 12): with ``decoder=None`` the
+   residual is zero and the albedo is the coarse one.
+3. Outputs: ``uv_albedo.png`` (de-lit: the photo divided by the fitted shading where it was seen, the
+   albedo elsewhere, composed seamlessly), ``lighting.json`` (the SH light, camera frame) and
+   ``uv_complete.png``: the photo's texels where it saw them and the albedo under the fitted light
+   elsewhere, composed by :func:`stages.completion.unet.keep_photo_fill_prediction`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from stages.albedo_fit import AlbedoFitOptions, fit_albedo, texel_normals, texel_shading
+from stages.completion import MIRRORED, MODEL, MODEL_FILES_KEY, VISIBLE, Completion, CompletionMethod, register_method
+from stages.completion.pca import BUILTIN_PCA, load_pca
+from stages.completion.unet import keep_photo_fill_prediction
+from stages.core.errors import MissingArtifactError
+from stages.unwrap import UnwrapResult
+
+#: A detail decoder: latent ``(1, *latent_shape)`` -> V residual ``(1, 1, S', S')`` (any ``S'``; resized).
+DetailDecoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def hsv_compose(coarse: np.ndarray, detail: np.ndarray | None) -> np.ndarray:
+    """``A = HSV(H_c, S_c, V_c + D)``: add a residual to the value channel only (seed 002, §3.5).
+
+    Args:
+        coarse: ``(S, S, 3)`` float RGB in ``[0, 1]``.
+        detail: ``(S, S)`` float residual on V (None or zeros: no detail).
+
+    Returns:
+        ``(S, S, 3)`` float32 RGB; hue and saturation are those of ``coarse`` (V is clipped to [0, 1]).
+    """
+    coarse = np.clip(np.asarray(coarse, dtype=np.float32), 0.0, 1.0)
+    if detail is None:
+        return coarse.copy()
+    hsv = cv2.cvtColor(coarse, cv2.COLOR_RGB2HSV)
+    hsv[..., 2] = np.clip(hsv[..., 2] + np.asarray(detail, dtype=np.float32), 0.0, 1.0)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decoder: DetailDecoder | None,
+               latent_shape: tuple[int, ...] = (4, 32, 32), *, iterations: int = 50, lr: float = 0.05,
+               w_prior: float = 1e-3, seed: int = 0) -> np.ndarray:
+    """Stage 3: the latent ``z`` whose decoded V residual makes ``hsv_compose(coarse, D(z))`` match the
+    de-lit photo's V on the seen texels, the coarse fit held; a Gaussian prior ``w_prior ||z||^2``.
+
+    Args:
+        coarse: ``(S, S, 3)`` coarse albedo.
+        target: ``(S, S, 3)`` de-lit photo texture (meaningful where ``weight > 0``).
+        weight: ``(S, S)`` texel weights (seen texels' confidence).
+        decoder: the detail decoder, or None (no detail model: the residual is zero).
+        latent_shape: shape of ``z`` without the batch.
+
+    Returns:
+        ``(S, S)`` float32 V residual ``D(z)`` (zeros without a decoder).
+    """
+    size = coarse.shape[0]
+    if decoder is None:
+        return np.zeros((size, size), dtype=np.float32)
+    gen = torch.Generator().manual_seed(seed)
+    z = (0.01 * torch.randn(1, *latent_shape, generator=gen)).requires_grad_(True)
+    v_coarse = torch.from_numpy(np.clip(coarse, 0, 1).max(axis=2).astype(np.float32))
+    v_target = torch.from_numpy(np.clip(target, 0, 1).max(axis=2).astype(np.float32))
+    w = torch.from_numpy(np.asarray(weight, dtype=np.float32))
+    optimiser = torch.optim.Adam([z], lr=lr)
+
+    def decode() -> torch.Tensor:
+        residual = decoder(z)
+        return torch.nn.functional.interpolate(residual, size=(size, size), mode="bilinear",
+                                               align_corners=False)[0, 0]
+
+    for _ in range(iterations):
+        optimiser.zero_grad()
+        v = (v_coarse + decode()).clamp(0, 1)
+        loss = (w * (v - v_target).abs()).sum() / w.sum().clamp_min(1.0) + w_prior * (z ** 2).mean()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        return decode().numpy().astype(np.float32)
+
+
+@register_method
+class UVAPMFill(CompletionMethod):
+    """Options: ``pca_path`` (an ``AlbedoPCA`` h5; default the built-in London model), ``iterations``
+    (Adam steps of the coarse fit), ``seed``, ``render_size`` (side of the fit's image crop).
+    Needs the photo and its fit (:meth:`complete_fitted`)."""
+
+    name = "uvapm"
+    description = ("PCA albedo + SH light fitted by differentiable rendering (UVAPM, Dai et al.): "
+                   "writes uv_albedo.png and lighting.json too")
+
+    def __init__(self, model, pca_path: str | None = None, iterations: int | None = None, seed: int = 0,
+                 render_size: int | None = None):
+        super().__init__(model)
+        self.pca = load_pca(pca_path)
+        self.record_model_file("pca_path", pca_path or BUILTIN_PCA)
+        defaults = AlbedoFitOptions()
+        self.fit_options = AlbedoFitOptions(iterations=iterations or defaults.iterations, seed=seed,
+                                            render_size=render_size or defaults.render_size)
+        #: The stage-3 detail decoder (None until a detail VAE exists; see :func:`fit_detail`).
+        self.detail_decoder: DetailDecoder | None = None
+
+    def complete(self, unwrap: UnwrapResult) -> Completion:
+        raise MissingArtifactError(unwrap.stem, "--method uvapm needs the photo and its fit.json "
+                                                "(fits the albedo to the photo)")
+
+    def complete_fitted(self, unwrap: UnwrapResult, fit, photo: np.ndarray | None = None) -> Completion:
+        if photo is None:
+            raise MissingArtifactError(fit.fit_path or unwrap.stem, "--method uvapm needs the fitted photo, "
+                                                                    "which was not found")
+        try:
+            coarse_fit = fit_albedo(photo, fit, self.model, self.pca, texel_weight=unwrap.confidence,
+                                    options=self.fit_options)
+        except ValueError as exc:
+            raise MissingArtifactError(fit.fit_path or unwrap.stem, f"uvapm fit failed: {exc}") from None
+        size = unwrap.size
+        normals = texel_normals(self.model, coarse_fit.vertices, coarse_fit.pose.rotation, size)
+        shade = texel_shading(normals, coarse_fit.lighting)
+        delit = np.clip(unwrap.texture / shade, 0.0, 1.0)
+        coarse = coarse_fit.albedo(self.pca, size)
+        detail = fit_detail(coarse, delit, unwrap.confidence, self.detail_decoder)
+        albedo_model = hsv_compose(coarse, detail)
+        # The photo where it was seen, the model elsewhere: in albedo space and under the fitted light.
+        albedo, _ = keep_photo_fill_prediction(albedo_model, dataclasses.replace(unwrap, texture=delit))
+        texture, provenance = keep_photo_fill_prediction(np.clip(albedo_model * shade, 0, 1), unwrap)
+        n = max(1, int(unwrap.layout_mask.sum()))
+
+        def fraction(code: int) -> float:
+            return round(float((provenance == code).sum()) / n, 4)
+
+        lighting = {"schema": "facetex.lighting", "schema_version": 1, "frame": "camera (x right, y up, z to camera)",
+                    "lighting_sh": np.asarray(coarse_fit.lighting, dtype=float).round(6).tolist(),
+                    "albedo": "uv_albedo.png",
+                    "note": "absolute SH light of uv_albedo.png (shading = sh_basis(n) @ lighting_sh)",
+                    "pose": coarse_fit.pose.to_dict()}
+        info = {"method": self.name, "visible_fraction": fraction(VISIBLE), "mirrored_fraction": fraction(MIRRORED),
+                "smooth_fraction": fraction(MODEL), "fit": coarse_fit.info,
+                "detail": "none (no detail decoder)" if self.detail_decoder is None else "decoder",
+                MODEL_FILES_KEY: self.model_files}
+        return Completion(texture=texture, provenance=provenance, info=info,
+                          extra_images={"uv_albedo.png": albedo}, extra_json={"lighting.json": lighting})
