@@ -2,7 +2,7 @@
 
 The face is rendered at its fitted pose with the differentiable deferred renderer
 (:func:`stages.core.shading.render`: fixed visibility, ``grid_sample`` texture lookup, SH shading)
-in an ``R x R`` crop of the photo (:func:`stages.train.face_views.photo_view`), and the
+in an ``R x R`` crop of the photo (:func:`stages.face_view.photo_view`), and the
 unknowns are optimised so the render matches the photo where the face's skin was seen:
 
 - the albedo: per-channel PCA coefficients ``p (C, K)`` of :class:`stages.pca.AlbedoPCA`, optimised
@@ -193,7 +193,7 @@ def fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPCA
     Returns:
         :class:`AlbedoFit`.
     """
-    from stages.train.face_views import photo_view
+    from stages.face_view import photo_view
 
     opts = options or AlbedoFitOptions()
     start = time.perf_counter()
