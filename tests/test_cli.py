@@ -334,7 +334,7 @@ def test_pseudo_gt_build_pca_and_blend_commands(unwrapped_root, astronaut_path, 
     assert result["method"] == "blend" and result["completion"]["visible_fraction"] > 0.3
     proc = invoke("complete", str(astronaut_path), "-o", str(tmp_path / "x"), "--method", "mirror",
                   "--pca", str(tmp_path / "m.h5"))
-    assert proc.returncode == 2 and "--pca goes with --method pca or blend" in proc.stderr
+    assert proc.returncode == 2 and "--pca goes with --method pca, blend or uvapm" in proc.stderr
 
 
 def uv_layout_mask(size: int) -> np.ndarray:

@@ -51,7 +51,9 @@ def _help(*path: str) -> str:
 
 
 def test_fixed_choices_are_choices():
-    assert "<blend|diffusion|mirror|pca|telea|unet>" in _help("complete")
+    from stages.completion import available_methods
+
+    assert f"<{'|'.join(sorted(available_methods()))}>" in _help("complete")
     assert "<ddim|dpm>" in _help("complete") and "<mediapipe|face-alignment>" in _help("complete")
     assert "<geometric|learned>" in _help("unwrap")
     assert "<none|blend|" in _help("evaluate")

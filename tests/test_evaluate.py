@@ -177,7 +177,9 @@ def test_evaluate_uses_user_supplied_torchscript_models(pca_result, tmp_path):
     assert data["models"]["clip"]["sha256"] == hashlib.sha256(embed_path.read_bytes()).hexdigest()
     assert "fid" in data["skipped"] and "clip_i" not in data["skipped"]
     html = (out / "report.html").read_text()
-    assert "clip_i" in html and f"{metrics['clip_i']:.3f}"[:4] in html
+    from stages.evaluate.report import format_value
+
+    assert "clip_i" in html and f'<td class="num">{format_value(metrics["clip_i"])}</td>' in html
 
 
 # --------------------------------------------------------------------------------------------
