@@ -11,6 +11,9 @@ import typer
 from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
+    FACE_MODEL_OPTION,
+    FaceModelChoice,
+    face_model_for,
     LANDMARKS_OPTION,
     OCCLUSION_OPTION,
     OUT_OPTION,
@@ -80,6 +83,7 @@ def complete_command(
     occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
+    face_model: FaceModelChoice = FACE_MODEL_OPTION,
 ) -> None:
     """Recover a complete UV texture from each photo and export a textured mesh.
 
@@ -112,7 +116,8 @@ def complete_command(
     prepare_output_root(out)
     names = output_names(inputs.files)
     report_renames(names)
-    completer = build_or_exit(lambda: Completer(options), debug)
+    model, options.subdivide = face_model_for(face_model, options.subdivide)
+    completer = build_or_exit(lambda: Completer(options, model=model), debug)
 
     def process(path: Path) -> Done:
         folders = [completer.run_from_unwrap(path, out)] if path in unwrap_dirs else \
