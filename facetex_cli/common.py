@@ -40,6 +40,24 @@ LANDMARKS_OPTION = typer.Option("mediapipe", "--landmarks",
                                      "(optional extra, 68 points, only with its weights already on disk).")
 
 
+#: Built-in face models (:func:`stages.core.ict.load_face_model`).
+FaceModelChoice = Literal["mediapipe", "ict"]
+FACE_MODEL_OPTION = typer.Option("mediapipe", "--face-model",
+                                 help="Face model: 'mediapipe' (the face mask in the MediaPipe topology) or 'ict' "
+                                      "(ICT-FaceKit head with ears and neck, fitted identity + expression; texture "
+                                      "in ICT's UV layout, tiles 1001|1002 side by side; dense already, so "
+                                      "--subdivide does not apply). fit, unwrap, complete and render must agree.")
+
+
+def face_model_for(name: str, subdivide: int = 0):
+    """The face model for ``--face-model NAME`` and the subdivision levels it takes (0 for the ICT head,
+    which is dense and split at UV seams)."""
+    from stages.core.ict import load_face_model
+
+    model = load_face_model(name)
+    return model, (0 if model.weld_index is not None else subdivide)
+
+
 def build_or_exit(factory, debug: bool = False):
     """Build a model/detector before a batch; an expected failure is one line and exit code 2."""
     silence_native_stderr(debug)

@@ -12,6 +12,9 @@ from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, 
 from facetex_cli.common import (
     DEBUG_OPTION,
     DEVICE_OPTION,
+    FACE_MODEL_OPTION,
+    FaceModelChoice,
+    face_model_for,
     LANDMARKS_OPTION,
     OCCLUSION_OPTION,
     OUT_OPTION,
@@ -48,7 +51,8 @@ def complete_command(
                                 help="UV texture side in texels (an unwrap folder input keeps its own size)."),
     face: str = typer.Option(DEFAULTS.face, "--face", help=FACE_HELP),
     landmarks: LandmarksChoice = LANDMARKS_OPTION,
-    pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend/uvapm.", show_default="built in"),
+    pca: Path = typer.Option(None, "--pca", help="PCA albedo model for --method pca/blend/uvapm.",
+                             show_default="built in"),
     iterations: int = typer.Option(None, "--iterations", min=1, max=10000,
                                    help="--method uvapm: optimiser steps of the albedo/light fit.", show_default="40"),
     albedo_space: bool = typer.Option(None, "--albedo-space/--no-albedo-space",
@@ -88,6 +92,7 @@ def complete_command(
     occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
+    face_model: FaceModelChoice = FACE_MODEL_OPTION,
 ) -> None:
     """Recover a complete UV texture from each photo and export a textured mesh.
 
@@ -133,7 +138,8 @@ def complete_command(
     prepare_output_root(out)
     names = output_names(inputs.files)
     report_renames(names)
-    completer = build_or_exit(lambda: Completer(options), debug)
+    model, options.subdivide = face_model_for(face_model, options.subdivide)
+    completer = build_or_exit(lambda: Completer(options, model=model), debug)
 
     def process(path: Path) -> Done:
         folders = [completer.run_from_unwrap(path, out)] if path in unwrap_dirs else \

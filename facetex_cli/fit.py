@@ -9,6 +9,9 @@ import typer
 from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
+    FACE_MODEL_OPTION,
+    FaceModelChoice,
+    face_model_for,
     LANDMARKS_OPTION,
     OCCLUSION_OPTION,
     OUT_OPTION,
@@ -20,7 +23,6 @@ from facetex_cli.common import (
     prepare_output_root,
 )
 from stages.complete import renamed
-from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import fit_photo, make_landmarker, save_fit
 from stages.occlusion import default_segmenter
@@ -39,6 +41,7 @@ def fit_command(
     occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
+    face_model: FaceModelChoice = FACE_MODEL_OPTION,
 ) -> None:
     """Detect face landmarks (MediaPipe, offline) and fit pose, shape and lighting.
 
@@ -49,7 +52,7 @@ def fit_command(
     prepare_output_root(out)
     names = output_names(inputs.files)
     report_renames(names)
-    model = load_builtin_face_model()
+    model, _ = face_model_for(face_model)
     landmarker = build_or_exit(lambda: make_landmarker(landmarks), debug)
     if occlusion_mask:
         build_or_exit(default_segmenter, debug)

@@ -11,6 +11,9 @@ import typer
 from facetex_cli.batch import Done, expand_inputs, print_summary, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
+    FACE_MODEL_OPTION,
+    FaceModelChoice,
+    face_model_for,
     OUT_OPTION,
     SKIP_OPTION,
     build_or_exit,
@@ -19,7 +22,6 @@ from facetex_cli.common import (
     prepare_output_root,
 )
 from stages.core.errors import BadInputError, FacetexError
-from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import load_texture, save_png
 from stages.fit import FitResult
 from stages.render import (
@@ -109,6 +111,7 @@ def render_command(
     glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
+    face_model: FaceModelChoice = FACE_MODEL_OPTION,
 ) -> None:
     """Render a UV texture on the fitted face and export a textured mesh.
 
@@ -127,7 +130,7 @@ def render_command(
     light = build_or_exit(lambda: load_sh(sh)) if sh is not None else None
     inputs = resolve_textures(textures)
     prepare_output_root(out)
-    model = load_builtin_face_model()
+    model, subdivide = face_model_for(face_model, subdivide)
 
     def process(path: Path) -> Done:
         stem = texture_stem(path)

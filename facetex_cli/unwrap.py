@@ -12,6 +12,9 @@ from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, 
 from facetex_cli.common import (
     DEBUG_OPTION,
     DEVICE_OPTION,
+    FACE_MODEL_OPTION,
+    FaceModelChoice,
+    face_model_for,
     OCCLUSION_OPTION,
     OUT_OPTION,
     PAPER_YIN,
@@ -24,7 +27,6 @@ from facetex_cli.common import (
 )
 from stages.complete import renamed
 from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
-from stages.core.face_model import load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import FitResult
 from stages.unwrap import EROSION_FRACTION, UV_SIZE_RANGE, unwrap_photo
@@ -58,6 +60,7 @@ def unwrap_command(
     occlusion_mask: bool = OCCLUSION_OPTION,
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
+    face_model: FaceModelChoice = FACE_MODEL_OPTION,
 ) -> None:
     """Unwrap the visible face texture into UV space.
 
@@ -80,6 +83,9 @@ def unwrap_command(
     if method == "geometric" and device != "auto":
         raise typer.BadParameter("--device goes with --method learned (the geometric unwrap runs no network)",
                                  param_hint="--device")
+    if method == "learned" and face_model != "mediapipe":
+        raise typer.BadParameter("the learned sampler was trained on the mediapipe UV layout; use --method "
+                                 "geometric with --face-model ict", param_hint="--face-model")
     if method == "learned" and delight:
         raise typer.BadParameter("--delight needs a fitted lighting; it works with --method geometric only",
                                  param_hint="--delight")
@@ -90,7 +96,7 @@ def unwrap_command(
     prepare_output_root(out)
     names = output_names(inputs.files)
     report_renames(names)
-    model = load_builtin_face_model()
+    model, _ = face_model_for(face_model)
     if method == "learned":
         process = _learned_process(fit, out, model, model_dir, uv_size, face, max_side, debug, names, device=device)
     else:

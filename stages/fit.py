@@ -527,6 +527,10 @@ def _fit_points(photo: Photo, points: np.ndarray, model: FaceModel, kind: str, s
     """Pose, per-image shape and lighting for one face's detector points; also the fit score."""
     if kind == "ibug68":
         pose, vertices, residual = _fit_sparse68(points, model, photo.path)
+    elif model.landmark_embedding is not None:  # a morphable head (ICT): coefficients + pose
+        from stages.core.ict import fit_morphable
+
+        pose, vertices, residual, _ = fit_morphable(model, points[: model.n_landmarks])
     else:
         mesh_points = model.vertices_from_landmarks(points[: model.n_landmarks])
         pose = fit_pose(model.vertices, mesh_points)

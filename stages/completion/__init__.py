@@ -25,6 +25,8 @@ from stages.core.provenance import (  # noqa: F401
 #: Key of a completion's ``info`` listing the model files its method loaded (see
 #: :meth:`CompletionMethod.record_model_file`).
 MODEL_FILES_KEY = "model_files"
+#: Methods with no learned or layout-bound data: they work on any face model's UV layout.
+ANY_LAYOUT_METHODS = ("mirror", "telea")
 
 
 @dataclass
@@ -60,7 +62,19 @@ class CompletionMethod:
 
     @classmethod
     def load(cls, model: FaceModel, **options) -> CompletionMethod:
-        """Build the method once per run (load weights here). Options are method-specific."""
+        """Build the method once per run (load weights here). Options are method-specific.
+
+        Raises:
+            BadInputError: the method's model files hold the built-in layout only (every method but
+                :data:`ANY_LAYOUT_METHODS`) and ``model`` is another face model (one line).
+        """
+        from stages.core.errors import BadInputError
+        from stages.core.face_model import load_builtin_face_model
+
+        builtin = load_builtin_face_model().name
+        if cls.name not in ANY_LAYOUT_METHODS and model.name != builtin:
+            raise BadInputError(None, f"completion method {cls.name!r} was built on the {builtin} UV layout, not "
+                                      f"{model.name}'s; use {' or '.join(ANY_LAYOUT_METHODS)} with this face model")
         return cls(model, **options)
 
     def __init__(self, model: FaceModel, **options):

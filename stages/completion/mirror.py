@@ -11,6 +11,14 @@
    the layout border never read black.
 
 This is the honest baseline every learned method must beat.
+
+Layouts that are not symmetric in UV (the ICT head: face and head-and-neck tiles side by side) mirror
+through the texel map built from 3D (:meth:`stages.core.uv.UVLayout.mirror`), and step 3 becomes a
+head prior on the mesh instead of a membrane on the UV image: the known texels' colours at the
+vertices are spread over the welded mesh, across UV seams, decaying to the median visible colour
+(:func:`stages.core.ict.mesh_harmonic_fill`), and texels seen on neither side take that prior as
+fixed data; so ears, scalp, neck and the back of the head are skin-toned and an island with no
+visible texel (the back of the head) is still filled, with no seam where islands meet on the mesh.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from stages.completion import (
 )
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
 from stages.core.provenance import KEEP_CONFIDENCE, seen_or_mirrored
+from stages.core.uv import UVLayout, uv_layout
 from stages.unwrap import UnwrapResult
 
 
@@ -68,25 +77,52 @@ class MirrorFill(CompletionMethod):
             raise ValueError("mirror with albedo_space=True needs the fit: call complete_fitted")
         conf = unwrap.confidence
         domain = unwrap.layout_mask
-        tex_mirror = unwrap.texture[:, ::-1] if tex_mirror is None else tex_mirror
-        fixed, guided = seen_or_mirrored(conf, domain, keep_confidence=self.keep_confidence)
+        layout = uv_layout(self.model, unwrap.size)
+        tex_mirror = layout.mirror(unwrap.texture) if tex_mirror is None else tex_mirror
+        fixed, guided = seen_or_mirrored(conf, domain, keep_confidence=self.keep_confidence,
+                                         partner=layout.mirror(conf))
         if not fixed.any():
             # Nothing kept on this side: the mirrored texels become the fixed data themselves.
             fixed, guided = guided, np.zeros_like(guided)
             base = tex_mirror
         else:
             base = unwrap.texture
-        filled = poisson_fill_fast(base, fixed, domain, tex_mirror, guided, solve_size=self.solve_size)
+        from_photo = base is unwrap.texture
+        data = fixed
+        if layout.mirror_texel is not None:
+            # Texels seen on neither side: the mesh prior as fixed data (see the module docstring).
+            unseen = domain & ~fixed & ~guided
+            known_colour = np.where(fixed[..., None], base, tex_mirror)
+            base = np.where(unseen[..., None], head_prior(self.model, layout, known_colour, fixed | guided),
+                            base)
+            data = fixed | unseen
+        filled = poisson_fill_fast(base, data, domain, tex_mirror, guided, solve_size=self.solve_size)
         filled = np.clip(filled, 0.0, 1.0)
         texture = pull_push_fill(filled, domain)
 
         provenance = np.full(conf.shape, OUTSIDE, dtype=np.uint8)
         provenance[domain] = MODEL
         provenance[guided] = MIRRORED
-        provenance[fixed] = VISIBLE if base is unwrap.texture else MIRRORED
+        provenance[fixed] = VISIBLE if from_photo else MIRRORED
         n = max(1, int(domain.sum()))
         info = {"method": self.name,
                 "visible_fraction": round(float((provenance == VISIBLE).sum()) / n, 4),
                 "mirrored_fraction": round(float((provenance == MIRRORED).sum()) / n, 4),
                 "smooth_fraction": round(float((provenance == MODEL).sum()) / n, 4), "albedo_space": self.albedo_space}
         return Completion(texture=texture.astype(np.float32), provenance=provenance, info=info)
+
+
+def head_prior(model, layout: UVLayout, texture: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``(S, S, 3)`` skin prior: the colours of ``known`` texels at the mesh vertices (a vertex is
+    known when the texel under its UV is), spread over the welded mesh and decaying to the median
+    known colour (:func:`stages.core.ict.mesh_harmonic_fill`), interpolated back into UV."""
+    from stages.core.ict import mesh_harmonic_fill
+
+    size = layout.size
+    col = np.clip(np.floor(model.uv[:, 0] * size), 0, size - 1).astype(np.int64)
+    row = np.clip(np.floor((1.0 - model.uv[:, 1]) * size), 0, size - 1).astype(np.int64)
+    vertex_known = known[row, col]
+    values = texture[row, col].astype(np.float64)
+    tone = np.median(texture[known], axis=0) if known.any() else np.full(3, 0.5)
+    per_vertex = mesh_harmonic_fill(model, values, vertex_known, tone)
+    return layout.interpolate(per_vertex)

@@ -66,9 +66,14 @@ __all__ = [
 
 FORMAT_VERSION = 2
 """Version of the ``.npz`` layout written by :meth:`FaceModel.save` (2 added ``landmark_map``;
-:meth:`FaceModel.load` also reads version 1 files, which have no landmark map)."""
+:meth:`FaceModel.load` also reads version 1 files, which have no landmark map). A model with any of
+the morphable-head fields (``expression_basis``, ``landmark_embedding``, ``weld_index``) is written
+as version :data:`MORPHABLE_FORMAT_VERSION`; models without them keep version 2 byte for byte."""
 
-_READABLE_VERSIONS = (1, 2)
+MORPHABLE_FORMAT_VERSION = 3
+"""Version written for models with the morphable-head fields (e.g. the built-in ICT-FaceKit head)."""
+
+_READABLE_VERSIONS = (1, 2, 3)
 
 BUILTIN_ASSET = Path(__file__).resolve().parent.parent / "assets" / "mediapipe471_v2.npz"
 """Path of the committed built-in model asset."""
@@ -544,6 +549,15 @@ class FaceModel:
             are the vertices (``L = V``). The built-in model maps the 468 MediaPipe mesh points:
             identity rows for vertices 0..467, the mean of the hole's loop for the cap centres
             468..470. Subdivided models carry ``upsample @ base.landmark_map``.
+        expression_basis: Optional ``(K_e, V, 3)`` float32 expression (blendshape) deltas; a
+            morphable model's shape is ``vertices + c_id . shape_basis + c_ex . expression_basis``.
+        landmark_embedding: Optional sparse ``(L, V)`` matrix placing ``L`` detector landmarks on
+            the surface (barycentric rows: 3 weights summing to 1), the opposite direction of
+            ``landmark_map``: a morphable model is *fitted* to the landmarks through it
+            (:mod:`stages.core.ict`) instead of taking its vertices from them.
+        weld_index: Optional ``(V,)`` int32: for a mesh split along UV seams, the lowest index of
+            the vertex copies that share one surface point (``weld_index[v] == v`` for the first
+            copy); None means no seams (every vertex is its own).
     """
 
     name: str
@@ -556,6 +570,9 @@ class FaceModel:
     shape_basis: np.ndarray | None = None
     upsample: sp.csr_matrix | None = field(default=None, repr=False)
     landmark_map: sp.csr_matrix | None = field(default=None, repr=False)
+    expression_basis: np.ndarray | None = field(default=None, repr=False)
+    landmark_embedding: sp.csr_matrix | None = field(default=None, repr=False)
+    weld_index: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vertices", _readonly(self.vertices, np.float32))
@@ -576,6 +593,13 @@ class FaceModel:
             lm.sum_duplicates()
             lm.sort_indices()
             object.__setattr__(self, "landmark_map", lm)
+        object.__setattr__(self, "expression_basis", _readonly(self.expression_basis, np.float32))
+        object.__setattr__(self, "weld_index", _readonly(self.weld_index, np.int32))
+        if self.landmark_embedding is not None:
+            emb = sp.csr_matrix(self.landmark_embedding, dtype=np.float64, copy=True)
+            emb.sum_duplicates()
+            emb.sort_indices()
+            object.__setattr__(self, "landmark_embedding", emb)
         problem = self._problem()
         if problem:
             raise ValueError(problem)
@@ -618,6 +642,18 @@ class FaceModel:
                 return f"landmark_map must have shape ({V}, L) with L > 0, got {lmap.shape}"
             if not np.isfinite(lmap.data).all():
                 return "landmark_map contains non-finite values"
+        if self.expression_basis is not None:
+            b = self.expression_basis
+            if b.ndim != 3 or b.shape[1:] != (V, 3):
+                return f"expression_basis must have shape (K, {V}, 3), got {b.shape}"
+        if self.landmark_embedding is not None:
+            emb = self.landmark_embedding
+            if emb.shape[1] != V or emb.shape[0] == 0 or not np.isfinite(emb.data).all():
+                return f"landmark_embedding must have shape (L, {V}) with finite weights, got {emb.shape}"
+        if self.weld_index is not None:
+            w = self.weld_index
+            if w.shape != (V,) or w.min() < 0 or w.max() >= V or (w > np.arange(V)).any():
+                return f"weld_index must have shape ({V},) with weld_index[v] <= v"
         return None
 
     # ---------------------------------------------------------------- properties
@@ -635,9 +671,20 @@ class FaceModel:
     def n_landmarks(self) -> int:
         """Number ``L`` of detector landmark points :meth:`vertices_from_landmarks` expects
         (``landmark_map.shape[1]``; ``V`` when there is no landmark map)."""
+        if self.landmark_embedding is not None:
+            return int(self.landmark_embedding.shape[0])
         if self.landmark_map is None:
             return self.n_vertices
         return int(self.landmark_map.shape[1])
+
+    @functools.cached_property
+    def uv_symmetric(self) -> bool:
+        """Whether the UV layout is mirror-symmetric in UV space: the mirror partner of every
+        vertex sits at ``(1 - u, v)`` (within 1e-5). When False, mirroring a UV map needs a
+        texel-level map built from 3D (:meth:`stages.core.uv.UVLayout.mirror`)."""
+        partner = self.uv[self.mirror_index]
+        return bool(np.abs(partner[:, 0] - (1.0 - self.uv[:, 0])).max() < 1e-5
+                    and np.abs(partner[:, 1] - self.uv[:, 1]).max() < 1e-5)
 
     def vertices_from_landmarks(self, points: np.ndarray) -> np.ndarray:
         """Model vertices from detector landmark points (``landmark_map @ points``).
@@ -768,6 +815,9 @@ class FaceModel:
             raise ValueError(f"scheme must be 'loop' or 'midpoint', got {scheme!r}")
         if levels == 0:
             return self
+        if self.weld_index is not None or self.expression_basis is not None:
+            raise ValueError(f"model {self.name!r} is a morphable head split along UV seams; it is dense "
+                             "enough as it is and Loop subdivision would open cracks at the seams (use 0 levels)")
         model = self
         for _ in range(levels):
             model = model._subdivide_once(scheme)
@@ -811,16 +861,24 @@ class FaceModel:
         )
 
     # ---------------------------------------------------------------- I/O
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, basis_dtype=None) -> None:
         """Write the model to an ``.npz`` file (deterministic bytes for identical content).
 
         Keys: ``format_version``, ``name``, ``vertices``, ``triangles``, ``uv``,
         ``mirror_index``, ``region_names`` and ``region__<name>`` per region, and when present
         ``landmarks68``, ``shape_basis``, ``upsample_{data,indices,indptr,shape}``,
-        ``landmark_map_{data,indices,indptr,shape}``.
+        ``landmark_map_{data,indices,indptr,shape}``, ``expression_basis``,
+        ``landmark_embedding_{data,indices,indptr,shape}``, ``weld_index``.
+
+        Args:
+            basis_dtype: dtype the shape and expression bases are stored in (e.g. ``np.float16``
+                for a compact asset; loading converts back to float32). None: as held (float32).
         """
+        morphable = (self.expression_basis is not None or self.landmark_embedding is not None
+                     or self.weld_index is not None)
+        version = MORPHABLE_FORMAT_VERSION if morphable else FORMAT_VERSION
         arrays: dict[str, np.ndarray] = {
-            "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+            "format_version": np.array(version, dtype=np.int64),
             "name": np.array(self.name),
             "vertices": self.vertices,
             "triangles": self.triangles,
@@ -832,11 +890,16 @@ class FaceModel:
             arrays[f"region__{k}"] = self.regions[k]
         if self.landmarks68 is not None:
             arrays["landmarks68"] = self.landmarks68
-        if self.shape_basis is not None:
-            arrays["shape_basis"] = self.shape_basis
-        for prefix, matrix in (("upsample", self.upsample), ("landmark_map", self.landmark_map)):
+        for key in ("shape_basis", "expression_basis"):
+            basis = getattr(self, key)
+            if basis is not None:
+                arrays[key] = basis if basis_dtype is None else basis.astype(basis_dtype)
+        for prefix, matrix in (("upsample", self.upsample), ("landmark_map", self.landmark_map),
+                               ("landmark_embedding", self.landmark_embedding)):
             if matrix is not None:
                 arrays.update(_sparse_arrays(prefix, matrix))
+        if self.weld_index is not None:
+            arrays["weld_index"] = self.weld_index
         path = Path(path)
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for k, a in arrays.items():
@@ -904,9 +967,10 @@ class FaceModel:
 
         upsample = sparse("upsample")
         landmark_map = sparse("landmark_map")
+        landmark_embedding = sparse("landmark_embedding")
         if fv < 2 and landmark_map is not None:
             raise ValueError(f"{path}: format_version {fv} file has a landmark_map")
-        for k in ("triangles", "mirror_index", "landmarks68"):
+        for k in ("triangles", "mirror_index", "landmarks68", "weld_index"):
             if k in d and not np.issubdtype(d[k].dtype, np.integer):
                 raise ValueError(f"{path}: {k} must be integers, got dtype {d[k].dtype}")
         try:
@@ -921,6 +985,9 @@ class FaceModel:
                 shape_basis=d.get("shape_basis"),
                 upsample=upsample,
                 landmark_map=landmark_map,
+                expression_basis=d.get("expression_basis"),
+                landmark_embedding=landmark_embedding,
+                weld_index=d.get("weld_index"),
             )
         except (ValueError, TypeError) as e:
             raise ValueError(f"{path}: invalid face model: {e}") from e

@@ -18,21 +18,28 @@ KEEP_CONFIDENCE = 0.3
 
 
 def seen_or_mirrored(confidence: np.ndarray, layout: np.ndarray, *, mirror: bool = True,
-                     keep_confidence: float = KEEP_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the seen texel or use its mirror partner (``u -> 1 - u``, the flipped column).
+                     keep_confidence: float = KEEP_CONFIDENCE,
+                     partner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the seen texel or use its mirror partner (``u -> 1 - u``, the flipped column, unless
+    ``partner`` gives the partners' confidence for a layout that is not symmetric in UV).
 
     Args:
         confidence: ``(S, S)`` unwrap confidence (0 = not seen).
         layout: ``(S, S)`` bool UV layout.
         mirror: consider mirror partners at all (False: ``mirrored`` is empty).
         keep_confidence: a seen texel at or above this confidence is always kept.
+        partner: ``(S, S)`` each texel's mirror partner's confidence (``UVLayout.mirror``);
+            default the flipped column.
 
     Returns:
         ``(seen, mirrored)`` ``(S, S)`` bool: texels that keep the photo's colour (seen, and either
         confident enough or seen at least as well as their partner), and unkept texels whose
         partner was seen better.
     """
-    partner = confidence[:, ::-1] if mirror else np.zeros_like(confidence)
+    if not mirror:
+        partner = np.zeros_like(confidence)
+    elif partner is None:
+        partner = confidence[:, ::-1]
     seen = layout & (confidence > 0) & ((confidence >= keep_confidence) | (confidence >= partner))
     mirrored = layout & ~seen & (partner > confidence)
     return seen, mirrored

@@ -27,8 +27,11 @@ class UVLayout:
         bary: ``(S, S, 3)`` float32 barycentrics of each texel centre in its triangle.
         mask: ``(S, S)`` bool, texels covered by the layout.
 
-    Because the layout is symmetric under ``u -> 1 - u`` and texel centres sit at
+    When the layout is symmetric under ``u -> 1 - u`` (the built-in model) and texel centres sit at
     ``(j + 0.5) / S``, a texel's mirror partner is exactly column ``S - 1 - j`` of the same row.
+    Otherwise (``FaceModel.uv_symmetric`` False, e.g. the ICT head's two tiles) ``mirror_texel``
+    holds each texel's partner, found in 3D: the texel's barycentrics applied to the mirror
+    partners of its triangle's vertices give the mirrored surface point, whose UV names the texel.
     """
 
     size: int
@@ -37,6 +40,9 @@ class UVLayout:
     mask: np.ndarray
     #: ``(S*S, V)`` sparse barycentric weights: ``uv_map.reshape(S*S, C) = weights @ per_vertex``.
     weights: sp.csr_matrix = field(repr=False, default=None)
+    #: ``(S*S,)`` int64 flat index of each texel's mirror partner (-1: none, outside the layout or
+    #: mapped outside it), or None for a layout symmetric under ``u -> 1 - u``.
+    mirror_texel: np.ndarray | None = field(repr=False, default=None)
 
     def interpolate(self, per_vertex: np.ndarray) -> np.ndarray:
         """Per-vertex ``(V, C)`` values of the layout's model -> ``(S, S, C)`` float32 UV map (zeros outside)."""
@@ -45,12 +51,38 @@ class UVLayout:
         return out.reshape(self.size, self.size, *values.shape[1:]).astype(np.float32)
 
     def mirror(self, uv_image: np.ndarray) -> np.ndarray:
-        """The left-right mirror of a UV map (the layout is symmetric under ``u -> 1 - u``)."""
-        return uv_image[:, ::-1]
+        """The left-right mirror of a ``(S, S, ...)`` UV map: column flip for a symmetric layout,
+        else a gather through ``mirror_texel`` (zeros where a texel has no partner)."""
+        if self.mirror_texel is None:
+            return uv_image[:, ::-1]
+        flat = uv_image.reshape(self.size * self.size, *uv_image.shape[2:])
+        ok = self.mirror_texel >= 0
+        out = np.zeros_like(flat)
+        out[ok] = flat[self.mirror_texel[ok]]
+        return out.reshape(uv_image.shape)
+
+
+def _texel_mirror(triangle_id: np.ndarray, bary: np.ndarray, uv: np.ndarray, tris: np.ndarray,
+                  mirror_index: np.ndarray) -> np.ndarray:
+    """``(S*S,)`` partner texel of every texel through the 3D vertex mirror (see :class:`UVLayout`)."""
+    size = triangle_id.shape[0]
+    flat_t = triangle_id.ravel()
+    inside = np.flatnonzero(flat_t >= 0)
+    corners = mirror_index[tris[flat_t[inside]]]                          # (T, 3) mirrored vertices
+    p = (bary.reshape(-1, 3)[inside, :, None] * uv[corners]).sum(axis=1)  # (T, 2) mirrored uv
+    col = np.floor(p[:, 0] * size).astype(np.int64)
+    row = np.floor((1.0 - p[:, 1]) * size).astype(np.int64)
+    ok = (col >= 0) & (col < size) & (row >= 0) & (row < size)
+    target = np.where(ok, row * size + col, 0)
+    ok &= flat_t[target] >= 0
+    out = np.full(size * size, -1, dtype=np.int64)
+    out[inside[ok]] = target[ok]
+    return out
 
 
 @lru_cache(maxsize=8)
-def _layout_cached(model_key: tuple, size: int, uv_bytes: bytes, tri_bytes: bytes) -> UVLayout:
+def _layout_cached(model_key: tuple, size: int, uv_bytes: bytes, tri_bytes: bytes,
+                   mirror_bytes: bytes | None = None) -> UVLayout:
     from stages.core.raster import rasterize_uv
 
     uv = np.frombuffer(uv_bytes, dtype=np.float32).reshape(-1, 2)
@@ -61,9 +93,13 @@ def _layout_cached(model_key: tuple, size: int, uv_bytes: bytes, tri_bytes: byte
     corners = tris[frags.triangle_id.ravel()[texel]]                          # (T, 3)
     weights = sp.csr_matrix((frags.bary.reshape(-1, 3)[texel].ravel().astype(np.float64),
                              (np.repeat(texel, 3), corners.ravel())), shape=(size * size, len(uv)))
+    mirror_texel = None
+    if mirror_bytes is not None:
+        mirror_texel = _texel_mirror(frags.triangle_id, frags.bary.astype(np.float64), uv.astype(np.float64),
+                                     tris, np.frombuffer(mirror_bytes, dtype=np.int32))
     layout = UVLayout(size=size, triangle_id=frags.triangle_id, bary=frags.bary.astype(np.float32),
-                      mask=mask, weights=weights)
-    for arr in (layout.triangle_id, layout.bary, layout.mask):
+                      mask=mask, weights=weights, mirror_texel=mirror_texel)
+    for arr in (layout.triangle_id, layout.bary, layout.mask) + (() if mirror_texel is None else (mirror_texel,)):
         arr.setflags(write=False)
     return layout
 
@@ -72,5 +108,6 @@ def uv_layout(model: FaceModel, size: int) -> UVLayout:
     """Rasterized UV layout of ``model`` at ``size x size`` (cached per model and size)."""
     uv = np.ascontiguousarray(model.uv, dtype=np.float32)
     tris = np.ascontiguousarray(model.triangles, dtype=np.int32)
+    mirror = None if model.uv_symmetric else np.ascontiguousarray(model.mirror_index, dtype=np.int32).tobytes()
     return _layout_cached((model.name, model.n_vertices, model.n_triangles), int(size),
-                          uv.tobytes(), tris.tobytes())
+                          uv.tobytes(), tris.tobytes(), mirror)
