@@ -629,8 +629,14 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
             if face == "all":
                 continue
             raise NoFaceError(photo.path, f"face too small ({box[2] - box[0]:.0f} px wide; need {min_face_px})")
-        fitted = _fit_points(photo, faces[index], model, kind, seed)
-        fitted, rotated = _fit_upside_down_if_better(photo, fitted, landmarker, model, kind, seed)
+        # Orientation and fit quality are judged with the built-in rigid model, whose scores the
+        # thresholds were measured with: a morphable head bends to fit even upside-down landmarks.
+        reference = model if model.landmark_embedding is None else load_builtin_face_model()
+        fitted = _fit_points(photo, faces[index], reference, kind, seed)
+        fitted, rotated = _fit_upside_down_if_better(photo, fitted, landmarker, reference, kind, seed)
+        if reference is not model:
+            fitted = {**_fit_points(photo, fitted["points"], model, kind, seed),
+                      "score": fitted["score"], "rms_rel": fitted["rms_rel"]}
         points, pose, residual = fitted["points"], fitted["pose"], fitted["residual"]
         box = face_box(points)
         stem = photo.path.stem if face != "all" else f"{photo.path.stem}_face{index}"

@@ -171,3 +171,16 @@ def test_morphable_fields_roundtrip(ict, tmp_path):
     assert (back.landmark_embedding != ict.landmark_embedding).nnz == 0
     with pytest.raises(ValueError, match="Loop subdivision would open cracks"):
         ict.subdivided(1)
+
+
+def test_ict_fit_of_a_real_photo_keeps_it_upright(ict, landmarker, astronaut_path):
+    """Orientation and fit quality are judged with the built-in rigid model: the morphable head bends
+    to fit the landmarks of the photo turned upside down too, and its own score once preferred that
+    (roll ~180 on the upright astronaut, a scrambled texture)."""
+    from stages.core.image_io import load_photo
+    from stages.fit import WARN_SCORE, fit_photo
+
+    fit = fit_photo(load_photo(astronaut_path), landmarker, model=ict)[0]
+    assert abs(fit.pose.euler[2]) < 20 and not fit.quality["upside_down"]
+    assert fit.quality["fit_score"] < WARN_SCORE and not fit.quality["warnings"]
+    assert fit.vertices.shape == (ict.n_vertices, 3)
