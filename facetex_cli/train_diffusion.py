@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from facetex_cli.batch import console
 from facetex_cli.common import DEBUG_OPTION, build_or_exit, training_folders_or_exit
 from facetex_cli.train import train_app
-from stages.diffusion.config import PRESETS, DiffusionTrainConfig
+from stages.train.diffusion_config import PRESETS, DiffusionTrainConfig
 
 _D = DiffusionTrainConfig()
 Preset = Literal[tuple(PRESETS)]
@@ -48,7 +48,7 @@ PRECISION_OPTION = typer.Option(_D.mixed_precision, "--mixed-precision", help="a
 def _run(kind: str, data: list[str], out: Path, debug: bool, **settings) -> None:
     from stages.core.face_model import load_builtin_face_model
     from stages.diffusion import require_diffusers
-    from stages.diffusion.trainer import train_diffusion
+    from stages.train.diffusion import train_diffusion
 
     build_or_exit(require_diffusers, debug)
     folders = training_folders_or_exit(data, "uv_pseudo.png", "run `facetex pseudo-gt`")
