@@ -51,7 +51,7 @@ def _help(*path: str) -> str:
 
 
 def test_fixed_choices_are_choices():
-    assert "<blend|diffusion|mirror|pca|telea|unet>" in _help("complete")
+    assert "<blend|diffusion|mirror|pca|telea|unet|uvapm>" in _help("complete")
     assert "<ddim|dpm>" in _help("complete") and "<mediapipe|face-alignment>" in _help("complete")
     assert "<geometric|learned>" in _help("unwrap")
     assert "<none|blend|" in _help("evaluate")
