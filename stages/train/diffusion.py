@@ -87,11 +87,8 @@ def train_diffusion(folders: list[Path], out_dir: Path, config: DiffusionTrainCo
         config: settings (``config.kind`` picks the network).
         model: the face model.
         pca: structure network: the albedo model to sample textures from (default: the shipped one).
-        resume: continue from ``out_dir/training_state`` when present.
-        device: ``auto|cpu|cuda|cuda:N`` (:class:`stages.train.runner.TrainingRunner`).
-        num_workers: DataLoader worker processes.
-        cpu: deprecated spelling of ``device="cpu"``.
-        progress: ``progress(step, total, losses)`` after every step (autoencoder steps included).
+        resume, device, num_workers, progress: the :class:`stages.train.runner.TrainingRunner`'s
+            (``cpu=True``: the old spelling of ``device="cpu"``).
 
     Returns:
         The last losses plus ``steps``, ``vae_steps``, ``seconds`` and ``seconds_per_step``.

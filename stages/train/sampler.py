@@ -435,11 +435,8 @@ def train_uv_sampler(folders: list[Path], out_dir: Path, config: SamplerTrainCon
             ``training_state/`` with the optimizer state for resuming).
         config: training settings.
         model: the face model of the fits.
-        resume: continue from ``out_dir/training_state`` when present.
-        device: ``auto|cpu|cuda|cuda:N`` (:class:`stages.train.runner.TrainingRunner`).
-        num_workers: DataLoader worker processes.
-        cpu: deprecated spelling of ``device="cpu"``.
-        progress: called as ``progress(step, total, losses)`` after every step.
+        resume, device, num_workers, progress: the :class:`stages.train.runner.TrainingRunner`'s
+            (``cpu=True``: the old spelling of ``device="cpu"``).
 
     Returns:
         The last step's losses (floats) plus ``steps`` and ``seconds``.
