@@ -207,7 +207,7 @@ unet-model:
 	$(PYTHON) scripts/prepare_training_data.py
 	$(FACETEX) train unet --data bench_out/train_london -o bench_out/models/unet_london_v2 --preset small \
 		--steps $(UNET_STEPS) --batch-size 4 --uv-size 256 --view-size 128 --sample-every 250 \
-		--checkpoint-every 250 --seed 0 --cpu
+		--checkpoint-every 250 --seed 0 --device cpu
 	$(PYTHON) scripts/export_uv_generator.py bench_out/models/unet_london_v2 stages/assets/uv_generator_london_v1
 
 clean-out:

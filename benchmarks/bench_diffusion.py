@@ -49,7 +49,7 @@ def random_pipeline(preset: str, device: str, half: bool):
     """A CrossAssemblyPipeline of the preset's architecture with random weights."""
     import torch
 
-    from stages.diffusion.config import NOISE_SCHEDULE, PRESETS
+    from stages.train.diffusion_config import NOISE_SCHEDULE, PRESETS
     from stages.models.extractor import DetailExtractor
     from stages.models.diffusion import build_controlnet, build_unet, build_vae, latent_factor
     from stages.diffusion.pipeline import CrossAssemblyPipeline

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import inspect
 import os
 import tempfile
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -173,3 +176,44 @@ def training_folders_or_exit(patterns: list[str], marker: str, hint: str) -> lis
 #: ``--device`` of every command that runs a network (see :func:`stages.models.device.resolve_device`).
 DEVICE_OPTION = typer.Option("auto", "--device", help="Where networks run: auto (CUDA when available, else CPU), "
                                                      "cpu, cuda or cuda:N.")
+
+
+def config_parameters(cls, exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """One typer option per field of the config dataclass ``cls`` that has a help text
+    (``stages.train.runner.run_field``): ``--field-name`` (``--x/--no-x`` for booleans), the field's
+    default, its help and typer settings (``min``, ``max``, ``show_default``; ``choices`` makes a
+    choice, ``path=True`` a path). A subclass that only changes a default inherits the help of the
+    field it redeclares. So each default and help text exists once, next to the field."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        meta = next((base.__dataclass_fields__[f.name].metadata for base in cls.__mro__
+                     if f.name in getattr(base, "__dataclass_fields__", {})
+                     and base.__dataclass_fields__[f.name].metadata.get("help")), None)
+        if meta is None or f.name in exclude:
+            continue
+        cli = dict(meta.get("cli", {}))
+        choices, is_path = cli.pop("choices", None), cli.pop("path", False)
+        annotation = hints[f.name]
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if inner and type(None) in typing.get_args(annotation):
+            annotation = inner[0]                     # Optional[X]: default None, typed X
+        if choices is not None:
+            annotation = Literal[tuple(choices)]
+        elif is_path:
+            annotation = Path
+        flag = "--" + f.name.replace("_", "-")
+        decl = f"{flag}/--no-{flag[2:]}" if annotation is bool else flag
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                        default=typer.Option(f.default, decl, help=meta["help"], **cli)))
+    return params
+
+
+def with_parameters(params: list[inspect.Parameter]):
+    """Give a ``def command(**options)`` function the typer signature ``params`` (typer reads
+    ``inspect.signature`` and the annotations)."""
+    def decorate(func):
+        func.__signature__ = inspect.Signature(params)
+        func.__annotations__ = {p.name: p.annotation for p in params}
+        return func
+    return decorate

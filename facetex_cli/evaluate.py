@@ -9,7 +9,7 @@ from typing import Literal
 import typer
 
 from facetex_cli.batch import console, print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, artifact_folders, build_or_exit
+from facetex_cli.common import DEBUG_OPTION, DEVICE_OPTION, artifact_folders, build_or_exit
 from stages.completion import available_methods
 from stages.core.errors import MissingArtifactError
 from stages.core.face_model import load_builtin_face_model
@@ -33,6 +33,7 @@ def evaluate_command(
                                         show_default="$FACETEX_INCEPTION_MODEL, else skipped"),
     lpips_model: str = typer.Option(None, "--lpips-model", help="TorchScript LPIPS.",
                                     show_default="$FACETEX_LPIPS_MODEL, else skipped"),
+    device: str = DEVICE_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Score completed textures: reprojection, hidden-texel completion, symmetry, optional feature metrics.
@@ -44,12 +45,15 @@ def evaluate_command(
     if method is not None and method != "none" and method not in available_methods():
         choices = ", ".join(["none", *sorted(available_methods())])
         raise typer.BadParameter(f"unknown method {method!r}; choose from {choices}", param_hint="--method")
+    from stages.models.device import resolve_device
+
+    build_or_exit(lambda: resolve_device(device), debug)       # a bad --device: one line, before any work
     folders, missing = artifact_folders(results, "complete.json")
     # An input that exists but holds no finished result is not "no such file": say what is wrong with it.
     empty = [Path(p) for p in missing if _exists(p)]
     missing = [p for p in missing if not _exists(p)]
     model = load_builtin_face_model()
-    resolver = None if method == "none" else MethodResolver(model, override=method)
+    resolver = None if method == "none" else MethodResolver(model, override=method, device=device)
     optional = build_or_exit(lambda: OptionalModels.load(clip=clip_model, dino=dino_model, inception=inception_model,
                                                          lpips=lpips_model, identity=identity), debug)
     for metric, reason in optional.skipped.items():

@@ -14,7 +14,7 @@ pytest.importorskip("diffusers")
 from stages.core.errors import MissingArtifactError  # noqa: E402
 from stages.diffusion import MissingDependencyError  # noqa: E402
 from stages.diffusion.colour import lab_statistics, match_colour_lab  # noqa: E402
-from stages.diffusion.config import DiffusionTrainConfig  # noqa: E402
+from stages.train.diffusion_config import DiffusionTrainConfig  # noqa: E402
 from stages.models.extractor import DetailExtractor  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def photo_folders(model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(model, photo_folders, tmp_path_factory):
     """One tiny appearance network (2 autoencoder + 1 diffusion step) and one structure network on its base."""
-    from stages.diffusion.trainer import train_diffusion
+    from stages.train.diffusion import train_diffusion
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("diffusion_models")
@@ -127,7 +127,7 @@ def test_config_validation():
 
 
 def test_appearance_samples(model, photo_folders):
-    from stages.diffusion.data import AppearanceSet
+    from stages.train.diffusion_data import AppearanceSet
 
     data = AppearanceSet(photo_folders, model, image_size=32, uv_size=32)
     item = data[1]
@@ -144,7 +144,7 @@ def test_appearance_samples(model, photo_folders):
 def test_appearance_set_names_a_missing_photo(model, photo_folders, tmp_path):
     import shutil
 
-    from stages.diffusion.data import AppearanceSet
+    from stages.train.diffusion_data import AppearanceSet
 
     folder = tmp_path / "copy"
     shutil.copytree(photo_folders[0], folder)
@@ -158,7 +158,7 @@ def test_appearance_set_names_a_missing_photo(model, photo_folders, tmp_path):
 
 def test_structure_samples_are_pixel_aligned(model):
     from stages.completion.pca import load_pca
-    from stages.diffusion.data import StructureSet
+    from stages.train.diffusion_data import StructureSet
 
     data = StructureSet([model.vertices], model, load_pca(None), image_size=64, uv_size=64, seed=3)
     a, b = data.sample(0), data.sample(0)
@@ -191,7 +191,7 @@ def test_one_training_step_of_each_network(trained):
 
 
 def test_training_resumes_from_its_checkpoint(model, photo_folders, tmp_path):
-    from stages.diffusion.trainer import train_diffusion
+    from stages.train.diffusion import train_diffusion
 
     calls = []
     config = tiny("appearance", steps=2, vae_steps=1, checkpoint_every=1)
@@ -230,7 +230,7 @@ def test_cross_assembly_sampling_shape_range_and_seeds(trained, photo_folders, m
 
 def test_cross_assembly_refuses_modules_of_different_bases(trained, photo_folders, model, tmp_path):
     from stages.diffusion.pipeline import CrossAssemblyPipeline
-    from stages.diffusion.trainer import train_diffusion
+    from stages.train.diffusion import train_diffusion
 
     appearance, structure, _, _ = trained
     other = tmp_path / "other_appearance"
@@ -244,10 +244,10 @@ def test_cross_assembly_refuses_modules_of_different_bases(trained, photo_folder
 def test_external_frozen_base_like_stable_diffusion(model, photo_folders, tmp_path):
     """--preset sd15 with a stand-in base folder in the SD diffusers layout (tiny unet/ + vae/): the base
     stays frozen and outside the model folders, which record its path and fingerprint."""
-    from stages.diffusion.config import PRESETS
+    from stages.train.diffusion_config import PRESETS
     from stages.models.diffusion import build_unet, build_vae
     from stages.diffusion.pipeline import CrossAssemblyPipeline
-    from stages.diffusion.trainer import train_diffusion
+    from stages.train.diffusion import train_diffusion
 
     base = tmp_path / "sd"
     torch.manual_seed(0)

@@ -214,3 +214,26 @@ def test_keep_photo_composition_with_mirror(model):
     assert mirrored.sum() > 0.3 * layout.sum()
     error = np.abs(texture[mirrored] - photo[:, ::-1][mirrored]).mean()
     assert error < 0.03, error                                   # the partner's colours, not the prediction's
+
+
+def test_worker_processes_train_the_same_weights(model, train_folders, tmp_path):
+    """``num_workers`` only moves the per-sample rasterization into worker processes: each sample is
+    seeded from (seed, epoch, index), so one worker trains the same weights as none; the dataset
+    survives pickling (spawned workers receive it pickled)."""
+    import pickle
+
+    from safetensors.torch import load_file
+
+    from stages.train.dataset import UVTrainingSet
+
+    dataset = UVTrainingSet(train_folders, model, uv_size=64, seed=0, view_size=32)
+    dataset.set_epoch(1)
+    clone = pickle.loads(pickle.dumps(dataset))
+    a, b = dataset[1], clone[1]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
+    steps = len(dataset) // 2 + 1        # into the second epoch (its epoch number must reach the worker)
+    for workers in (0, 1):
+        train_uv_generator(train_folders, tmp_path / f"w{workers}", tiny(steps, view_size=32), model=model,
+                           cpu=True, num_workers=workers)
+    w0, w1 = load_file(tmp_path / "w0" / "weights.safetensors"), load_file(tmp_path / "w1" / "weights.safetensors")
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)

@@ -28,3 +28,23 @@ def test_explicit_devices_are_checked(monkeypatch):
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(DeviceError, match="2 CUDA device"):
         resolve_device("cuda:2")
+
+
+def test_evaluate_runs_learned_methods_on_the_device_asked(model, tmp_path, monkeypatch):
+    """``evaluate --device``: the hidden-texel protocol's learned method is built on it; a bad one is
+    one line and exit 2 before any work; methods without a network ignore it."""
+    from typer.testing import CliRunner
+
+    from facetex_cli.main import app
+    from stages.evaluate.stage import MethodResolver
+
+    import stages.completion.unet as unet_method
+
+    asked = []
+    monkeypatch.setattr(unet_method, "resolve_device", lambda spec: asked.append(spec) or torch.device("cpu"))
+    MethodResolver(model, device="cpu")._load("unet", {}, tmp_path / "complete.json")
+    assert asked == ["cpu"]
+    assert MethodResolver(model, device="cpu")._load("mirror", {}, tmp_path / "complete.json") is not None
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--device", "gpu", "-o", str(tmp_path / "e")])
+    assert result.exit_code == 2 and "--device must be auto, cpu, cuda or cuda:N" in result.output
+    assert not (tmp_path / "e").exists()

@@ -14,11 +14,11 @@ cross-assembled at inference.
 
 Modules: the networks and their folders live in :mod:`stages.models` (:mod:`~stages.models.extractor`:
 the detail extractor; :mod:`~stages.models.diffusion`: diffusers building blocks, model folders,
-base loading); here: :mod:`~stages.diffusion.config` (presets, settings),
-:mod:`~stages.diffusion.pipeline` (cross-assembled sampling, inference only),
-:mod:`~stages.diffusion.colour` (Lab colour matching); training: :mod:`~stages.diffusion.data`
-(both training sets) and :mod:`~stages.diffusion.trainer` (the loops),
-:mod:`~stages.diffusion.colour` (Lab colour matching).
+base loading); here: :mod:`~stages.diffusion.pipeline` (cross-assembled sampling, inference only),
+:mod:`~stages.diffusion.colour` (Lab colour matching). Training lives in :mod:`stages.train`:
+:mod:`~stages.train.diffusion_config` (presets, settings), :mod:`~stages.train.diffusion_data`
+(both training sets) and :mod:`~stages.train.diffusion` (their
+phases on the one runner, :mod:`stages.train.runner`).
 
 diffusers is an optional dependency (``pip install 'facetex[diffusion]'``): importing this package
 works without it; building a model raises :class:`MissingDependencyError`.

@@ -159,9 +159,10 @@ class MethodResolver:
     and the description says so together with what made the folder.
     """
 
-    def __init__(self, model: FaceModel, override: str | None = None):
+    def __init__(self, model: FaceModel, override: str | None = None, device: str | None = None):
         self.model = model
         self.override = override
+        self.device = device    # --device: where a method that runs a network runs (not a recorded option)
         self._loaded: dict[tuple, CompletionMethod | FacetexError] = {}
         self._sha: dict[tuple, str] = {}
 
@@ -229,6 +230,8 @@ class MethodResolver:
         return self._sha[key]
 
     def _load(self, name: str, options: dict, record_path: Path) -> CompletionMethod:
+        if self.device is not None and "device" in inspect.signature(get_method(name).__init__).parameters:
+            options = {**options, "device": self.device}
         key = (name, json.dumps(options, sort_keys=True, default=str))
         if key not in self._loaded:
             try:

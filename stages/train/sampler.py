@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 
 from stages.core.errors import MissingArtifactError
 from stages.core.face_model import FaceModel
-from stages.core.image_io import load_photo, save_png
+from stages.core.image_io import load_photo
 from stages.core.raster import rasterize
 from stages.core.uv import uv_layout
 from stages.models.alignment import (ALIGN_GROUPS, HULL_POINTS, TEMPLATE_FILL, aligned_crop, alignment_matrix,
@@ -32,7 +31,7 @@ from stages.models.alignment import (ALIGN_GROUPS, HULL_POINTS, TEMPLATE_FILL, a
 from stages.models.folder import save_pretrained
 from stages.models.inputs import resize_area, resize_masked
 from stages.models.uv_sampler import MODEL_TYPE, SamplerConfig, UVSampler, load_sampler, upsample_grid
-from stages.train.trainer import save_checkpoint
+from stages.train.runner import RUN_FILES, Phase, RunConfig, StepOutput, TrainingRunner, run_field, sample_sheet
 
 # --------------------------------------------------------------------------------------------
 # data
@@ -323,7 +322,7 @@ PRESETS = {
 
 
 @dataclass
-class SamplerTrainConfig:
+class SamplerTrainConfig(RunConfig):
     """Every training knob of the UV sampler (saved in ``config.json``).
 
     Loss (per step) = ``w_uv`` * confidence-weighted L1 between the sampled UV map and the
@@ -341,25 +340,22 @@ class SamplerTrainConfig:
     ``confidence > 0`` on the layout (extra: the sampler's visibility head).
     """
 
-    preset: str = "small"
-    uv_size: int = 128
+    preset: str = run_field("small", "Model size: tiny (tests), small (CPU), base (GPU).", choices=tuple(PRESETS))
+    uv_size: int = run_field(128, "Training UV side in texels.", min=16, max=1024)
     batch_size: int = 8
     steps: int = 3000
-    lr: float = 3e-4
+    lr: float = run_field(3e-4, "Adam learning rate.", min=0.0)
     betas: tuple[float, float] = (0.5, 0.999)
-    w_uv: float = 1.0
-    w_render: float = 1.0
-    w_tv: float = 0.01
-    w_smooth: float = 0.05
-    w_coord: float = 1.0
-    w_coord_warmup: float = 5.0
-    coord_warmup_steps: int = 300
-    w_vis: float = 0.2
+    w_uv: float = run_field(1.0, "Weight of the confidence-weighted UV L1 to the geometric unwrap.", min=0.0)
+    w_render: float = run_field(1.0, "Weight of the render L1 in the crop.", min=0.0)
+    w_tv: float = run_field(0.01, "Weight of the total variation of the sampled UV map.", min=0.0)
+    w_smooth: float = run_field(0.05, "Weight of the sampling map's second-order smoothness.", min=0.0)
+    w_coord: float = run_field(1.0, "Weight of the coordinate L1 to the geometric correspondence.", min=0.0)
+    w_coord_warmup: float = run_field(5.0, "Coordinate L1 weight during the warm-up steps.", min=0.0)
+    coord_warmup_steps: int = run_field(300, "Steps at the warm-up coordinate weight.", min=0)
+    w_vis: float = run_field(0.2, "Weight of the visibility cross-entropy.", min=0.0)
     augment: dict = field(default_factory=lambda: asdict(Augment()))
-    seed: int = 0
-    sample_every: int = 200
     checkpoint_every: int = 250
-    log_every: int = 25
     network: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -420,20 +416,6 @@ def sampler_losses(net: nn.Module, batch: dict, config: SamplerTrainConfig, mode
     return total, parts, grid, sampled
 
 
-def _sample_sheet(batch: dict, sampled: Tensor, vis_mask: Tensor, rows: int = 4) -> np.ndarray:
-    """``(rows * S, 3 * S, 3)``: input crop (resized to S) | sampled UV x predicted visibility | geometric unwrap."""
-    s = sampled.shape[-1]
-
-    def hwc(t: Tensor) -> np.ndarray:
-        return t.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
-
-    crop = F.interpolate(batch["crop"].detach().float(), size=(s, s), mode="area")
-    lines = []
-    for i in range(min(rows, sampled.shape[0])):
-        lines.append(np.concatenate([hwc(crop[i]), hwc(sampled[i] * vis_mask[i]), hwc(batch["texture"][i])], axis=1))
-    return np.concatenate(lines, axis=0)
-
-
 def _collate(items: list[dict]) -> dict:
     out = {}
     for key in items[0]:
@@ -443,8 +425,8 @@ def _collate(items: list[dict]) -> dict:
 
 
 def train_uv_sampler(folders: list[Path], out_dir: Path, config: SamplerTrainConfig, *, model: FaceModel,
-                     resume: bool = True, cpu: bool | None = None,
-                     progress: Callable[[int, int, dict], None] | None = None) -> dict:
+                     resume: bool = True, device: str | None = "auto", num_workers: int = 0,
+                     cpu: bool | None = None, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train (or resume training) the UV sampler and write its model folder.
 
     Args:
@@ -453,20 +435,14 @@ def train_uv_sampler(folders: list[Path], out_dir: Path, config: SamplerTrainCon
             ``training_state/`` with the optimizer state for resuming).
         config: training settings.
         model: the face model of the fits.
-        resume: continue from ``out_dir/training_state`` when present.
-        cpu: force CPU (default: accelerate's choice).
-        progress: called as ``progress(step, total, losses)`` after every step.
+        resume, device, num_workers, progress: the :class:`stages.train.runner.TrainingRunner`'s
+            (``cpu=True``: the old spelling of ``device="cpu"``).
 
     Returns:
         The last step's losses (floats) plus ``steps`` and ``seconds``.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(cpu=bool(cpu))
-    set_seed(config.seed)
+    runner = TrainingRunner(out_dir, config, device="cpu" if cpu else device, num_workers=num_workers,
+                            resume=resume, progress=progress)
     net_cfg = SamplerConfig.from_dict(config.network)
     dataset = SamplerTrainingSet(folders, model, uv_size=config.uv_size, crop_size=net_cfg.crop_size,
                                  augment=Augment(**config.augment), seed=config.seed,
@@ -475,55 +451,36 @@ def train_uv_sampler(folders: list[Path], out_dir: Path, config: SamplerTrainCon
     vis_prior = np.mean([resize_area(f.confidence > 0, net_cfg.vis_size) for f in dataset.folders], axis=0)
     net.init_base(mean_shape_grid(model, net_cfg.grid_size), _logit(vis_prior))
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(config.seed), num_workers=0,
-                                         collate_fn=_collate)
-    net, optimizer, loader = accelerator.prepare(net, optimizer, loader)
+    net, optimizer, _ = runner.prepare(net, optimizer, runner.loader(dataset, collate_fn=_collate))
 
-    state_dir = out_dir / "training_state"
-    step = 0
-    if resume and (state_dir / "step.json").is_file():
-        accelerator.load_state(str(state_dir))
-        step = int(json.loads((state_dir / "step.json").read_text())["step"])
-    start = time.perf_counter()
-    last: dict[str, float] = {}
-    epoch = step // max(1, len(loader))
+    def train_step(batch: dict, step: int) -> StepOutput:
+        total, parts, grid, sampled = sampler_losses(net, batch, config, model, step)
+        runner.optimise(total, optimizer)
+
+        def sheet() -> np.ndarray:
+            """input crop | sampled UV x predicted visibility | geometric unwrap."""
+            with torch.no_grad():
+                _, vis = runner.unwrap(net)(batch["input"])
+                vis_mask = (F.interpolate(vis, size=sampled.shape[-2:], mode="bilinear",
+                                          align_corners=False) > 0).float() * batch["layout"]
+            return sample_sheet([F.interpolate(batch["crop"].float(), size=sampled.shape[-2:], mode="area"),
+                                 sampled * vis_mask, batch["texture"]])
+
+        return StepOutput(parts, sheet)
+
     net.train()
-    while step < config.steps:
-        dataset.set_epoch(epoch)
-        for batch in loader:
-            if step >= config.steps:
-                break
-            total, parts, grid, sampled = sampler_losses(net, batch, config, model, step)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(total)
-            optimizer.step()
-            step += 1
-            last = {name: float(value.detach()) for name, value in parts.items()}
-            if progress is not None:
-                progress(step, config.steps, last)
-            if accelerator.is_main_process and config.log_every and step % config.log_every == 0:
-                with open(out_dir / "train_log.jsonl", "a") as log:
-                    log.write(json.dumps({"step": step, **{k: round(v, 5) for k, v in last.items()}}) + "\n")
-            if accelerator.is_main_process and config.sample_every and step % config.sample_every == 0:
-                with torch.no_grad():
-                    _, vis = accelerator.unwrap_model(net)(batch["input"])
-                    vis_mask = (F.interpolate(vis, size=sampled.shape[-2:], mode="bilinear",
-                                              align_corners=False) > 0).float() * batch["layout"]
-                save_png(out_dir / "samples" / f"step_{step:06d}.png", _sample_sheet(batch, sampled, vis_mask))
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_checkpoint(accelerator, state_dir, step)
-        epoch += 1
+    step = runner.run([Phase("step", config.steps, train_step)])["step"]
 
-    save_checkpoint(accelerator, state_dir, step)
-    if accelerator.is_main_process:
-        save_pretrained(out_dir, {"sampler": accelerator.unwrap_model(net)}, {"sampler": net_cfg.to_dict()},
-                        model_type=MODEL_TYPE, keep=("samples", "training_state", "train_log.jsonl"),
+    def save() -> None:
+        save_pretrained(out_dir, {"sampler": runner.unwrap(net)}, {"sampler": net_cfg.to_dict()},
+                        model_type=MODEL_TYPE, keep=RUN_FILES,
                         extra={"train": asdict(config), "uv_size": config.uv_size, "face_model": model.name,
                                "alignment": {"groups": [list(g) for g in ALIGN_GROUPS], "hull_points": HULL_POINTS,
                                              "template_fill": TEMPLATE_FILL},
-                               "steps": step, "data": [str(f) for f in folders], "last_losses": last})
-    return {**last, "steps": step, "seconds": time.perf_counter() - start}
+                               "steps": step, "data": [str(f) for f in folders], "last_losses": runner.last})
+
+    runner.finish(save)
+    return {**runner.last, "steps": step, "seconds": runner.seconds}
 
 
 __all__ = ["MODEL_TYPE", "SamplerConfig", "SamplerTrainConfig", "SamplerTrainingSet", "UVSampler", "Augment",

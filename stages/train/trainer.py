@@ -31,8 +31,6 @@ format of :mod:`stages.models.folder`.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,13 +38,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from stages.core.atomic import write_json
 from stages.core.face_model import FaceModel
-from stages.core.image_io import save_png
 from stages.core.uv import uv_layout
 from stages.core.shading import render
 from stages.train import losses as L
 from stages.train.augment import ColourAugment, apply_colour, draw_params, shading_field
+from stages.train.runner import RunConfig, run_field, sample_sheet
 from stages.models.folder import save_pretrained
 from stages.models.uv_generator import (MODEL_TYPE, DiscriminatorConfig, PatchDiscriminator, UVGenerator,
                                         UVGeneratorConfig)
@@ -64,31 +61,32 @@ PRESETS = {
 
 
 @dataclass
-class TrainConfig:
-    """Every training knob (saved with the weights). Loss weights follow seed 001's structure."""
+class TrainConfig(RunConfig):
+    """Every training knob (saved with the weights). Loss weights follow seed 001's structure.
 
-    preset: str = "small"
-    uv_size: int = 256
-    batch_size: int = 4
-    steps: int = 2000
-    lr_generator: float = 2e-4
-    lr_discriminator: float = 2e-4
+    Fields with a help text are ``facetex train unet`` options (built from them, so each default is here)."""
+
+    preset: str = run_field("small", "Model size: tiny (tests), small (CPU), base (GPU).", choices=tuple(PRESETS))
+    uv_size: int = run_field(256, "Training UV side in texels.", min=32, max=1024)
+    lr_generator: float = run_field(2e-4, "Adam learning rate of the generator.", min=0.0)
+    lr_discriminator: float = run_field(2e-4, "Adam learning rate of the discriminators.", min=0.0)
     betas: tuple[float, float] = (0.5, 0.999)
-    w_rec: float = 1.0
-    w_sym: float = 0.1
-    w_tv: float = 0.01
-    w_adv: float = 0.01
-    w_render: float = 1.0
-    w_face_adv: float = 0.01
-    w_id: float = 0.1
-    identity_model: str | None = None
-    view_size: int = 128
+    w_rec: float = run_field(1.0, "Weight of the confidence-weighted L1 to the target.", min=0.0)
+    w_sym: float = run_field(0.1, "Weight of the symmetry loss.", min=0.0)
+    w_tv: float = run_field(0.01, "Weight of the total variation.", min=0.0)
+    w_adv: float = run_field(0.01, "Weight of the partial-UV discriminators.", min=0.0)
+    w_render: float = run_field(1.0, "Weight of the render L1 loss.", min=0.0)
+    w_face_adv: float = run_field(0.01, "Weight of the face discriminator.", min=0.0)
+    w_id: float = run_field(0.1, "Weight of the identity loss.", min=0.0)
+    identity_model: str | None = run_field(None, "TorchScript face-embedding network for the identity loss (see "
+                                           "data_manifests/evaluation_models.md).",
+                                           show_default="none: no identity loss", path=True)
+    view_size: int = run_field(128, "Side of the face renders for the render L1 / face discriminator / identity "
+                                    "losses (0: UV losses only; then the photos are not read).", min=0, max=1024)
     augment: dict = field(default_factory=lambda: asdict(ColourAugment()))
-    pseudo_weight: float = 0.3
-    rerender_fraction: float = 0.25
-    seed: int = 0
-    sample_every: int = 200
-    checkpoint_every: int = 500
+    pseudo_weight: float = run_field(0.3, "Weight of the pseudo-GT target where the photo saw nothing.", min=0.0)
+    rerender_fraction: float = run_field(0.25, "Fraction of samples made by re-rendering the pseudo-GT.",
+                                         min=0.0, max=1.0)
     generator: dict = field(default_factory=dict)
     discriminator: dict = field(default_factory=dict)
 
@@ -117,22 +115,6 @@ def nose_uv_mask(model: FaceModel, size: int) -> np.ndarray:
     return (uv_layout(model, size).interpolate(indicator)[..., 0] > 0.5).astype(np.float32)
 
 
-def _sample_sheet(images: list[torch.Tensor], rows: int = 4) -> np.ndarray:
-    """``(rows * S, len(images) * S, 3)`` image: one column per ``(B, 3, ., .)`` tensor (resized to the
-    first one's size), one row per sample, e.g. input | output | target | photo | render."""
-    size = images[0].shape[-2:]
-
-    def hwc(t):
-        t = t.detach().float().cpu()
-        if t.shape[-2:] != size:
-            t = torch.nn.functional.interpolate(t[None], size=size, mode="bilinear", align_corners=False)[0]
-        return t.clamp(0, 1).permute(1, 2, 0).numpy()
-
-    lines = [np.concatenate([hwc(image[i]) for image in images], axis=1)
-             for i in range(min(rows, images[0].shape[0]))]
-    return np.concatenate(lines, axis=0)
-
-
 class _Renderer:
     """Renders UV textures of the face model in fixed-visibility views (batched, differentiable)."""
 
@@ -149,8 +131,8 @@ class _Renderer:
 
 
 def train_uv_generator(folders: list[Path], out_dir: Path, config: TrainConfig, *, model: FaceModel,
-                       resume: bool = True, cpu: bool | None = None,
-                       progress: Callable[[int, int, dict], None] | None = None) -> dict:
+                       resume: bool = True, device: str | None = "auto", num_workers: int = 0,
+                       cpu: bool | None = None, progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """Train (or resume training) the UV generator and write its model folder.
 
     Args:
@@ -160,23 +142,19 @@ def train_uv_generator(folders: list[Path], out_dir: Path, config: TrainConfig, 
             ``training_state/`` for resuming).
         config: training settings.
         model: the face model (UV layout, nose region, triangles for the renders).
-        resume: continue from ``out_dir/training_state`` when present.
-        cpu: force CPU (default: accelerate's choice: CUDA when available).
-        progress: called as ``progress(step, total, losses)`` after every step.
+        resume, device, num_workers, progress: the :class:`stages.train.runner.TrainingRunner`'s
+            (``cpu=True``: the old spelling of ``device="cpu"``).
 
     Returns:
         The last step's losses (floats) plus ``steps`` and ``seconds``.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     from stages.train.dataset import UVTrainingSet
     from stages.train.identity import load_identity_network
+    from stages.train.runner import RUN_FILES, Phase, StepOutput, TrainingRunner
 
-    out_dir = Path(out_dir)
-    accelerator = Accelerator(cpu=bool(cpu))
-    set_seed(config.seed)
-    identity = load_identity_network(config.identity_model, accelerator.device) if config.identity_model else None
+    runner = TrainingRunner(out_dir, config, device="cpu" if cpu else device, num_workers=num_workers,
+                            resume=resume, progress=progress)
+    identity = load_identity_network(config.identity_model, runner.device) if config.identity_model else None
     views = config.uses_views
     dataset = UVTrainingSet(folders, model, uv_size=config.uv_size, pseudo_weight=config.pseudo_weight,
                             rerender_fraction=config.rerender_fraction, seed=config.seed,
@@ -189,106 +167,74 @@ def train_uv_generator(folders: list[Path], out_dir: Path, config: TrainConfig, 
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=config.betas)
     opt_d = torch.optim.Adam([p for d in discriminators.values() for p in d.parameters()],
                              lr=config.lr_discriminator, betas=config.betas)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(config.seed), num_workers=0)
-    generator, disc_centre, disc_side, disc_face, opt_g, opt_d, loader = accelerator.prepare(
+    loader = runner.loader(dataset)
+    generator, disc_centre, disc_side, disc_face, opt_g, opt_d, _ = runner.prepare(
         generator, *discriminators.values(), opt_g, opt_d, loader)
 
-    state_dir = out_dir / "training_state"
-    step = 0
-    if resume and (state_dir / "step.json").is_file():
-        accelerator.load_state(str(state_dir))
-        step = int(json.loads((state_dir / "step.json").read_text())["step"])
-    nose = torch.from_numpy(nose_uv_mask(model, config.uv_size))[None, None].to(accelerator.device)
-    renderer = _Renderer(model, accelerator.device)
+    nose = torch.from_numpy(nose_uv_mask(model, config.uv_size))[None, None].to(runner.device)
+    renderer = _Renderer(model, runner.device)
     augment = ColourAugment(**config.augment)
 
     def crops(images: torch.Tensor) -> dict[str, torch.Tensor]:
         return L.uv_crops(L.masked_nose(images, nose), centre=L.DEFAULT_CENTRE_CROP, side=L.DEFAULT_SIDE_CROP)
 
-    start = time.perf_counter()
-    last: dict[str, float] = {}
-    epoch = step // max(1, len(loader))
-    while step < config.steps:
-        dataset.set_epoch(epoch)
-        for batch in loader:
-            if step >= config.steps:
-                break
-            seen = batch["seen"]
-            partial, target, real_partial = batch["partial"], batch["target"], batch["real"]
-            photo = batch["view_image"] if views else None
-            if augment.enabled:
-                # Seeded by step, so a resumed run draws what an uninterrupted one would.
-                draws = torch.Generator().manual_seed(config.seed * 7919 + step)
-                params = draw_params(augment, partial.shape[0], draws, device=partial.device)
-                shade = shading_field(batch["normal"], batch["layout"], params)
-                partial, target, real_partial = (apply_colour(x, params, shade)
-                                                 for x in (partial, target, real_partial))
-                if views:
-                    shade_view = renderer(shade, batch["view_screen"], batch["view_triangle_id"], batch["view_mask"])
-                    photo = apply_colour(photo, params, shade_view) * batch["view_mask"]
-            pred = generator(partial, batch["mask"], batch["position"])
-            fake_partial = pred * seen
+    def train_step(batch: dict, step: int) -> StepOutput:
+        seen = batch["seen"]
+        partial, target, real_partial = batch["partial"], batch["target"], batch["real"]
+        photo = batch["view_image"] if views else None
+        if augment.enabled:
+            # Seeded by step, so a resumed run draws what an uninterrupted one would.
+            draws = torch.Generator().manual_seed(config.seed * 7919 + step)
+            params = draw_params(augment, partial.shape[0], draws, device=partial.device)
+            shade = shading_field(batch["normal"], batch["layout"], params)
+            partial, target, real_partial = (apply_colour(x, params, shade) for x in (partial, target, real_partial))
             if views:
-                render_fitted = renderer(pred, batch["view_screen"], batch["view_triangle_id"], batch["view_mask"])
-                render_novel = renderer(pred, batch["novel_screen"], batch["novel_triangle_id"], batch["novel_mask"])
-                fake_faces = torch.cat([render_fitted, render_novel], 0)
+                shade_view = renderer(shade, batch["view_screen"], batch["view_triangle_id"], batch["view_mask"])
+                photo = apply_colour(photo, params, shade_view) * batch["view_mask"]
+        pred = generator(partial, batch["mask"], batch["position"])
+        fake_partial = pred * seen
+        if views:
+            render_fitted = renderer(pred, batch["view_screen"], batch["view_triangle_id"], batch["view_mask"])
+            render_novel = renderer(pred, batch["novel_screen"], batch["novel_triangle_id"], batch["novel_mask"])
+            fake_faces = torch.cat([render_fitted, render_novel], 0)
 
-            # Discriminators: real partial UVs vs the generator's output under the same seen mask;
-            # real masked photos vs renders of the prediction (fitted and novel pose).
-            opt_d.zero_grad(set_to_none=True)
-            real_crops, fake_crops = crops(real_partial), crops(fake_partial.detach())
-            d_loss = (L.d_hinge_loss(disc_centre(real_crops["centre"]), disc_centre(fake_crops["centre"]))
-                      + L.d_hinge_loss(disc_side(real_crops["side"]), disc_side(fake_crops["side"])))
-            if views and config.w_face_adv > 0:
-                d_loss = d_loss + L.d_hinge_loss(disc_face(photo), disc_face(fake_faces.detach()))
-            accelerator.backward(d_loss)
-            opt_d.step()
+        # Discriminators: real partial UVs vs the generator's output under the same seen mask;
+        # real masked photos vs renders of the prediction (fitted and novel pose).
+        real_crops, fake_crops = crops(real_partial), crops(fake_partial.detach())
+        d_loss = (L.d_hinge_loss(disc_centre(real_crops["centre"]), disc_centre(fake_crops["centre"]))
+                  + L.d_hinge_loss(disc_side(real_crops["side"]), disc_side(fake_crops["side"])))
+        if views and config.w_face_adv > 0:
+            d_loss = d_loss + L.d_hinge_loss(disc_face(photo), disc_face(fake_faces.detach()))
+        runner.optimise(d_loss, opt_d)
 
-            opt_g.zero_grad(set_to_none=True)
-            fake_crops = crops(fake_partial)
-            zero = pred.new_zeros(())
-            rec = L.weighted_l1(pred, target, batch["weight"])
-            sym = L.symmetry_loss(pred, batch["layout"])
-            tv = L.tv_loss(pred, batch["layout"])
-            adv = L.g_hinge_loss(disc_centre(fake_crops["centre"])) + L.g_hinge_loss(disc_side(fake_crops["side"]))
-            rec_face = L.weighted_l1(render_fitted, photo, batch["view_mask"]) if views else zero
-            adv_face = L.g_hinge_loss(disc_face(fake_faces)) if views and config.w_face_adv > 0 else zero
-            ident = identity.loss(render_novel, photo) if identity is not None else zero
-            g_loss = (config.w_rec * rec + config.w_sym * sym + config.w_tv * tv + config.w_adv * adv
-                      + config.w_render * rec_face + config.w_face_adv * adv_face + config.w_id * ident)
-            accelerator.backward(g_loss)
-            opt_g.step()
-            step += 1
-            last = {name: float(value.detach()) for name, value in
-                    (("g", g_loss), ("rec", rec), ("render", rec_face), ("sym", sym), ("tv", tv), ("adv", adv),
-                     ("face", adv_face), ("id", ident), ("d", d_loss))}
-            if progress is not None:
-                progress(step, config.steps, last)
-            if accelerator.is_main_process and config.sample_every and step % config.sample_every == 0:
-                columns = [partial, pred, target] + ([photo, render_fitted, render_novel] if views else [])
-                save_png(out_dir / "samples" / f"step_{step:06d}.png", _sample_sheet(columns))
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_checkpoint(accelerator, state_dir, step)
-        epoch += 1
+        fake_crops = crops(fake_partial)
+        zero = pred.new_zeros(())
+        rec = L.weighted_l1(pred, target, batch["weight"])
+        sym = L.symmetry_loss(pred, batch["layout"])
+        tv = L.tv_loss(pred, batch["layout"])
+        adv = L.g_hinge_loss(disc_centre(fake_crops["centre"])) + L.g_hinge_loss(disc_side(fake_crops["side"]))
+        rec_face = L.weighted_l1(render_fitted, photo, batch["view_mask"]) if views else zero
+        adv_face = L.g_hinge_loss(disc_face(fake_faces)) if views and config.w_face_adv > 0 else zero
+        ident = identity.loss(render_novel, photo) if identity is not None else zero
+        g_loss = (config.w_rec * rec + config.w_sym * sym + config.w_tv * tv + config.w_adv * adv
+                  + config.w_render * rec_face + config.w_face_adv * adv_face + config.w_id * ident)
+        runner.optimise(g_loss, opt_g)
+        columns = [partial, pred, target] + ([photo, render_fitted, render_novel] if views else [])
+        return StepOutput({"g": g_loss, "rec": rec, "render": rec_face, "sym": sym, "tv": tv, "adv": adv,
+                           "face": adv_face, "id": ident, "d": d_loss}, lambda: sample_sheet(columns))
 
-    save_checkpoint(accelerator, state_dir, step)
-    if accelerator.is_main_process:
-        unwrapped = {"generator": accelerator.unwrap_model(generator),
-                     "disc_centre": accelerator.unwrap_model(disc_centre),
-                     "disc_side": accelerator.unwrap_model(disc_side),
-                     "disc_face": accelerator.unwrap_model(disc_face)}
+    counters = runner.run([Phase("step", config.steps, train_step)])
+    step = counters["step"]
+
+    def save() -> None:
+        networks = {"generator": generator, "disc_centre": disc_centre, "disc_side": disc_side,
+                    "disc_face": disc_face}
         configs = {"generator": generator_cfg.to_dict(), **{name: disc_cfg.to_dict() for name in discriminators}}
-        save_pretrained(out_dir, unwrapped, configs, model_type=MODEL_TYPE, keep=("samples", "training_state"),
+        save_pretrained(out_dir, {name: runner.unwrap(net) for name, net in networks.items()}, configs,
+                        model_type=MODEL_TYPE, keep=RUN_FILES,
                         extra={"train": asdict(config), "uv_size": config.uv_size, "face_model": model.name,
-                               "steps": step, "data": [str(f) for f in folders], "last_losses": last,
+                               "steps": step, "data": [str(f) for f in folders], "last_losses": runner.last,
                                "identity_model_sha256": identity.sha256 if identity is not None else None})
-    return {**last, "steps": step, "seconds": time.perf_counter() - start}
 
-
-def save_checkpoint(accelerator, state_dir: Path, step: int) -> None:
-    """Save the accelerate training state (models, optimizers, RNGs) and the step count, for resuming."""
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(state_dir))
-    if accelerator.is_main_process:
-        write_json(state_dir / "step.json", {"step": step})
+    runner.finish(save)
+    return {**runner.last, "steps": step, "seconds": runner.seconds}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 
+from stages.train.runner import RunConfig, run_field
 from stages.models.diffusion import NOISE_SCHEDULE  # noqa: F401  (re-exported: training settings read it here)
 
 ATTENTIONS = ("channel", "self")
@@ -55,7 +56,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class DiffusionTrainConfig:
+class DiffusionTrainConfig(RunConfig):
     """Every knob of one diffusion network's training (saved with the weights).
 
     Attributes:
@@ -84,24 +85,33 @@ class DiffusionTrainConfig:
     """
 
     kind: str = "appearance"
-    preset: str = "small"
-    steps: int = 2000
-    vae_steps: int | None = None
-    batch_size: int = 4
-    lr: float | None = None
-    lr_vae: float = 1e-3
-    cond_drop: float = 0.1
-    attention: str | None = None
-    landmarks: bool = True
-    base: str | None = None
-    image_encoder: str | None = None
-    image_size: int | None = None
-    uv_size: int | None = None
+    preset: str = run_field("small", "tiny (tests), small (from scratch, CPU or small GPU), sd15 (a local Stable "
+                                     "Diffusion 1.5 folder as --base).", choices=tuple(PRESETS))
+    steps: int = run_field(2000, "Diffusion training steps (paper: 80000).", min=1)
+    vae_steps: int | None = run_field(None, "Own-base presets: autoencoder steps first.", min=0,
+                                      show_default="the preset's")
+    batch_size: int = run_field(4, "Samples per step (paper: 4).", min=1)
+    lr: float | None = run_field(None, "Learning rate (paper: 3e-5 with SD).", min=0.0, show_default="the preset's")
+    lr_vae: float = run_field(1e-3, "Autoencoder learning rate (own-base presets).", min=0.0)
+    cond_drop: float = run_field(0.1, "Fraction of samples trained without the extractor's tokens (classifier-free "
+                                      "guidance).", min=0.0, max=0.99)
+    attention: str | None = run_field(None, "Extractor attention: channel (appearance, paper) or self (structure, "
+                                            "paper); the other one as an ablation.", choices=ATTENTIONS,
+                                      show_default="the network's paper choice")
+    landmarks: bool = run_field(True, "2D landmark image as a condition (appearance network).")
+    base: str | None = run_field(None, "Base model folder (unet/ + vae/): a local Stable Diffusion 1.5 diffusers "
+                                       "folder for --preset sd15; for the structure network of tiny/small, the "
+                                       "diffusion-appearance model folder.", show_default="none")
+    image_encoder: str | None = run_field(None, "Local CLIP vision model folder (--encoder clip).",
+                                          show_default="none")
+    image_size: int | None = run_field(None, "Side of the 2D images (multiple of 16).", min=16,
+                                       show_default="the preset's")
+    uv_size: int | None = run_field(None, "Side of the UV maps (multiple of 16).", min=16, show_default="the preset's")
     seed: int = 0
     sample_every: int = 200
     checkpoint_every: int = 500
-    sample_steps: int = 20
-    mixed_precision: str = "no"
+    sample_steps: int = run_field(20, "DDIM steps of the sample sheets.", min=1)
+    mixed_precision: str = run_field("no", "accelerate mixed precision (GPU).", choices=MIXED_PRECISION)
     vae: dict | None = field(default_factory=dict)
     unet: dict | None = field(default_factory=dict)
     extractor: dict = field(default_factory=dict)
