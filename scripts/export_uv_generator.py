@@ -42,7 +42,7 @@ the UV position map), trained by `facetex train unet` without any complete groun
 ```bash
 python scripts/prepare_training_data.py
 facetex train unet --data bench_out/train_london -o {train_dir} --preset {preset} --steps {steps} \\
-    --batch-size {batch_size} --uv-size {uv_size} --view-size {view_size} --seed {seed} --cpu
+    --batch-size {batch_size} --uv-size {uv_size} --view-size {view_size} --seed {seed} --device cpu
 python scripts/export_uv_generator.py {train_dir} {out_dir}
 ```
 

@@ -171,7 +171,7 @@ class TrainingRunner:
         """``accelerator.prepare`` (networks, optimisers and the loader of :meth:`loader`, in any order)."""
         prepared = self.accelerator.prepare(*objects)
         prepared = prepared if isinstance(prepared, tuple) else (prepared,)
-        for before, after in zip(objects, prepared):
+        for before, after in zip(objects, prepared, strict=True):
             if before is self._loader:
                 self._loader = after
         return prepared if len(prepared) > 1 else prepared[0]
