@@ -11,12 +11,13 @@ import typer
 from facetex_cli.batch import Done, expand_inputs, print_summary, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
+    DEVICE_OPTION,
     FACE_MODEL_OPTION,
-    FaceModelChoice,
-    face_model_for,
     OUT_OPTION,
     SKIP_OPTION,
+    FaceModelChoice,
     build_or_exit,
+    face_model_for,
     find_artifacts,
     outputs_exist,
     prepare_output_root,
@@ -24,6 +25,7 @@ from facetex_cli.common import (
 from stages.core.errors import BadInputError, FacetexError
 from stages.core.image_io import load_texture, save_png
 from stages.fit import FitResult
+from stages.models.device import resolve_device
 from stages.render import (
     compose_views,
     export_textured_mesh,
@@ -110,8 +112,9 @@ def render_command(
     subdivide: int = typer.Option(1, "--subdivide", min=0, max=3, help="Loop subdivision levels for smoother meshes."),
     glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
     skip_existing: bool = SKIP_OPTION,
-    debug: bool = DEBUG_OPTION,
     face_model: FaceModelChoice = FACE_MODEL_OPTION,
+    device: str = DEVICE_OPTION,
+    debug: bool = DEBUG_OPTION,
 ) -> None:
     """Render a UV texture on the fitted face and export a textured mesh.
 
@@ -128,6 +131,7 @@ def render_command(
     size = size if old_size is None else old_size
     angles = parse_angles(yaws)
     light = build_or_exit(lambda: load_sh(sh)) if sh is not None else None
+    torch_device = build_or_exit(lambda: resolve_device(device))  # where the deferred shading runs
     inputs = resolve_textures(textures)
     prepare_output_root(out)
     model, subdivide = face_model_for(face_model, subdivide)
@@ -142,12 +146,13 @@ def render_command(
             # One texture on several faces (`fit --face all`): one folder per face, named by the fit.
             target = out / (result.stem if len(fit_paths) > 1 else stem)
             views = render_views(texture, result, model, yaws=angles, pitch=pitch, size=size, sh=light,
-                                 subdivide=subdivide)
+                                 subdivide=subdivide, device=torch_device)
             for yaw, view in zip(angles, views, strict=True):
                 save_png(target / f"render_yaw{yaw:+04.0f}.png", view)
             save_png(target / "views.png", compose_views(views))
             if turntable:
-                write_turntable(target / "turntable.gif", texture, result, model, sh=light, subdivide=subdivide)
+                write_turntable(target / "turntable.gif", texture, result, model, sh=light, subdivide=subdivide,
+                                device=torch_device)
             export_textured_mesh(target, texture, result.vertices, model, label=result.stem, subdivide=subdivide,
                                  glb=glb)
             try:
@@ -156,7 +161,8 @@ def render_command(
                 notes.append(f"no render_fitted.png: {exc}")
             else:
                 save_png(target / "render_fitted.png",
-                         render_on_photo(rgb, texture, result, model, sh=light, subdivide=subdivide))
+                         render_on_photo(rgb, texture, result, model, sh=light, subdivide=subdivide,
+                                         device=torch_device))
             folders.append(target)
         return Done("; ".join(notes), folders)
 

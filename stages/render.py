@@ -54,8 +54,8 @@ def normalised_light(sh: np.ndarray) -> np.ndarray:
 
 
 def render_mesh(texture: np.ndarray, screen_vertices: np.ndarray, model: FaceModel, height: int, width: int,
-                *, normals_cam: np.ndarray | None = None,
-                sh: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                *, normals_cam: np.ndarray | None = None, sh: np.ndarray | None = None,
+                device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Render a textured mesh given in screen space.
 
     Args:
@@ -65,25 +65,27 @@ def render_mesh(texture: np.ndarray, screen_vertices: np.ndarray, model: FaceMod
         height, width: output size.
         normals_cam: ``(V, 3)`` camera-space normals, needed with ``sh``.
         sh: ``(9, 3)`` SH lighting applied as :func:`normalised_light` (None = unlit).
+        device: where the deferred shading runs (the z-buffer is the CPU rasterizer's either way).
 
     Returns:
         ``(rgb (H, W, 3) float32 in [0, 1], mask (H, W) bool)``.
     """
     frags = rasterize(screen_vertices, model.triangles, height, width)
-    tex = torch.from_numpy(np.ascontiguousarray(texture[..., :3], dtype=np.float32)).permute(2, 0, 1)[None]
+
+    def tensor(array: np.ndarray, dtype=np.float32) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)).to(device)
+
+    tex = tensor(texture[..., :3]).permute(2, 0, 1)[None]
     kwargs = {}
     if sh is not None:
         if normals_cam is None:
             raise ValueError("relighting needs normals")
-        kwargs = {"vert_normals": torch.from_numpy(np.asarray(normals_cam, dtype=np.float32)),
-                  "sh_coeffs": torch.from_numpy(normalised_light(sh))}
+        kwargs = {"vert_normals": tensor(normals_cam), "sh_coeffs": tensor(normalised_light(sh))}
     with torch.no_grad():
-        image, mask = shading.render(
-            torch.from_numpy(np.asarray(screen_vertices, dtype=np.float32)),
-            torch.from_numpy(model.triangles.astype(np.int64)),
-            torch.from_numpy(np.array(model.uv)), tex, torch.from_numpy(frags.triangle_id).long(), **kwargs)
-    rgb = image[0].permute(1, 2, 0).clamp(0, 1).numpy()
-    return rgb, mask[0, 0].numpy() > 0.5
+        image, mask = shading.render(tensor(screen_vertices), tensor(model.triangles, np.int64), tensor(model.uv),
+                                     tex, tensor(frags.triangle_id, np.int64), **kwargs)
+    rgb = image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+    return rgb, mask[0, 0].cpu().numpy() > 0.5
 
 
 def _posed(fit: FitResult, model: FaceModel, subdivide: int) -> tuple[FaceModel, np.ndarray]:
@@ -97,7 +99,7 @@ def _posed(fit: FitResult, model: FaceModel, subdivide: int) -> tuple[FaceModel,
 
 def render_on_photo(photo_rgb: np.ndarray, texture: np.ndarray, fit: FitResult, model: FaceModel, *,
                     sh: np.ndarray | None = None, subdivide: int = 1, margin: float = 0.3,
-                    crop: bool = True) -> np.ndarray:
+                    crop: bool = True, device: torch.device | str = "cpu") -> np.ndarray:
     """The textured face rendered at the fitted pose over the photo.
 
     Args:
@@ -115,7 +117,7 @@ def render_on_photo(photo_rgb: np.ndarray, texture: np.ndarray, fit: FitResult, 
         x0, y0, x1, y1 = crop_window(screen, height, width, margin=margin * np.ptp(screen[:, :2], axis=0).max())
     normals = fit.pose.rotate_normals(fine.vertex_normals(vertices)) if sh is not None else None
     rgb, mask = render_mesh(texture, screen - np.array([x0, y0, 0.0]), fine, y1 - y0, x1 - x0,
-                            normals_cam=normals, sh=sh)
+                            normals_cam=normals, sh=sh, device=device)
     out = photo_rgb[y0:y1, x0:x1].astype(np.float32) / 255.0
     out[mask] = rgb[mask]
     return to_uint8(out)
@@ -134,7 +136,7 @@ def view_pose(vertices: np.ndarray, yaw: float, pitch: float, size: int, fill: f
 
 def render_views(texture: np.ndarray, fit: FitResult, model: FaceModel, *, yaws=DEFAULT_YAWS,
                  pitch: float = 0.0, size: int = 512, sh: np.ndarray | None = None,
-                 subdivide: int = 1) -> list[np.ndarray]:
+                 subdivide: int = 1, device: torch.device | str = "cpu") -> list[np.ndarray]:
     """Render the per-image shape at novel angles.
 
     Every view uses the same scale (fitted to the frontal view), so the turntable does not pump.
@@ -152,7 +154,7 @@ def render_views(texture: np.ndarray, fit: FitResult, model: FaceModel, *, yaws=
         screen = pose.to_screen(vertices)
         screen[:, 0] += size / 2 - (screen[:, 0].max() + screen[:, 0].min()) / 2
         rgb, mask = render_mesh(texture, screen, fine, size, size,
-                                normals_cam=pose.rotate_normals(normals_model), sh=sh)
+                                normals_cam=pose.rotate_normals(normals_model), sh=sh, device=device)
         views.append(np.concatenate([rgb, mask[..., None].astype(np.float32)], axis=2))
     return views
 
@@ -165,13 +167,13 @@ def compose_views(views: list[np.ndarray], background: float = 0.16) -> np.ndarr
 
 def write_turntable(path: str | Path, texture: np.ndarray, fit: FitResult, model: FaceModel, *,
                     max_yaw: float = 60.0, step: float = 5.0, size: int = 320, sh: np.ndarray | None = None,
-                    subdivide: int = 1, frame_ms: int = 60) -> None:
+                    subdivide: int = 1, frame_ms: int = 60, device: torch.device | str = "cpu") -> None:
     """Write an animated GIF sweeping the yaw ``-max_yaw -> max_yaw -> -max_yaw``, atomically."""
     from PIL import Image
 
     forward = list(np.arange(-max_yaw, max_yaw + 1e-6, step))
     yaws = forward + forward[-2:0:-1]
-    frames = render_views(texture, fit, model, yaws=yaws, size=size, sh=sh, subdivide=subdivide)
+    frames = render_views(texture, fit, model, yaws=yaws, size=size, sh=sh, subdivide=subdivide, device=device)
     images = [Image.fromarray(to_uint8(compose_views([f]))) for f in frames]
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
