@@ -61,8 +61,8 @@ def complete_command(
                                       show_default="off"),
     model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
                                                          "unet`) or the appearance model for --method diffusion "
-                                                         "(`facetex train diffusion-appearance`).",
-                                   show_default="the shipped model of the method"),
+                                                         "(`facetex train diffusion-appearance`) or the detail VAE for --method uvapm (`facetex train detail-vae`).",
+                                   show_default="the shipped model of the method; uvapm: none (no detail)"),
     structure_dir: Path = typer.Option(None, "--structure-model",
                                        help="--method diffusion: the structure model (`facetex train "
                                             "diffusion-structure`) cross-assembled with --model.",
@@ -113,8 +113,8 @@ def complete_command(
                 raise typer.BadParameter(f"{flag} goes with --method {owner}", param_hint=flag)
             method_options[key] = value
     if model_dir is not None:
-        if method not in ("unet", "diffusion"):
-            raise typer.BadParameter("--model goes with --method unet or diffusion", param_hint="--model")
+        if method not in ("unet", "diffusion", "uvapm"):
+            raise typer.BadParameter("--model goes with --method unet, diffusion or uvapm", param_hint="--model")
         method_options["model_path"] = str(model_dir)
     diffusion_options = {"structure_path": None if structure_dir is None else str(structure_dir), "steps": steps,
                          "guidance": guidance, "seed": seed, "scheduler": scheduler, "colour_match": colour_match}

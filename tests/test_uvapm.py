@@ -204,3 +204,49 @@ def test_detail_ratio():
     smooth[:, size // 2:] = 0.5
     assert detail_ratio(smooth, seen, ~seen, region) < 0.01                   # a flat fill
     assert np.isnan(detail_ratio(detailed, seen, np.zeros_like(seen), region))
+
+
+@pytest.fixture(scope="module")
+def tiny_detail_vae(tmp_path_factory):
+    """A tiny detail VAE model folder (seeded initial weights: the plumbing, not the quality, is tested)."""
+    import torch
+
+    from stages.models.detail_vae import MODEL_TYPE, PRESETS, DetailDecoder, DetailEncoder
+    from stages.models.folder import save_pretrained
+
+    torch.manual_seed(0)
+    cfg = PRESETS["tiny"]
+    out = tmp_path_factory.mktemp("detail_vae") / "vae"
+    save_pretrained(out, {"encoder": DetailEncoder(cfg), "decoder": DetailDecoder(cfg)},
+                    {"encoder": cfg.to_dict(), "decoder": cfg.to_dict()}, model_type=MODEL_TYPE)
+    return out
+
+
+def test_uvapm_detail_model_changes_v_only_where_the_photo_saw_nothing(model, scene, tmp_path, tiny_detail_vae):
+    """``--model DETAIL_VAE``: stage 3 adds the decoder's V residual; the photo's seen texels stay as they
+    were, the hidden ones change in value (brightness) and hardly in hue/saturation; complete.json
+    records the model folder so evaluate can rebuild the method."""
+    from stages.complete import Completer, CompleteOptions
+    from stages.core.image_io import load_texture
+
+    def run(out, **extra):
+        options = CompleteOptions(method="uvapm", previews=False, glb=False, occlusion_mask=False,
+                                  method_options={"iterations": 8, **extra})
+        Completer(options, model=model, landmarker=object())._complete_face(
+            scene["photo"], scene["fit"], scene["unwrap"], out, {})
+        return load_texture(out / "uv_albedo.png")[..., :3]
+
+    plain = run(tmp_path / "plain")
+    detailed = run(tmp_path / "detail", model_path=str(tiny_detail_vae))
+    unwrap = scene["unwrap"]
+    seen = unwrap.confidence > 0
+    hidden = unwrap.layout_mask & ~seen
+    assert hidden.sum() > 1000
+    assert np.abs(detailed - plain)[seen].max() < 2 / 255                  # the photo's texels kept
+    hsv_plain, hsv_detail = (cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2HSV) for x in (plain, detailed))
+    dv = np.abs(hsv_detail[..., 2] - hsv_plain[..., 2])[hidden].mean()
+    ds = np.abs(hsv_detail[..., 1] - hsv_plain[..., 1])[hidden].mean()
+    assert dv > 0.003 and ds < 0.25 * dv, (dv, ds)
+    record = json.loads((tmp_path / "detail" / "complete.json").read_text())["completion"]
+    assert record["detail"].startswith("detail VAE")
+    assert record["model_files"]["model_path"]["path"].endswith("vae")

@@ -4,9 +4,10 @@
    small pose/shape refinement through the differentiable renderer, against the photo's seen skin
    (the unwrap's confidence says which texels may be fitted to, so a hidden-texel test stays honest).
 2. Detail (§3.4-3.5, stage 3): ``A = HSV(H_c, S_c, V_c + D(z))`` with ``D`` a decoder's residual on
-   the V channel and ``z`` optimised with the coarse fit held (:func:`fit_detail`). No detail decoder
-   ships yet (the VAE plugs into the learned-model runtime of issue 12): with ``decoder=None`` the
-   residual is zero and the albedo is the coarse one.
+   the V channel and ``z`` optimised with the coarse fit held (:func:`fit_detail`). ``D`` is the
+   decoder of a detail VAE (``facetex train detail-vae``, :mod:`stages.models.detail_vae`) given as
+   ``model_path`` (``complete --method uvapm --model DIR``); none ships, so without one the residual
+   is zero and the albedo is the coarse one.
 3. Outputs: ``uv_albedo.png`` (de-lit: the photo divided by the fitted shading where it was seen, the
    albedo elsewhere, composed seamlessly), ``lighting.json`` (the SH light, camera frame) and
    ``uv_complete.png``: the photo's texels where it saw them and the albedo under the fitted light
@@ -95,23 +96,31 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
 @register_method
 class UVAPMFill(CompletionMethod):
     """Options: ``pca_path`` (an ``AlbedoPCA`` h5; default the built-in London model), ``iterations``
-    (Adam steps of the coarse fit), ``seed``, ``render_size`` (side of the fit's image crop).
-    Needs the photo and its fit (:meth:`complete_fitted`)."""
+    (Adam steps of the coarse fit), ``seed``, ``render_size`` (side of the fit's image crop),
+    ``model_path`` (a detail VAE folder of ``facetex train detail-vae``: stage 3; default none, no
+    detail). Needs the photo and its fit (:meth:`complete_fitted`)."""
 
     name = "uvapm"
     description = ("PCA albedo + SH light fitted by differentiable rendering (UVAPM, Dai et al.): "
                    "writes uv_albedo.png and lighting.json too")
 
     def __init__(self, model, pca_path: str | None = None, iterations: int | None = None, seed: int = 0,
-                 render_size: int | None = None):
+                 render_size: int | None = None, model_path: str | None = None):
         super().__init__(model)
         self.pca = load_pca(pca_path)
         self.record_model_file("pca_path", pca_path or BUILTIN_PCA)
         defaults = AlbedoFitOptions()
         self.fit_options = AlbedoFitOptions(iterations=iterations or defaults.iterations, seed=seed,
                                             render_size=render_size or defaults.render_size)
-        #: The stage-3 detail decoder (None until a detail VAE exists; see :func:`fit_detail`).
+        #: The stage-3 detail decoder and its latent shape (None without ``model_path``: no detail).
         self.detail_decoder: DetailDecoder | None = None
+        self.detail_latent_shape: tuple[int, ...] = (4, 32, 32)
+        if model_path is not None:
+            from stages.models.detail_vae import load_detail_decoder
+
+            decoder, _ = load_detail_decoder(model_path)
+            self.detail_decoder, self.detail_latent_shape = decoder, decoder.latent_shape
+            self.record_model_file("model_path", model_path)
 
     def complete(self, unwrap: UnwrapResult) -> Completion:
         raise MissingArtifactError(unwrap.stem, "--method uvapm needs the photo and its fit.json "
@@ -131,7 +140,8 @@ class UVAPMFill(CompletionMethod):
         shade = texel_shading(normals, coarse_fit.lighting)
         delit = np.clip(unwrap.texture / shade, 0.0, 1.0)
         coarse = coarse_fit.albedo(self.pca, size)
-        detail = fit_detail(coarse, delit, unwrap.confidence, self.detail_decoder)
+        detail = fit_detail(coarse, delit, unwrap.confidence, self.detail_decoder, self.detail_latent_shape,
+                            seed=self.fit_options.seed)
         albedo_model = hsv_compose(coarse, detail)
         # The photo where it was seen, the model elsewhere: in albedo space and under the fitted light.
         albedo, _ = keep_photo_fill_prediction(albedo_model, dataclasses.replace(unwrap, texture=delit))
@@ -148,7 +158,7 @@ class UVAPMFill(CompletionMethod):
                     "pose": coarse_fit.pose.to_dict()}
         info = {"method": self.name, "visible_fraction": fraction(VISIBLE), "mirrored_fraction": fraction(MIRRORED),
                 "smooth_fraction": fraction(MODEL), "fit": coarse_fit.info,
-                "detail": "none (no detail decoder)" if self.detail_decoder is None else "decoder",
+                "detail": "none (no detail decoder)" if self.detail_decoder is None else "detail VAE (model_path)",
                 MODEL_FILES_KEY: self.model_files}
         return Completion(texture=texture, provenance=provenance, info=info,
                           extra_images={"uv_albedo.png": albedo}, extra_json={"lighting.json": lighting})
