@@ -61,7 +61,8 @@ def complete_command(
                                       show_default="off"),
     model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
                                                          "unet`) or the appearance model for --method diffusion "
-                                                         "(`facetex train diffusion-appearance`) or the detail VAE for --method uvapm (`facetex train detail-vae`).",
+                                                         "(`facetex train diffusion-appearance`) or the detail VAE "
+                                                         "for --method uvapm (`facetex train detail-vae`).",
                                    show_default="the shipped model of the method; uvapm: none (no detail)"),
     structure_dir: Path = typer.Option(None, "--structure-model",
                                        help="--method diffusion: the structure model (`facetex train "

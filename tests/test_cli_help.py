@@ -23,7 +23,7 @@ COMMANDS = list(_commands(typer.main.get_command(app)))
 def test_every_command_is_walked():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert {"fit", "unwrap", "pseudo-gt", "build-pca", "complete", "render", "evaluate", "train unet",
-            "train sampler", "train diffusion-appearance", "train diffusion-structure"} <= names
+            "train sampler", "train diffusion-appearance", "train diffusion-structure", "train detail-vae"} <= names
 
 
 @pytest.mark.parametrize("path,command", COMMANDS, ids=[" ".join(p) or "facetex" for p, _ in COMMANDS])

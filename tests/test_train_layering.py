@@ -17,8 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 INFERENCE_MODULES = ("stages.completion.unet", "stages.completion.diffusion", "stages.learned_unwrap",
                      "stages.diffusion.pipeline", "stages.models.uv_generator", "stages.models.uv_sampler",
-                     "stages.models.diffusion", "stages.models.detail_vae", "stages.completion.uvapm", "stages.complete",
-                     "stages.pseudo_gt")
+                     "stages.models.diffusion", "stages.models.detail_vae", "stages.completion.uvapm",
+                     "stages.complete", "stages.pseudo_gt")
 
 
 def _imported_by(module: str, register_methods: bool = True) -> list[str]:
