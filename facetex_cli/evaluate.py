@@ -12,7 +12,6 @@ from facetex_cli.batch import console, print_summary, run_batch
 from facetex_cli.common import DEBUG_OPTION, DEVICE_OPTION, artifact_folders, build_or_exit
 from stages.completion import available_methods
 from stages.core.errors import MissingArtifactError
-from stages.core.face_model import load_builtin_face_model
 
 
 def evaluate_command(
@@ -38,6 +37,8 @@ def evaluate_command(
 ) -> None:
     """Score completed textures: reprojection, hidden-texel completion, symmetry, optional feature metrics.
 
+    Each folder is scored with the face model its fit.json records (model_id: mediapipe or ict).
+
     Optional metrics whose model is not available are reported as "skipped: <reason>", never faked.
     """
     from stages.evaluate.stage import MethodResolver, OptionalModels, evaluate_result, run_settings, write_outputs
@@ -52,8 +53,7 @@ def evaluate_command(
     # An input that exists but holds no finished result is not "no such file": say what is wrong with it.
     empty = [Path(p) for p in missing if _exists(p)]
     missing = [p for p in missing if not _exists(p)]
-    model = load_builtin_face_model()
-    resolver = None if method == "none" else MethodResolver(model, override=method, device=device)
+    resolvers: dict[str, MethodResolver] = {}    # one per face model, each loading its methods once
     optional = build_or_exit(lambda: OptionalModels.load(clip=clip_model, dino=dino_model, inception=inception_model,
                                                          lpips=lpips_model, identity=identity), debug)
     for metric, reason in optional.skipped.items():
@@ -63,6 +63,9 @@ def evaluate_command(
     def process(folder: Path) -> str:
         if folder in empty:
             raise MissingArtifactError(folder, _no_results_reason(folder))
+        model = _face_model_of(folder)
+        resolver = None if method == "none" else resolvers.setdefault(
+            model.name, MethodResolver(model, override=method, device=device))
         scored = None if resolver is None else resolver.resolve(folder)
         evaluation = evaluate_result(folder, model, out / "images", method=scored, optional=optional)
         evaluations.append(evaluation)
@@ -80,6 +83,15 @@ def evaluate_command(
         write_outputs(out, evaluations, settings, optional, failures)
         console.print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'report.html'}", highlight=False)
     raise typer.Exit(print_summary(outcome, "evaluate"))
+
+
+def _face_model_of(folder: Path):
+    """The built-in face model a result was made with, from its fit.json's ``model_id``."""
+    from stages.core.ict import face_model_by_id
+    from stages.fit import FitResult
+
+    fit = FitResult.load(folder / "fit.json")
+    return face_model_by_id(fit.model_id, folder / "fit.json")
 
 
 def _exists(pattern: str) -> bool:

@@ -10,9 +10,11 @@ import typer
 from facetex_cli.batch import Done, print_summary, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
+    FACE_MODEL_OPTION,
     OUT_OPTION,
     PAPER_YIN,
     SKIP_OPTION,
+    FaceModelChoice,
     artifact_folders,
     build_or_exit,
     outputs_exist,
@@ -30,6 +32,7 @@ def pseudo_gt_command(
                               help=f"Ridge weight of the PCA fit ({PAPER_YIN}, Eq. 8)."),
     mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Fill hidden texels from seen mirror partners."),
     skip_existing: bool = SKIP_OPTION,
+    face_model: FaceModelChoice = FACE_MODEL_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Make the pseudo ground truth of each unwrap.
@@ -42,6 +45,10 @@ def pseudo_gt_command(
     from stages.pseudo_gt import pseudo_ground_truth
     from stages.unwrap import UnwrapResult
 
+    if face_model != "mediapipe":  # before any work: every PCA albedo model is built in that layout
+        raise typer.BadParameter(f"pseudo-gt fits a PCA albedo model, and PCA models exist only for the mediapipe "
+                                 f"UV layout; complete the {face_model} head with --method mirror or telea",
+                                 param_hint="--face-model")
     folders, missing = artifact_folders(unwraps, "unwrap.json")
     prepare_output_root(out)
     model = load_builtin_face_model()

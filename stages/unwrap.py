@@ -114,6 +114,10 @@ class UnwrapResult:
             info = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise MissingArtifactError(meta_path, f"unreadable ({exc})") from None
+        model = model or load_builtin_face_model()
+        if info.get("model_id", model.name) != model.name:  # e.g. an ICT unwrap read as the built-in mask
+            raise MissingArtifactError(meta_path, f"model_id: unwrapped with face model {info['model_id']!r}, "
+                                                  f"not {model.name!r} (the --face-model of every stage must agree)")
         rgba = load_texture(out_dir / "uv_texture.png")
         if rgba.shape[2] != 4:
             raise MissingArtifactError(out_dir / "uv_texture.png", "expected RGBA (alpha = confidence)")
@@ -125,7 +129,7 @@ class UnwrapResult:
         size = rgba.shape[0]
         if position.shape != (size, size, 3):
             raise MissingArtifactError(position_path, f"shape {position.shape} does not match the {size}^2 texture")
-        layout = uv_layout(model or load_builtin_face_model(), size)
+        layout = uv_layout(model, size)
         coverage = float((rgba[..., 3][layout.mask] > 0).mean()) if layout.mask.any() else 0.0
         if coverage < MIN_COVERAGE:
             raise MissingArtifactError(out_dir / "uv_texture.png",

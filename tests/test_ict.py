@@ -184,3 +184,41 @@ def test_ict_fit_of_a_real_photo_keeps_it_upright(ict, landmarker, astronaut_pat
     assert abs(fit.pose.euler[2]) < 20 and not fit.quality["upside_down"]
     assert fit.quality["fit_score"] < WARN_SCORE and not fit.quality["warnings"]
     assert fit.vertices.shape == (ict.n_vertices, 3)
+
+
+def test_evaluate_scores_an_ict_result_with_the_ict_model(ict, astronaut_path, tmp_path):
+    """`evaluate` reads the face model from fit.json (no option to disagree with the files); the
+    symmetry score pairs texels through the 3D mirror; a stage given the wrong model refuses in one line."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from facetex_cli.main import app
+    from stages.core.errors import MissingArtifactError
+    from stages.core.image_io import load_texture
+    from stages.core.uv import uv_layout
+    from stages.evaluate.metrics import symmetry_score
+    from stages.evaluate.stage import skin_uv_mask
+    from stages.unwrap import UnwrapResult
+
+    runner = CliRunner()
+    out = tmp_path / "out"
+    done = runner.invoke(app, ["complete", str(astronaut_path), "--face-model", "ict", "--uv-size", "256",
+                               "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    result = out / "astronaut"
+    scored = runner.invoke(app, ["evaluate", str(out), "--no-identity", "-o", str(tmp_path / "eval")])
+    assert scored.exit_code == 0, scored.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_image"]["astronaut"]["metrics"]
+    assert 18 < metrics["reproj_psnr"] < 40 and 10 < metrics["hidden_psnr"] < 40
+    texture = load_texture(result / "uv_complete.png")[..., :3]
+    layout = uv_layout(ict, 256)
+    mirrored = symmetry_score(texture, skin_uv_mask(ict, 256), mirror=layout.mirror)
+    assert metrics["symmetry_l1"] == pytest.approx(mirrored)
+    # A column flip pairs the face tile's skin (u < 0.5) with the head tile (u > 0.5): no pair, no score.
+    assert 0 < mirrored < 0.2 and np.isnan(symmetry_score(texture, skin_uv_mask(ict, 256)))
+    with pytest.raises(MissingArtifactError, match="model_id: unwrapped with face model 'ict-facekit-v1'"):
+        UnwrapResult.load(result)          # read as the built-in mask: refused, not resampled
+    refused = runner.invoke(app, ["pseudo-gt", str(out), "--face-model", "ict", "-o", str(tmp_path / "pgt")])
+    assert refused.exit_code == 2 and "Invalid value for --face-model: pseudo-gt fits a PCA" in refused.output
+    assert not (tmp_path / "pgt").exists()

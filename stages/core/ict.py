@@ -57,6 +57,25 @@ def load_face_model(name: str) -> FaceModel:
     raise ValueError(f"unknown face model {name!r}; choose from {', '.join(FACE_MODELS)}")
 
 
+def face_model_by_id(model_id: str, where: Path | str) -> FaceModel:
+    """The built-in face model whose ``FaceModel.name`` is ``model_id`` (as ``fit.json`` records it).
+
+    Lets a stage that reads a finished result (``evaluate``) score it with the model it was made
+    with, without a ``--face-model`` option that could disagree with the files.
+
+    Raises:
+        MissingArtifactError: no built-in model has that name (one line naming ``where``).
+    """
+    from stages.core.errors import MissingArtifactError
+
+    for name in FACE_MODELS:
+        model = load_face_model(name)
+        if model.name == model_id:
+            return model
+    known = ", ".join(f"{load_face_model(n).name} (--face-model {n})" for n in FACE_MODELS)
+    raise MissingArtifactError(where, f"model_id: {model_id!r} is not a built-in face model ({known})")
+
+
 @dataclass(frozen=True)
 class _FitSystem:
     """Per-model constants of :func:`fit_morphable`."""

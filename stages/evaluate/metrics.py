@@ -236,7 +236,7 @@ def seam_score(completed, reference, kept, filled) -> float:
     return float(np.concatenate(diffs_c).mean() - np.concatenate(diffs_r).mean())
 
 
-def symmetry_score(texture, mask=None) -> float:
+def symmetry_score(texture, mask=None, mirror=None) -> float:
     """Mean absolute left-right asymmetry of a UV texture.
 
     Protocol: the built-in UV layout is symmetric under ``u -> 1 - u``, so texel column ``j`` of an
@@ -244,14 +244,17 @@ def symmetry_score(texture, mask=None) -> float:
     ``|t[i, j, c] - t[i, S-1-j, c]|`` over channels ``c`` and over the texels where both ``mask[i, j]``
     and ``mask[i, S-1-j]`` are true (each mirror pair therefore counts twice, and the middle column
     of an odd-width map compares with itself). 0 = perfectly symmetric; ``nan`` when no texel
-    qualifies. ``mask=None`` = all texels.
+    qualifies. ``mask=None`` = all texels. ``mirror``: a layout that is not symmetric under
+    ``u -> 1 - u`` (the ICT head) passes its :meth:`stages.core.uv.UVLayout.mirror` (partner texels
+    found in 3D; a texel without a partner does not count).
     """
     t = _as_hwc(texture)
     m = _mask(mask, t.shape)
-    both = m & m[:, ::-1]
+    flip = mirror or (lambda image: image[:, ::-1])
+    both = m & flip(m)
     if not both.any():
         return float("nan")
-    return float(np.abs(t - t[:, ::-1])[both].mean())
+    return float(np.abs(t - flip(t))[both].mean())
 
 
 # --------------------------------------------------------------------------------------------

@@ -424,6 +424,7 @@ def evaluate_result(result_dir: Path, model: FaceModel, images_dir: Path, *, met
     captions: dict[str, str] = {}
     photo_crop = render_crop = None
 
+    subdivide = 0 if model.weld_index is not None else 1  # the ICT head: dense, split at UV seams
     yaw, pitch, roll = fit.pose.euler
     values["yaw"], values["pitch"], values["roll"] = float(yaw), float(pitch), float(roll)
     values["coverage"] = float(unwrap.info.get("coverage", float("nan")))
@@ -441,12 +442,13 @@ def evaluate_result(result_dir: Path, model: FaceModel, images_dir: Path, *, met
         render_crop = np.where(mask[..., None], render_crop, photo_crop)
         images["photo"] = _save(images_dir / f"{stem}_photo.png", photo_crop)
         images["render_fitted"] = _save(images_dir / f"{stem}_render_fitted.png",
-                                        render_on_photo(photo, texture, fit, model))
+                                        render_on_photo(photo, texture, fit, model, subdivide=subdivide))
 
-    views = render_views(texture, fit, model, yaws=(0, -45, 45), size=256)
+    views = render_views(texture, fit, model, yaws=(0, -45, 45), size=256, subdivide=subdivide)
     for name, view in zip(("render_frontal", "render_left45", "render_right45"), views, strict=True):
         images[name] = _save(images_dir / f"{stem}_{name}.png", view)
-    values["symmetry_l1"] = M.symmetry_score(texture, skin_uv_mask(model, unwrap.size))
+    values["symmetry_l1"] = M.symmetry_score(texture, skin_uv_mask(model, unwrap.size),
+                                             mirror=uv_layout(model, unwrap.size).mirror)  # ICT: mirror in 3D
     # Detail where the photo saw nothing vs the photo's own skin (stages.evaluate.detail).
     values["detail_ratio"] = detail_ratio(texture, unwrap.confidence > 0, unwrap.layout_mask & (unwrap.confidence <= 0),
                                           skin_uv_mask(model, unwrap.size))
