@@ -237,6 +237,53 @@ def robust_skin_model(lab: np.ndarray, iterations: int = 4, keep: float = 0.6) -
     return mean, cov
 
 
+#: Chromaticity offset (8-bit levels) and scale of the log-ratio features (0.01 log ~ 1 Lab unit).
+CHROMA_EPS, CHROMA_SCALE = 8.0, 100.0
+
+
+def skin_features(crop: np.ndarray) -> np.ndarray:
+    """``(h, w, 3)`` float32 features of a uint8 RGB crop: CIE L (0-100) and two log chromaticities,
+    ``CHROMA_SCALE * log(R/G)`` and ``log(B/G)`` (offset by :data:`CHROMA_EPS`). A multiplicative
+    shading change moves L only, so a skin-toned occluder of another tone (a hand) is told apart
+    from the face's own shadows by its chromaticity."""
+    rgb = crop.astype(np.float32) + CHROMA_EPS
+    out = np.empty(crop.shape, np.float32)
+    out[..., 0] = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)[..., 0] * (100.0 / 255.0)
+    log_g = np.log(rgb[..., 1])
+    out[..., 1] = CHROMA_SCALE * (np.log(rgb[..., 0]) - log_g)
+    out[..., 2] = CHROMA_SCALE * (np.log(rgb[..., 2]) - log_g)
+    return out
+
+
+def lightness_surface(lightness: np.ndarray, seed: np.ndarray, iterations: int = 4, keep: float = 0.6) -> np.ndarray:
+    """``(h, w)`` smooth shading estimate: a quadratic in ``x, y`` fitted to ``lightness`` on (at
+    most :data:`FIT_SAMPLES` of) the ``seed`` pixels by trimmed least squares (each round refits on
+    the ``keep`` share of smallest residuals, so occluders over part of the seed do not bend it)."""
+    h, w = lightness.shape
+    ys, xs = _subsample(np.nonzero(seed))
+    u, v = (xs - w / 2) / w, (ys - h / 2) / h
+    a = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
+    b = lightness[ys, xs].astype(np.float64)
+    use = np.ones(len(b), bool)
+    for _ in range(iterations):
+        au = a[use]
+        coef = np.linalg.solve(au.T @ au + 1e-6 * np.eye(6), au.T @ b[use])
+        r = np.abs(b - a @ coef)
+        use = r <= np.quantile(r, keep)
+    u = (np.arange(w) - w / 2) / w
+    v = ((np.arange(h) - h / 2) / h)[:, None]
+    return (coef[0] + coef[1] * u + coef[2] * v + coef[3] * u * u + coef[4] * u * v + coef[5] * v * v).astype(np.float32)
+
+
+#: The seed fits use at most this many pixels (an even stride over the seed; keeps the cost flat).
+FIT_SAMPLES = 1500
+
+
+def _subsample(index: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    step = max(1, len(index[0]) // FIT_SAMPLES)
+    return tuple(i[::step] for i in index)
+
+
 def _mahalanobis2(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
     diff = x - mean
     return np.einsum("...i,ij,...j->...", diff, np.linalg.inv(cov), diff)
@@ -265,9 +312,7 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     pts = (landmarks[:, :2] - [x0, y0]) * [w / (x1 - x0), h / (y1 - y0)]
 
     # 1. Skin colour model seeded from the central face.
-    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lab[..., 0] *= 100.0 / 255.0
-    lab[..., 1:] -= 128.0
+    lab = skin_features(crop)
     oval = _polygon((h, w), pts[list(FACE_OVAL)])
     regions = {name: _polygon((h, w), pts[list(idx)]) for name, idx in KEEP_REGIONS.items()}
     features = np.any(list(regions.values()), axis=0)
@@ -278,7 +323,10 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     seed = central & ~cv2.dilate(features.astype(np.uint8), kernel).astype(bool)
     if seed.sum() < 30:
         seed = oval & ~features
-    mean, cov = robust_skin_model(lab[seed])
+    # Lightness relative to a smooth shading surface (quadratic in x, y, robustly fitted on the seed):
+    # the face's own shading follows it, an occluder of skin's hue but another lightness does not.
+    lab[..., 0] -= lightness_surface(lab[..., 0], seed)
+    mean, cov = robust_skin_model(lab[_subsample(np.nonzero(seed))])
     diff = lab - mean
     darker = diff[..., 0] < 0
     diff[..., 0] *= np.where(darker, DARKER_WEIGHT, BRIGHTER_WEIGHT)
