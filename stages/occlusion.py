@@ -52,13 +52,15 @@ WORK_SIDE = 160
 #: Margin around the landmarks' box, as a fraction of its size.
 WINDOW_MARGIN = 0.15
 #: Skin-model threshold: Mahalanobis distance (in the inliers' spread) at which p(skin) = 0.5.
-SKIN_DISTANCE = 3.2
+SKIN_DISTANCE = 2.8
 #: Median of the chi-square distribution with 3 degrees of freedom (consistency of the trimmed fit).
 CHI2_3_MEDIAN = 2.366
 #: Minimum standard deviation of the skin model in L, a, b (photo noise, JPEG chroma blocks).
 SPREAD_FLOOR = (6.0, 2.5, 2.5)
 #: Lightness deviations count this much against skin when darker, and this much when brighter.
-DARKER_WEIGHT, BRIGHTER_WEIGHT = 0.45, 0.15
+DARKER_WEIGHT, BRIGHTER_WEIGHT = 0.6, 0.15
+#: Weight of a brighter pixel's desaturation (towards grey) against skin.
+HIGHLIGHT_WEIGHT = 0.7
 #: A semantic region is kept whole unless more than this share of the skin ring around it is rejected.
 RING_REJECTED_MAX = 0.5
 #: Feather width of the confidence ramp next to rejected texels, as a fraction of the UV size.
@@ -353,6 +355,11 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     mean, cov = robust_skin_model(lab[_subsample(np.nonzero(seed))])
     diff = lab - mean
     darker = diff[..., 0] < 0
+    # A specular highlight adds white light: brighter pixels may lose saturation (move towards grey).
+    towards_grey = -mean[1:] / max(1e-6, float(np.linalg.norm(mean[1:])))
+    along = diff[..., 1:] @ towards_grey
+    shift = np.where(~darker & (along > 0), along * (1.0 - HIGHLIGHT_WEIGHT), 0.0)
+    diff[..., 1:] -= shift[..., None] * towards_grey
     diff[..., 0] *= np.where(darker, DARKER_WEIGHT, BRIGHTER_WEIGHT)
     d = np.sqrt(_mahalanobis2(diff, np.zeros(3), cov))
     prob = 1.0 / (1.0 + np.exp(2.0 * (d - SKIN_DISTANCE)))
