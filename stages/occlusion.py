@@ -75,6 +75,7 @@ KEEP_REGIONS: dict[str, tuple[int, ...]] = {
     "lips": (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185),
     "nostrils": (48, 64, 98, 97, 2, 326, 327, 294, 278, 79, 309, 20, 250, 60, 290, 75, 305),
 }
+_MOUTH_R, _MOUTH_L = 61, 291  # mouth corners
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
              148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 
@@ -352,6 +353,11 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     # Lightness relative to a smooth shading surface (quadratic in x, y, robustly fitted on the seed):
     # the face's own shading follows it, an occluder of skin's hue but another lightness does not.
     lab[..., 0] -= lightness_surface(lab[..., 0], seed)
+    # The colour model is seeded above the mouth only: hands, scarves, microphones and beards
+    # cover the lower face most often.
+    upper = seed.copy()
+    upper[int(np.ceil(pts[[_MOUTH_R, _MOUTH_L], 1].mean())):] = False
+    seed = upper if upper.sum() >= 30 else seed
     mean, cov = robust_skin_model(lab[_subsample(np.nonzero(seed))])
     diff = lab - mean
     darker = diff[..., 0] < 0
