@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,6 +172,14 @@ class SkinSegmenter:
         self._selfie = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) if background else None
         self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=0,
                                                min_detection_confidence=0.5) if hands else None
+        # The two graphs run in worker threads while the colour model is computed (MediaPipe
+        # releases the GIL while it waits): on 2 cores this hides most of the colour model's cost.
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="skin")
+
+    def start(self, crop: np.ndarray) -> tuple[Future, Future]:
+        """Run :meth:`person` and :meth:`hands` on ``crop`` in the background; returns their futures."""
+        crop = np.ascontiguousarray(crop)
+        return self._pool.submit(self.person, crop), self._pool.submit(self.hands, crop)
 
     def person(self, crop: np.ndarray) -> np.ndarray | None:
         """``(h, w)`` float32 person probability of a uint8 RGB crop (None without the model)."""
@@ -187,6 +196,7 @@ class SkinSegmenter:
         return [np.array([(p.x * w, p.y * h) for p in hand.landmark]) for hand in found]
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         for graph in (self._selfie, self._hands):
             if graph is not None:
                 graph.close()
@@ -279,7 +289,7 @@ def lightness_surface(lightness: np.ndarray, seed: np.ndarray, iterations: int =
 
 
 #: The seed fits use at most this many pixels (an even stride over the seed; keeps the cost flat).
-FIT_SAMPLES = 1500
+FIT_SAMPLES = 800
 
 
 def _subsample(index: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
@@ -337,6 +347,7 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     w, h = max(2, round((x1 - x0) * k)), max(2, round((y1 - y0) * k))
     crop = cv2.resize(rgb[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA)
     pts = (landmarks[:, :2] - [x0, y0]) * [w / (x1 - x0), h / (y1 - y0)]
+    person_job, hands_job = segmenter.start(crop)  # steps 2 and 3 run while step 1 is computed
 
     # 1. Skin colour model seeded from the central face.
     lab = skin_features(crop)
@@ -371,11 +382,11 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     prob = 1.0 / (1.0 + np.exp(2.0 * (d - SKIN_DISTANCE)))
 
     # 2. Background.
-    person = segmenter.person(crop)
+    person = person_job.result()
     if person is not None:
         prob *= np.clip((person - 0.2) / 0.4, 0.0, 1.0)
     # 3. Hands: the hull of the 21 points, grown by about a finger's width.
-    hands = segmenter.hands(crop)
+    hands = hands_job.result()
     for hand in hands:
         finger = max(1, round(0.12 * np.ptp(hand[:, 0]) + 0.12 * np.ptp(hand[:, 1])))
         area = cv2.dilate(_polygon((h, w), hand).astype(np.uint8),
@@ -401,8 +412,8 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
 
     # A light blur gives the rejected region a smooth outline at photo resolution.
     prob = cv2.GaussianBlur(prob, (0, 0), 0.8)
+    np.clip(prob, 0.0, 1.0, out=prob)  # (bilinear upsampling stays inside [0, 1])
     prob_full[y0:y1, x0:x1] = cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    np.clip(prob_full, 0.0, 1.0, out=prob_full)
     rejected = float((prob[oval] < REJECT_BELOW).mean()) if oval.any() else 0.0
     info = {"window": [x0, y0, x1, y1], "hands": len(hands), "kept_regions": kept, "covered_regions": covered,
             "skin_lab_mean": [round(float(v), 2) for v in mean], "rejected_face_fraction": round(rejected, 4)}
