@@ -149,3 +149,56 @@ def test_skin_mask_files_round_trip(astronaut_path, landmarker, model, tmp_path)
     save_fit(fit_photo(photo, landmarker, model=model, occlusion_mask=False)[0], photo.rgb, tmp_path, model)
     assert FitResult.load(tmp_path / "fit.json").skin is None
     assert not (tmp_path / "skin_mask.png").exists()
+
+
+@pytest.fixture(scope="module")
+def mirror_results(astronaut_path, tmp_path_factory):
+    """`complete --method mirror --uv-size 256` result folders of the astronaut, with and without the mask."""
+    from stages.complete import CompleteOptions, Completer
+
+    folders = {}
+    for mask in (True, False):
+        out = tmp_path_factory.mktemp(f"mirror_mask_{mask}")
+        Completer(CompleteOptions(method="mirror", uv_size=256, glb=False, previews=False,
+                                  occlusion_mask=mask)).run(astronaut_path, out)
+        folders[mask] = out
+    return folders
+
+
+def test_evaluate_occlusion_flag_adds_the_protocol_metrics(mirror_results, model, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from facetex_cli.main import app
+    from stages.evaluate.occlusion import OCCLUDERS, run_occlusion_protocol
+
+    def evaluate(folder, out, *flags):
+        result = CliRunner().invoke(app, ["evaluate", str(folder), "-o", str(out), "--no-identity", *flags])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "metrics.json").read_text())
+
+    # Off by default: no extra completions, no occlusion metrics.
+    plain = evaluate(mirror_results[True], tmp_path / "plain")
+    assert "leak_rate" not in plain["per_image"]["astronaut"]["metrics"]
+    assert plain["settings"]["occlusion"] == "off (--no-occlusion)"
+
+    data = evaluate(mirror_results[True], tmp_path / "masked", "--occlusion")
+    metrics = data["per_image"]["astronaut"]["metrics"]
+    # The values are the protocol's own (means over the occluders, same method, mask and UV size).
+    folder = mirror_results[True] / "astronaut"
+    fit = FitResult.load(folder / "fit.json")
+    scores = run_occlusion_protocol(fit.load_fitted_photo(), fit, model, get_method("mirror").load(model),
+                                    mask=True, uv_size=256)
+    assert metrics["leak_rate"] == pytest.approx(np.mean([scores[k]["leak"] for k in OCCLUDERS]), abs=1e-9)
+    assert metrics["occlusion_psnr"] == pytest.approx(np.mean([scores[k]["occlusion_psnr"] for k in OCCLUDERS]),
+                                                      abs=1e-6)
+    assert metrics["leak_rate"] < 0.15
+    assert {"occlusion_psnr", "leak_rate"} <= set(data["aggregate"])
+    assert data["settings"]["occlusion"]["occluders"] == list(OCCLUDERS)
+    html = (tmp_path / "masked" / "report.html").read_text()
+    assert "leak_rate" in html and "occlusion_psnr" in html
+    # A folder completed without the mask is scored without it: the occluders leak.
+    unmasked = evaluate(mirror_results[False], tmp_path / "unmasked", "--occlusion")["per_image"]["astronaut"]
+    assert unmasked["metrics"]["leak_rate"] > 0.8
+    assert unmasked["metrics"]["occlusion_psnr"] < metrics["occlusion_psnr"] - 3
