@@ -40,6 +40,9 @@ def main() -> int:
     parser.add_argument("--uv-size", type=int, default=512)
     parser.add_argument("--work", type=Path, default=REPO / "bench_out")
     parser.add_argument("--json", type=Path, help="also write the summary here")
+    parser.add_argument("--seed-per-photo", action="store_true",
+                        help="vary the occluders' colours, widths and sides per photo (default: the same seeds on "
+                             "every photo, so e.g. the hand is always the darkest palette tone)")
     args = parser.parse_args()
 
     from facetex_cli.batch import quiet_native_stderr
@@ -62,7 +65,8 @@ def main() -> int:
     mask_ms = []
     for set_name, photos in photo_sets(args.sets).items():
         rows = {"before": [], "after": []}
-        for path in photos:
+        for index, path in enumerate(photos):
+            seed = index * len(OCCLUDERS) if args.seed_per_photo else 0
             cached = args.work / "completion" / "cache" / set_name / path.stem / "fit.json"
             try:
                 photo = load_photo(path)
@@ -82,7 +86,7 @@ def main() -> int:
                 mask_ms.append(min(_timed_ms(segment_skin, photo.rgb, fit.landmarks) for _ in range(5)))
                 for label, mask in (("before", False), ("after", True)):
                     rows[label].append(run_occlusion_protocol(photo.rgb, fit, model, method, mask=mask,
-                                                              uv_size=args.uv_size))
+                                                              uv_size=args.uv_size, seed=seed))
         n = len(rows["after"])
         print(f"\n{set_name}: {n} near-frontal photos x {len(OCCLUDERS)} occluders, --method {args.method}, "
               f"UV {args.uv_size}; medians over photos\n")

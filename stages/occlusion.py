@@ -285,7 +285,8 @@ def lightness_surface(lightness: np.ndarray, seed: np.ndarray, iterations: int =
         use = r <= np.quantile(r, keep)
     u = (np.arange(w) - w / 2) / w
     v = ((np.arange(h) - h / 2) / h)[:, None]
-    return (coef[0] + coef[1] * u + coef[2] * v + coef[3] * u * u + coef[4] * u * v + coef[5] * v * v).astype(np.float32)
+    surface = coef[0] + coef[1] * u + coef[2] * v + coef[3] * u * u + coef[4] * u * v + coef[5] * v * v
+    return surface.astype(np.float32)
 
 
 #: The seed fits use at most this many pixels (an even stride over the seed; keeps the cost flat).
