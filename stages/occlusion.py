@@ -53,7 +53,7 @@ WORK_SIDE = 160
 #: Margin around the landmarks' box, as a fraction of its size.
 WINDOW_MARGIN = 0.15
 #: Skin-model threshold: Mahalanobis distance (in the inliers' spread) at which p(skin) = 0.5.
-SKIN_DISTANCE = 2.8
+SKIN_DISTANCE = 3.2
 #: Median of the chi-square distribution with 3 degrees of freedom (consistency of the trimmed fit).
 CHI2_3_MEDIAN = 2.366
 #: Minimum standard deviation of the skin model in L, a, b (photo noise, JPEG chroma blocks).
@@ -298,30 +298,6 @@ def _subsample(index: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     return tuple(i[::step] for i in index)
 
 
-#: An interior rejected blob is restored when smaller than this share of the face oval and at
-#: least this thick (half-width, in working pixels).
-BLOB_AREA_MAX, BLOB_HALF_WIDTH_MIN = 0.04, 2.5
-
-
-def restore_interior_blobs(prob: np.ndarray, oval: np.ndarray) -> None:
-    """Set ``prob`` (``(h, w)``, in place) to 1 on rejected blobs that lie wholly inside ``oval``
-    (``(h, w)`` bool, not touching its border), cover less than :data:`BLOB_AREA_MAX` of it and are
-    at least :data:`BLOB_HALF_WIDTH_MIN` thick: what a shading-invariant colour model still rejects
-    on clean skin (specular highlights, deep eye-socket or nostril shadows)."""
-    rejected = (prob < REJECT_BELOW).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(rejected, connectivity=8)
-    if count <= 1:
-        return
-    inner = cv2.erode(oval.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    outside = np.bincount(labels[~inner & (rejected > 0)], minlength=count) > 0
-    thickness = np.zeros(count, np.float32)
-    np.maximum.at(thickness, labels.ravel(), cv2.distanceTransform(rejected, cv2.DIST_L2, 3).ravel())
-    small = stats[:, cv2.CC_STAT_AREA] < BLOB_AREA_MAX * max(1, int(oval.sum()))
-    restore = ~outside & small & (thickness >= BLOB_HALF_WIDTH_MIN)
-    restore[0] = False
-    prob[restore[labels]] = 1.0
-
-
 def _mahalanobis2(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
     diff = x - mean
     return np.einsum("...i,ij,...j->...", diff, np.linalg.inv(cov), diff)
@@ -393,10 +369,6 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
         area = cv2.dilate(_polygon((h, w), hand).astype(np.uint8),
                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * finger + 1, 2 * finger + 1)))
         prob[area > 0] = 0.0
-
-    # Small, thick blobs rejected inside the face (a highlight, an eye-socket shadow) are skin: an
-    # occluder reaches in from outside the face, is large, or is thin (a strand).
-    restore_interior_blobs(prob, oval)
 
     # 4. Keep brows, eyes, lips and nostrils unless the skin around them is covered.
     kept, covered = [], []
