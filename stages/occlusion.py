@@ -8,7 +8,8 @@ and are recorded in ``uv_occluded.png``. Every completion method treats ``confid
 unseen, and the mirror fills a texel only from a partner with a larger confidence, so a rejected
 texel is never kept and never mirrored.
 
-The segmentation, on the face window downscaled to :data:`WORK_SIDE` pixels (cost ~10 ms a photo):
+The segmentation, on the face window downscaled to :data:`WORK_SIDE` pixels (~10-15 ms a photo on 2
+cores: the two MediaPipe graphs run in worker threads while the colour model is computed):
 
 1. a per-photo skin colour model: a robust Gaussian in CIE Lab fitted to the central face (cheeks,
    nose, forehead, chin; eyes, brows and mouth left out), iteratively trimmed so strands, a hand or
@@ -59,9 +60,7 @@ CHI2_3_MEDIAN = 2.366
 #: Minimum standard deviation of the skin model in L, a, b (photo noise, JPEG chroma blocks).
 SPREAD_FLOOR = (6.0, 2.5, 2.5)
 #: Lightness deviations count this much against skin when darker, and this much when brighter.
-DARKER_WEIGHT, BRIGHTER_WEIGHT = 0.6, 0.15
-#: Weight of a brighter pixel's desaturation (towards grey) against skin.
-HIGHLIGHT_WEIGHT = 0.7
+DARKER_WEIGHT, BRIGHTER_WEIGHT = 0.45, 0.15
 #: A semantic region is kept whole unless more than this share of the skin ring around it is rejected.
 RING_REJECTED_MAX = 0.5
 #: Feather width of the confidence ramp next to rejected texels, as a fraction of the UV size.
@@ -76,7 +75,6 @@ KEEP_REGIONS: dict[str, tuple[int, ...]] = {
     "lips": (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185),
     "nostrils": (48, 64, 98, 97, 2, 326, 327, 294, 278, 79, 309, 20, 250, 60, 290, 75, 305),
 }
-_MOUTH_R, _MOUTH_L = 61, 291  # mouth corners
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
              148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 
@@ -250,46 +248,7 @@ def robust_skin_model(lab: np.ndarray, iterations: int = 4, keep: float = 0.6) -
     return mean, cov
 
 
-#: Chromaticity offset (8-bit levels) and scale of the log-ratio features (0.01 log ~ 1 Lab unit).
-CHROMA_EPS, CHROMA_SCALE = 8.0, 100.0
-
-
-def skin_features(crop: np.ndarray) -> np.ndarray:
-    """``(h, w, 3)`` float32 features of a uint8 RGB crop: CIE L (0-100) and two log chromaticities,
-    ``CHROMA_SCALE * log(R/G)`` and ``log(B/G)`` (offset by :data:`CHROMA_EPS`). A multiplicative
-    shading change moves L only, so a skin-toned occluder of another tone (a hand) is told apart
-    from the face's own shadows by its chromaticity."""
-    rgb = crop.astype(np.float32) + CHROMA_EPS
-    out = np.empty(crop.shape, np.float32)
-    out[..., 0] = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)[..., 0] * (100.0 / 255.0)
-    log_g = np.log(rgb[..., 1])
-    out[..., 1] = CHROMA_SCALE * (np.log(rgb[..., 0]) - log_g)
-    out[..., 2] = CHROMA_SCALE * (np.log(rgb[..., 2]) - log_g)
-    return out
-
-
-def lightness_surface(lightness: np.ndarray, seed: np.ndarray, iterations: int = 4, keep: float = 0.6) -> np.ndarray:
-    """``(h, w)`` smooth shading estimate: a quadratic in ``x, y`` fitted to ``lightness`` on (at
-    most :data:`FIT_SAMPLES` of) the ``seed`` pixels by trimmed least squares (each round refits on
-    the ``keep`` share of smallest residuals, so occluders over part of the seed do not bend it)."""
-    h, w = lightness.shape
-    ys, xs = _subsample(np.nonzero(seed))
-    u, v = (xs - w / 2) / w, (ys - h / 2) / h
-    a = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
-    b = lightness[ys, xs].astype(np.float64)
-    use = np.ones(len(b), bool)
-    for _ in range(iterations):
-        au = a[use]
-        coef = np.linalg.solve(au.T @ au + 1e-6 * np.eye(6), au.T @ b[use])
-        r = np.abs(b - a @ coef)
-        use = r <= np.quantile(r, keep)
-    u = (np.arange(w) - w / 2) / w
-    v = ((np.arange(h) - h / 2) / h)[:, None]
-    surface = coef[0] + coef[1] * u + coef[2] * v + coef[3] * u * u + coef[4] * u * v + coef[5] * v * v
-    return surface.astype(np.float32)
-
-
-#: The seed fits use at most this many pixels (an even stride over the seed; keeps the cost flat).
+#: The seed fit uses at most this many pixels (an even stride over the seed; keeps the cost flat).
 FIT_SAMPLES = 800
 
 
@@ -327,7 +286,9 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     person_job, hands_job = segmenter.start(crop)  # steps 2 and 3 run while step 1 is computed
 
     # 1. Skin colour model seeded from the central face.
-    lab = skin_features(crop)
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab[..., 0] *= 100.0 / 255.0
+    lab[..., 1:] -= 128.0
     oval = _polygon((h, w), pts[list(FACE_OVAL)])
     regions = {name: _polygon((h, w), pts[list(idx)]) for name, idx in KEEP_REGIONS.items()}
     features = np.any(list(regions.values()), axis=0)
@@ -338,22 +299,9 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     seed = central & ~cv2.dilate(features.astype(np.uint8), kernel).astype(bool)
     if seed.sum() < 30:
         seed = oval & ~features
-    # Lightness relative to a smooth shading surface (quadratic in x, y, robustly fitted on the seed):
-    # the face's own shading follows it, an occluder of skin's hue but another lightness does not.
-    lab[..., 0] -= lightness_surface(lab[..., 0], seed)
-    # The colour model is seeded above the mouth only: hands, scarves, microphones and beards
-    # cover the lower face most often.
-    upper = seed.copy()
-    upper[int(np.ceil(pts[[_MOUTH_R, _MOUTH_L], 1].mean())):] = False
-    seed = upper if upper.sum() >= 30 else seed
     mean, cov = robust_skin_model(lab[_subsample(np.nonzero(seed))])
     diff = lab - mean
     darker = diff[..., 0] < 0
-    # A specular highlight adds white light: brighter pixels may lose saturation (move towards grey).
-    towards_grey = -mean[1:] / max(1e-6, float(np.linalg.norm(mean[1:])))
-    along = diff[..., 1:] @ towards_grey
-    shift = np.where(~darker & (along > 0), along * (1.0 - HIGHLIGHT_WEIGHT), 0.0)
-    diff[..., 1:] -= shift[..., None] * towards_grey
     diff[..., 0] *= np.where(darker, DARKER_WEIGHT, BRIGHTER_WEIGHT)
     d = np.sqrt(_mahalanobis2(diff, np.zeros(3), cov))
     prob = 1.0 / (1.0 + np.exp(2.0 * (d - SKIN_DISTANCE)))

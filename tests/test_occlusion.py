@@ -27,12 +27,11 @@ from stages.unwrap import UnwrapResult, unwrap_photo
 from tests.test_roundtrip import face_texture  # noqa: F401  (the astronaut's completed texture, a fixture)
 from tests.test_unwrap_render import synthetic_fit
 
-#: Drawn occluder colours (RGB): a green strand set, a blue sunglasses bar, and a "hand" blob of
-#: another skin tone (a palette tone of the occlusion protocol: log chromaticity R/G 0.40, B/G -0.31
-#: against the astronaut's 0.15, -0.12). A blob of the face's own chromaticity, lighter or darker,
-#: passes the colour model (it tolerates shading), as does a pale pink-white one brighter than the
-#: face (it reads as a highlight): those need the hand detector, which a drawn blob does not trigger.
-STRAND, BAR, BLOB = (40, 160, 60), (25, 25, 110), (160, 105, 75)
+#: Drawn occluder colours (RGB): a green strand set, a blue sunglasses bar, a pale rosy skin-tone
+#: "hand" blob (Lab chroma a 14, b 5 against the astronaut's yellower skin). A blob of the face's own
+#: chroma, lighter or darker, passes the colour model (it tolerates shading): that case needs the
+#: hand detector, which a drawn blob does not trigger.
+STRAND, BAR, BLOB = (40, 160, 60), (25, 25, 110), (240, 200, 200)
 #: Stated bound: the rejected pixels overlap the drawn occluder (inside the face) with IoU above this.
 IOU_MIN = 0.5
 
