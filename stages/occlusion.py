@@ -135,7 +135,7 @@ def save_skin_mask(skin: SkinMask | None, out_dir: str | Path, rgb: np.ndarray) 
         (Path(out_dir) / name).unlink(missing_ok=True)
 
 
-def skin_overlay(rgb: np.ndarray, prob: np.ndarray, max_side: int = 1024) -> np.ndarray:
+def skin_overlay(rgb: np.ndarray, prob: np.ndarray, max_side: int = 640) -> np.ndarray:
     """``(H', W', 3)`` uint8: the photo with rejected pixels tinted magenta and the kept border drawn."""
     factor = min(1.0, max_side / max(rgb.shape[:2]))
     size = (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor))
