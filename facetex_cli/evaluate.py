@@ -22,6 +22,9 @@ def evaluate_command(
         help="Completion method of the hidden-texel benchmark: a name overrides the one each folder's "
              "complete.json records ('none' skips the benchmark).",
         show_default="the method recorded in complete.json"),
+    occlusion: bool = typer.Option(False, "--occlusion/--no-occlusion",
+                                   help="Also run the occlusion protocol (synthetic occluders pasted on the photo, "
+                                        "5 extra completions a photo): occlusion_psnr and leak_rate."),
     identity: bool = typer.Option(True, "--identity/--no-identity",
                                   help="Identity cosine with dlib's ResNet when face-recognition-models is installed."),
     clip_model: str = typer.Option(None, "--clip-model", help="TorchScript CLIP image encoder.",
@@ -67,19 +70,22 @@ def evaluate_command(
         resolver = None if method == "none" else resolvers.setdefault(
             model.name, MethodResolver(model, override=method, device=device))
         scored = None if resolver is None else resolver.resolve(folder)
-        evaluation = evaluate_result(folder, model, out / "images", method=scored, optional=optional)
+        evaluation = evaluate_result(folder, model, out / "images", method=scored, optional=optional,
+                                     occlusion=occlusion)
         evaluations.append(evaluation)
         m = evaluation.metrics
         parts = [f"reproj PSNR {m['reproj_psnr']:.2f}" if m.get("reproj_psnr") is not None else "no photo"]
         if m.get("hidden_psnr") is not None:
             parts.append(f"hidden PSNR {m['hidden_psnr']:.2f} ({evaluation.hidden_texel['method']})")
+        if m.get("leak_rate") is not None:
+            parts.append(f"occlusion PSNR {m['occlusion_psnr']:.2f}, leak {m['leak_rate']:.1%}")
         return ", ".join(parts)
 
     outcome = run_batch(empty + folders, process, name_of=lambda p: p.name, missing=missing, description="evaluate",
                         debug=debug)
     failures = {r.name: r.detail for r in outcome if r.status == "failed"}
     if evaluations:
-        settings = run_settings(evaluations, None if method == "none" else (method or "recorded"))
+        settings = run_settings(evaluations, None if method == "none" else (method or "recorded"), occlusion)
         write_outputs(out, evaluations, settings, optional, failures)
         console.print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'report.html'}", highlight=False)
     raise typer.Exit(print_summary(outcome, "evaluate"))

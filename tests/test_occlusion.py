@@ -12,7 +12,16 @@ import pytest
 from stages.completion import MIRRORED, VISIBLE, get_method
 from stages.core.image_io import Photo, load_photo
 from stages.fit import FitResult, fit_photo, save_fit
-from stages.occlusion import KEEP_REGIONS, REJECT_BELOW, SkinMask, apply_skin_mask, segment_skin
+from stages.occlusion import (
+    KEEP_REGIONS,
+    REJECT_BELOW,
+    WORK_SIDE,
+    SkinMask,
+    SkinSegmenter,
+    apply_skin_mask,
+    face_window,
+    segment_skin,
+)
 from stages.render import render_mesh
 from stages.unwrap import UnwrapResult, unwrap_photo
 from tests.test_roundtrip import face_texture  # noqa: F401  (the astronaut's completed texture, a fixture)
@@ -149,3 +158,117 @@ def test_skin_mask_files_round_trip(astronaut_path, landmarker, model, tmp_path)
     save_fit(fit_photo(photo, landmarker, model=model, occlusion_mask=False)[0], photo.rgb, tmp_path, model)
     assert FitResult.load(tmp_path / "fit.json").skin is None
     assert not (tmp_path / "skin_mask.png").exists()
+
+
+@pytest.fixture(scope="module")
+def mirror_results(astronaut_path, tmp_path_factory):
+    """`complete --method mirror --uv-size 256` result folders of the astronaut, with and without the mask."""
+    from stages.complete import CompleteOptions, Completer
+
+    folders = {}
+    for mask in (True, False):
+        out = tmp_path_factory.mktemp(f"mirror_mask_{mask}")
+        Completer(CompleteOptions(method="mirror", uv_size=256, glb=False, previews=False,
+                                  occlusion_mask=mask)).run(astronaut_path, out)
+        folders[mask] = out
+    return folders
+
+
+def test_evaluate_occlusion_flag_adds_the_protocol_metrics(mirror_results, model, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from facetex_cli.main import app
+    from stages.evaluate.occlusion import OCCLUDERS, run_occlusion_protocol
+
+    def evaluate(folder, out, *flags):
+        result = CliRunner().invoke(app, ["evaluate", str(folder), "-o", str(out), "--no-identity", *flags])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "metrics.json").read_text())
+
+    # Off by default: no extra completions, no occlusion metrics.
+    plain = evaluate(mirror_results[True], tmp_path / "plain")
+    assert "leak_rate" not in plain["per_image"]["astronaut"]["metrics"]
+    assert plain["settings"]["occlusion"] == "off (--no-occlusion)"
+
+    data = evaluate(mirror_results[True], tmp_path / "masked", "--occlusion")
+    metrics = data["per_image"]["astronaut"]["metrics"]
+    # The values are the protocol's own (means over the occluders, same method, mask and UV size).
+    folder = mirror_results[True] / "astronaut"
+    fit = FitResult.load(folder / "fit.json")
+    scores = run_occlusion_protocol(fit.load_fitted_photo(), fit, model, get_method("mirror").load(model),
+                                    mask=True, uv_size=256)
+    assert metrics["leak_rate"] == pytest.approx(np.mean([scores[k]["leak"] for k in OCCLUDERS]), abs=1e-9)
+    assert metrics["occlusion_psnr"] == pytest.approx(np.mean([scores[k]["occlusion_psnr"] for k in OCCLUDERS]),
+                                                      abs=1e-6)
+    assert metrics["leak_rate"] < 0.15
+    assert {"occlusion_psnr", "leak_rate"} <= set(data["aggregate"])
+    assert data["settings"]["occlusion"]["occluders"] == list(OCCLUDERS)
+    html = (tmp_path / "masked" / "report.html").read_text()
+    assert "leak_rate" in html and "occlusion_psnr" in html
+    # A folder completed without the mask is scored without it: the occluders leak.
+    unmasked = evaluate(mirror_results[False], tmp_path / "unmasked", "--occlusion")["per_image"]["astronaut"]
+    assert unmasked["metrics"]["leak_rate"] > 0.8
+    assert unmasked["metrics"]["occlusion_psnr"] < metrics["occlusion_psnr"] - 3
+
+
+class _InjectedHands(SkinSegmenter):
+    """The real selfie graph, and a palm detector that 'finds' the given hand (photo pixels)."""
+
+    def __init__(self, hand_px: np.ndarray | None, window: tuple[int, int, int, int], crop_scale: float):
+        super().__init__(hands=False, background=True)
+        self.hand_px, self.window, self.crop_scale = hand_px, window, crop_scale
+
+    def hands(self, crop: np.ndarray) -> list[np.ndarray]:
+        if self.hand_px is None:
+            return []
+        return [(self.hand_px - self.window[:2]) * self.crop_scale]
+
+
+def test_detected_hand_is_rejected_even_in_the_face_colour(occluded_render):
+    """A hand in the face's own colour passes the colour model; the hand detector's result removes it
+    (and wins over the keep rule for the lips it covers). The detector result is injected: the
+    MediaPipe palm detector does not fire on a hand drawn from shapes."""
+    _, _, inside, fit, clean = occluded_render
+    p = fit.landmarks[:, :2]
+    width = float(p[454, 0] - p[234, 0])
+    skin = np.median(clean[(clean.shape[0] * 45) // 100:(clean.shape[0] * 55) // 100,
+                           int(p[234, 0] + 0.2 * width):int(p[454, 0] - 0.2 * width)].reshape(-1, 3), axis=0)
+    image, hand = clean.copy(), np.zeros(clean.shape[:2], np.uint8)
+    palm = (int(p[152, 0]), int(p[152, 1]))
+    for canvas, value in ((image, tuple(int(v) for v in skin)), (hand, 1)):
+        cv2.ellipse(canvas, palm, (int(0.25 * width), int(0.2 * width)), 0, 0, 360, value, -1)
+        for i in range(4):  # fingers up over the mouth
+            x = int(palm[0] + (-0.18 + 0.12 * i) * width)
+            cv2.line(canvas, (x, palm[1]), (x, int(p[13, 1] - 0.05 * width)), value, int(0.08 * width))
+    hand = hand.astype(bool) & inside
+    # 21 "landmarks" on the drawn hand's outline, as the hand model would return them.
+    contour = cv2.findContours(hand.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0][0][:, 0]
+    points = contour[np.linspace(0, len(contour) - 1, 21).astype(int)].astype(np.float64)
+    window = face_window(fit.landmarks, *clean.shape[:2])
+    scale = min(1.0, WORK_SIDE / max(window[2] - window[0], window[3] - window[1]))
+
+    missed = segment_skin(image, fit.landmarks, _InjectedHands(None, window, scale)).prob
+    found = segment_skin(image, fit.landmarks, _InjectedHands(points, window, scale))
+    assert (missed[hand] >= REJECT_BELOW).mean() > 0.5      # colour alone keeps most of it
+    assert (found.prob[hand] < REJECT_BELOW).mean() > 0.95  # the detected hand is rejected
+    assert found.info["hands"] == 1
+    # One finger across the lips leaves most of the skin ring around them clear, so the keep rule
+    # alone would keep the lips whole; the detected finger still wins over it.
+    lips = np.zeros(hand.shape, np.uint8)
+    cv2.fillConvexPoly(lips, cv2.convexHull(p[list(KEEP_REGIONS["lips"])].astype(np.int32)), 1)
+    finger, tip = np.zeros(hand.shape, np.uint8), (int(p[13, 0]), int(p[2, 1]))
+    image = clean.copy()
+    for canvas, value in ((image, tuple(int(v) for v in skin)), (finger, 1)):
+        cv2.line(canvas, (tip[0], int(p[152, 1])), tip, value, int(0.06 * width))
+    points = np.array([[tip[0] + dx, y] for y in np.linspace(tip[1], p[152, 1], 7)
+                       for dx in (-0.02 * width, 0, 0.02 * width)])
+    on_lips = (finger > 0) & (lips > 0)
+    crossed = segment_skin(image, fit.landmarks, _InjectedHands(points, window, scale))
+    assert "lips" in crossed.info["kept_regions"]
+    assert (crossed.prob[on_lips] < REJECT_BELOW).mean() > 0.9
+    eyes = np.zeros(hand.shape, np.uint8)
+    for name in ("right_eye", "left_eye"):
+        cv2.fillConvexPoly(eyes, cv2.convexHull(p[list(KEEP_REGIONS[name])].astype(np.int32)), 1)
+    assert (found.prob[eyes > 0] >= REJECT_BELOW).mean() > 0.95

@@ -57,7 +57,7 @@ TILE_LABELS = {
 }
 
 #: Metric names containing one of these (case-insensitive) are better when lower.
-LOWER_IS_BETTER = ("l1", "seam", "symmetry", "fid", "lpips", "seconds")
+LOWER_IS_BETTER = ("l1", "seam", "symmetry", "fid", "lpips", "seconds", "leak")
 
 THUMB_MAX_SIDE = 256
 FILES_DIRNAME = "report_files"

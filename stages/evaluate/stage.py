@@ -38,6 +38,7 @@ from stages.core.raster import crop_window, rasterize
 from stages.core.uv import uv_layout
 from stages.evaluate import metrics as M
 from stages.evaluate.detail import detail_ratio
+from stages.evaluate.occlusion import OCCLUDERS, run_occlusion_protocol
 from stages.evaluate.protocol import (
     HIDDEN_VIEWS,
     NEAR_FRONTAL_DEG,
@@ -404,10 +405,13 @@ def reprojection(photo: np.ndarray, texture: np.ndarray, fit: FitResult, model: 
 
 
 def evaluate_result(result_dir: Path, model: FaceModel, images_dir: Path, *, method: ScoredMethod | None,
-                    optional: OptionalModels) -> ImageEvaluation:
+                    optional: OptionalModels, occlusion: bool = False) -> ImageEvaluation:
     """Score one ``complete`` result folder; writes its report images into ``images_dir``.
 
     ``method``: what the hidden-texel test runs (:meth:`MethodResolver.resolve`); None skips the test.
+    ``occlusion``: also run the occlusion protocol (:mod:`stages.evaluate.occlusion`) with that
+    method on the photo (near-frontal only): ``occlusion_psnr`` and ``leak_rate``, means over the
+    occluders, with the skin mask on or off as the folder's unwrap was made.
 
     Raises:
         MissingArtifactError: the folder lacks fit.json, the unwrap or uv_complete.png.
@@ -480,11 +484,33 @@ def evaluate_result(result_dir: Path, model: FaceModel, images_dir: Path, *, met
             notes.append(f"hidden-texel benchmark needs a near-frontal photo (|yaw|, |pitch| <= "
                          f"{NEAR_FRONTAL_DEG:g}; this one: yaw {yaw:+.0f}, pitch {pitch:+.0f})")
 
+    if occlusion:
+        note = _occlusion_metrics(values, photo, fit, unwrap, model, method)
+        if note:
+            notes.append(note)
     if photo_crop is not None:
         _optional_metrics(values, optional, photo_crop, render_crop, views[0], photo)
     return ImageEvaluation(stem=stem, metrics=values, images=images, notes=notes, photo_crop=photo_crop,
                            render_crop=render_crop, uv_size=int(unwrap.size), hidden_texel=hidden_texel,
                            captions=captions)
+
+
+def _occlusion_metrics(values: dict, photo: np.ndarray | None, fit: FitResult, unwrap: UnwrapResult,
+                       model: FaceModel, method: ScoredMethod | None) -> str | None:
+    """Add ``occlusion_psnr`` and ``leak_rate`` (means over :data:`OCCLUDERS`) to ``values``; returns
+    a note saying why they were not computed, or None."""
+    if method is None:
+        return "occlusion protocol skipped: it needs a completion method (--method none was given)"
+    if photo is None:
+        return "occlusion protocol skipped: the photo is not available"
+    if not is_near_frontal(fit):
+        return "occlusion protocol skipped: it needs a near-frontal photo"
+    mask = bool(unwrap.info.get("occlusion_mask", unwrap.occluded is not None))
+    scores = run_occlusion_protocol(photo, fit, model, method.method, mask=mask, uv_size=unwrap.size)
+    for metric, name in (("occlusion_psnr", "occlusion_psnr"), ("leak", "leak_rate")):
+        finite = [scores[k][metric] for k in OCCLUDERS if math.isfinite(scores[k][metric])]
+        values[name] = float(np.mean(finite)) if finite else float("nan")
+    return None
 
 
 def _optional_metrics(values: dict, optional: OptionalModels, photo_crop: np.ndarray, render_crop: np.ndarray,
@@ -594,11 +620,11 @@ def _row_details(e: ImageEvaluation) -> dict[str, str]:
     return details
 
 
-def run_settings(evaluations: list[ImageEvaluation], method_choice: str | None) -> dict:
+def run_settings(evaluations: list[ImageEvaluation], method_choice: str | None, occlusion: bool = False) -> dict:
     """The exact settings of an evaluate run, for metrics.json and the report.
 
     ``method_choice``: None (hidden-texel test off), ``"recorded"`` (each folder's complete.json) or
-    the name given with ``--method``.
+    the name given with ``--method``. ``occlusion``: the occlusion protocol ran (``--occlusion``).
     """
     sizes = sorted({e.uv_size for e in evaluations if e.uv_size is not None})
     scored: dict[str, int] = {}
@@ -618,6 +644,12 @@ def run_settings(evaluations: list[ImageEvaluation], method_choice: str | None) 
                          "near_frontal_deg": NEAR_FRONTAL_DEG, "scored": "texels seen in the photo, hidden by the view",
                          "heatmap": f"one view per image: mean over RGB of |completed - photo| on its hidden "
                                     f"texels, {HEATMAP_COLOURMAP} from 0 to {HEATMAP_MAX_ERROR:g} (hidden_l1 units)"},
+        "occlusion": ({"occluders": list(OCCLUDERS), "method": "the hidden-texel method",
+                       "occlusion_psnr": "mean over occluders of the PSNR of the occluded photo's completion vs "
+                                         "the clean photo's, on the occluder's texels",
+                       "leak_rate": "mean over occluders of the share of occluder texels kept or mirrored",
+                       "occluder_region": "drawn shape, a pixel counted when covered >= 50 %"}
+                      if occlusion else "off (--no-occlusion)"),
         "symmetry": "mean |texture - mirror| over skin texels (all triangle corners in the skin region)",
         "uv_size": sizes[0] if len(sizes) == 1 else sizes,
         "heatmap_max_error": HEATMAP_MAX_ERROR,
