@@ -12,6 +12,7 @@ from facetex_cli.pseudo_gt import pseudo_gt_command
 from facetex_cli.fit import fit_command
 from facetex_cli.render import render_command
 from facetex_cli.train import train_app
+from facetex_cli.transfer import transfer_command
 from facetex_cli.unwrap import unwrap_command
 
 _display_type_rich = TyperOption.display_type_rich
@@ -35,6 +36,7 @@ app.command("build-pca")(build_pca_command)
 app.command("complete")(complete_command)
 app.command("render")(render_command)
 app.command("evaluate")(evaluate_command)
+app.command("transfer")(transfer_command)
 app.add_typer(train_app, name="train")
 
 
