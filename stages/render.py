@@ -73,7 +73,8 @@ def render_mesh(texture: np.ndarray, screen_vertices: np.ndarray, model: FaceMod
     frags = rasterize(screen_vertices, model.triangles, height, width)
 
     def tensor(array: np.ndarray, dtype=np.float32) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)).to(device)
+        # A copy: the model's arrays are read-only, which torch.from_numpy warns about.
+        return torch.from_numpy(np.array(array, dtype=dtype, order="C")).to(device)
 
     tex = tensor(texture[..., :3]).permute(2, 0, 1)[None]
     kwargs = {}
