@@ -47,7 +47,8 @@ def _eroded(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.erode(mask.astype(np.uint8), kernel).astype(np.float32)
 
 
-def photo_view(fit: FitResult, model: FaceModel, rgb: np.ndarray, size: int) -> FaceView:
+def photo_view(fit: FitResult, model: FaceModel, rgb: np.ndarray, size: int, *,
+               skin: np.ndarray | None = None) -> FaceView:
     """Crop the photo around the fitted face into an ``size x size`` view.
 
     Args:
@@ -55,6 +56,8 @@ def photo_view(fit: FitResult, model: FaceModel, rgb: np.ndarray, size: int) -> 
         model: the face model of the fit.
         rgb: ``(H, W, 3)`` float32 photo in ``[0, 1]``.
         size: ``R``.
+        skin: optional ``(H, W)`` skin probability (``FitResult.skin.prob``): the mask is multiplied
+            by it, so hair, hands or glasses in front of the face are no target.
 
     Returns:
         A :class:`FaceView` whose ``image`` is the crop (area-filtered), zero outside the face mask.
@@ -74,5 +77,8 @@ def photo_view(fit: FitResult, model: FaceModel, rgb: np.ndarray, size: int) -> 
     local = np.column_stack([(screen[:, 0] - x0) * scale, (screen[:, 1] - y0) * scale, screen[:, 2] * scale])
     triangle_id = rasterize(local, model.triangles, size, size).triangle_id.astype(np.int64)
     mask = _eroded(triangle_id >= 0, size)
+    if skin is not None:
+        mask = mask * cv2.warpAffine(np.ascontiguousarray(skin, dtype=np.float32), affine, (size, size),
+                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return FaceView(screen=local.astype(np.float32), triangle_id=triangle_id, mask=mask,
                     image=(crop * mask[..., None]).astype(np.float32))

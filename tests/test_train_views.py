@@ -174,3 +174,27 @@ def test_identity_loss(model, train_folders, tmp_path):
         load_identity_network(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="view_size"):
         TrainConfig(view_size=0, identity_model=str(path))
+
+
+def test_photo_view_weights_the_render_loss_mask_by_the_skin_mask(model, tmp_path):
+    """Training's photo view multiplies its face mask by the fit's skin mask: what unwrap rejected
+    (hair, a hand) is never a render-loss target; without a skin mask the view is unchanged."""
+    from stages.core.image_io import load_photo
+    from stages.fit import FitResult
+    from stages.occlusion import SkinMask, save_skin_mask
+    from stages.train.face_views import load_photo_view
+    from tests.conftest import rendered_face_folders
+
+    folder = rendered_face_folders(model, tmp_path, [0.0], photo_size=192, texture_size=64, seed=3, pseudo=False)[0]
+    plain = load_photo_view(folder, FitResult.load(folder / "fit.json"), model, 64)
+    rgb = load_photo(folder / "photo.png").rgb
+    prob = np.ones(rgb.shape[:2], np.float32)
+    screen_x = FitResult.load(folder / "fit.json").screen_vertices()[:, 0]
+    centre = int(round((screen_x.min() + screen_x.max()) / 2))   # the view's centre column (32)
+    prob[:, :centre] = 0.0                        # the face's left half "occluded"
+    save_skin_mask(SkinMask(prob=prob), folder, rgb)
+    masked = load_photo_view(folder, FitResult.load(folder / "fit.json"), model, 64)
+    assert plain.mask.sum() > 500
+    left, right = masked.mask[:, :28], masked.mask[:, 36:]
+    assert left.max() == 0.0 and np.allclose(right, plain.mask[:, 36:])
+    assert np.abs(masked.image[:, :28]).max() == 0.0

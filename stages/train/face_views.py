@@ -21,9 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.camera import euler_to_matrix
-from stages.core.errors import MissingArtifactError
 from stages.core.face_model import FaceModel
-from stages.core.image_io import load_photo
 from stages.core.raster import rasterize
 from stages.fit import FitResult
 from stages.face_view import CROP_MARGIN, FaceView, _eroded, photo_view  # noqa: F401  (re-exported)
@@ -57,12 +55,9 @@ def novel_view(model: FaceModel, vertices: np.ndarray, fit_rotation: np.ndarray,
 
 
 def load_photo_view(folder: str | Path, fit: FitResult, model: FaceModel, size: int) -> FaceView:
-    """:func:`photo_view` of the folder's photo (found by :func:`resolve_photo`), with one-line errors."""
-    path = resolve_photo(fit, folder)
-    width, height = (int(v) for v in fit.image_size)
-    # The fit saw the photo downscaled to its image_size; load it the same way.
-    rgb = load_photo(path, max_side=max(width, height)).rgb
-    if rgb.shape[:2] != (height, width):
-        raise MissingArtifactError(path, f"photo is {rgb.shape[1]}x{rgb.shape[0]} but fit.json was made on "
-                                         f"{width}x{height} (re-run `facetex fit`)")
-    return photo_view(fit, model, rgb.astype(np.float32) / 255.0, size)
+    """:func:`photo_view` of the folder's photo (:meth:`FitResult.load_fitted_photo`), with one-line
+    errors; its mask is weighted by the fit's skin mask when there is one (what unwrap rejected as
+    hair, hands or glasses is never a render-loss target)."""
+    rgb = fit.load_fitted_photo(Path(folder) / "fit.json")
+    skin = fit.skin.prob if fit.skin is not None else None
+    return photo_view(fit, model, rgb.astype(np.float32) / 255.0, size, skin=skin)
