@@ -523,19 +523,33 @@ def _fit_sparse68(points: np.ndarray, model: FaceModel, path: Path):
     return pose, vertices, residual
 
 
+def fit_dense_shape(model: FaceModel, points: np.ndarray) -> tuple[Pose, np.ndarray, np.ndarray]:
+    """Pose and per-image shape of ``model`` from dense MediaPipe points ``(>= L, 3)``.
+
+    A morphable head (``landmark_embedding``: ICT) fits its coefficients and pose
+    (:func:`stages.core.ict.fit_morphable`); the built-in topology takes the landmarks' mesh points
+    as its shape and a similarity pose. Returns ``(pose, vertices (V, 3) model space, residual (N,)
+    pixels)``.
+    """
+    points = points[: model.n_landmarks]
+    if model.landmark_embedding is not None:
+        from stages.core.ict import fit_morphable
+
+        pose, vertices, residual, _ = fit_morphable(model, points)
+        return pose, vertices, residual
+    mesh_points = model.vertices_from_landmarks(points)
+    pose = fit_pose(model.vertices, mesh_points)
+    vertices = screen_to_model(pose, mesh_points)
+    residual = np.linalg.norm(pose.to_screen(model.vertices)[:, :2] - mesh_points[:, :2], axis=1)
+    return pose, vertices, residual
+
+
 def _fit_points(photo: Photo, points: np.ndarray, model: FaceModel, kind: str, seed: int) -> dict:
     """Pose, per-image shape and lighting for one face's detector points; also the fit score."""
     if kind == "ibug68":
         pose, vertices, residual = _fit_sparse68(points, model, photo.path)
-    elif model.landmark_embedding is not None:  # a morphable head (ICT): coefficients + pose
-        from stages.core.ict import fit_morphable
-
-        pose, vertices, residual, _ = fit_morphable(model, points[: model.n_landmarks])
     else:
-        mesh_points = model.vertices_from_landmarks(points[: model.n_landmarks])
-        pose = fit_pose(model.vertices, mesh_points)
-        vertices = screen_to_model(pose, mesh_points)
-        residual = np.linalg.norm(pose.to_screen(model.vertices)[:, :2] - mesh_points[:, :2], axis=1)
+        pose, vertices, residual = fit_dense_shape(model, points)
     normals_cam = pose.rotate_normals(model.vertex_normals(vertices))
     lighting, light_info = estimate_lighting(
         photo.rgb, pose.to_screen(vertices), normals_cam, model, np.random.default_rng(seed))

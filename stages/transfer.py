@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from stages.core.camera import fit_pose, screen_to_model
 from stages.core.face_model import FaceModel
 from stages.core.uv import uv_layout
+from stages.fit import fit_dense_shape
 
 #: A source texel counts as "the same surface point" within this many source texel spacings ...
 THRESHOLD_TEXELS = 2.0
@@ -59,15 +59,7 @@ def fitted_surface(model: FaceModel, fit) -> np.ndarray:
     """
     if model.name == fit.model_id and len(fit.vertices) == model.n_vertices:
         return fit.screen_vertices()
-    points = np.asarray(fit.landmarks, dtype=np.float64)[: model.n_landmarks]
-    if model.landmark_embedding is not None:
-        from stages.core.ict import fit_morphable
-
-        pose, vertices, _, _ = fit_morphable(model, points)
-    else:
-        mesh_points = model.vertices_from_landmarks(points)
-        pose = fit_pose(model.vertices, mesh_points)
-        vertices = screen_to_model(pose, mesh_points)
+    pose, vertices, _ = fit_dense_shape(model, np.asarray(fit.landmarks, dtype=np.float64))
     return pose.to_screen(vertices)
 
 
