@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from stages.models.folder import load_pretrained
+from stages.models.uv_generator import group_count
 
 MODEL_TYPE = "detail_vae"
 
@@ -88,19 +89,12 @@ PRESETS: dict[str, DetailVAEConfig] = {
 }
 
 
-def _groups(channels: int) -> int:
-    g = min(8, channels)
-    while channels % g:
-        g -= 1
-    return g
-
-
 class _Res(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.body = nn.Sequential(nn.GroupNorm(_groups(channels), channels), nn.SiLU(),
+        self.body = nn.Sequential(nn.GroupNorm(group_count(channels), channels), nn.SiLU(),
                                   nn.Conv2d(channels, channels, 3, padding=1),
-                                  nn.GroupNorm(_groups(channels), channels), nn.SiLU(),
+                                  nn.GroupNorm(group_count(channels), channels), nn.SiLU(),
                                   nn.Conv2d(channels, channels, 3, padding=1))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -118,7 +112,8 @@ class DetailEncoder(nn.Module):
             layers.append(_Res(c))
             if i + 1 < len(ch):
                 layers.append(nn.Conv2d(c, ch[i + 1], 3, stride=2, padding=1))
-        layers += [nn.GroupNorm(_groups(ch[-1]), ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 2 * config.latent_channels, 1)]
+        layers += [nn.GroupNorm(group_count(ch[-1]), ch[-1]), nn.SiLU(),
+                   nn.Conv2d(ch[-1], 2 * config.latent_channels, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -139,7 +134,7 @@ class DetailDecoder(nn.Module):
             layers.append(_Res(c))
             if i + 1 < len(ch):
                 layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, ch[i + 1], 3, padding=1)]
-        layers += [nn.GroupNorm(_groups(ch[-1]), ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 1, 3, padding=1)]
+        layers += [nn.GroupNorm(group_count(ch[-1]), ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 1, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -120,7 +120,7 @@ TINY_DISCRIMINATOR = DiscriminatorConfig(base_channels=4, layers=2)
 """A discriminator small enough for unit tests."""
 
 
-def _groups(channels: int) -> int:
+def group_count(channels: int) -> int:
     """Largest group count <= 8 that divides ``channels``."""
     g = min(8, channels)
     while channels % g:
@@ -132,7 +132,7 @@ class _ConvNormAct(nn.Sequential):
     def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__(
             nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
-            nn.GroupNorm(_groups(cout), cout),
+            nn.GroupNorm(group_count(cout), cout),
             nn.SiLU(),
         )
 
