@@ -262,6 +262,13 @@ def _mahalanobis2(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarra
     return np.einsum("...i,ij,...j->...", diff, np.linalg.inv(cov), diff)
 
 
+def _hand_area(hand: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(h, w)`` bool: the hull of a hand's 21 points grown by about a finger's width."""
+    finger = max(1, round(0.12 * np.ptp(hand[:, 0]) + 0.12 * np.ptp(hand[:, 1])))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * finger + 1, 2 * finger + 1))
+    return cv2.dilate(_polygon(shape, hand).astype(np.uint8), kernel) > 0
+
+
 def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmenter | None = None) -> SkinMask:
     """Skin probability of the face given by ``landmarks`` (see the module docstring for the steps).
 
@@ -315,11 +322,9 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
         prob *= np.clip((person - 0.2) / 0.4, 0.0, 1.0)
     # 3. Hands: the hull of the 21 points, grown by about a finger's width.
     hands = hands_job.result()
-    for hand in hands:
-        finger = max(1, round(0.12 * np.ptp(hand[:, 0]) + 0.12 * np.ptp(hand[:, 1])))
-        area = cv2.dilate(_polygon((h, w), hand).astype(np.uint8),
-                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * finger + 1, 2 * finger + 1)))
-        prob[area > 0] = 0.0
+    hand_areas = [_hand_area(hand, (h, w)) for hand in hands]
+    for area in hand_areas:
+        prob[area] = 0.0
 
     # 4. Keep brows, eyes, lips and nostrils unless the skin around them is covered.
     kept, covered = [], []
@@ -330,9 +335,8 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
             kept.append(name)
         else:
             covered.append(name)
-    for hand in hands:  # a hand over an eye or the mouth wins over the keep rule
-        finger = max(1, round(0.12 * np.ptp(hand[:, 0]) + 0.12 * np.ptp(hand[:, 1])))
-        prob[cv2.dilate(_polygon((h, w), hand).astype(np.uint8), np.ones((2 * finger + 1,) * 2, np.uint8)) > 0] = 0
+    for area in hand_areas:  # a hand over an eye or the mouth wins over the keep rule
+        prob[area] = 0.0
 
     # A light blur gives the rejected region a smooth outline at photo resolution.
     prob = cv2.GaussianBlur(prob, (0, 0), 0.8)
