@@ -258,3 +258,36 @@ def test_transfer_to_bfm_and_back(files, astronaut_path, landmarker):
     assert back.found_share > 0.95
     error = np.abs(back.texture[..., :3] - texture)[back.found]
     assert error.mean() < 0.02
+
+
+def test_cli_complete_render_transfer_with_flame(files, astronaut_path, tmp_path):
+    """The whole path on a user model with UV seams: add, complete, render, transfer back to mediapipe."""
+    from facetex_cli.main import app
+    from stages.core.image_io import load_texture
+    from stages.core.uv import uv_layout
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["assets", "add", "flame", str(files["pkl"]), "--uv", str(files["uv"])]).exit_code == 0
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["complete", str(astronaut_path), "--face-model", "flame", "--uv-size", "256",
+                                 "-o", str(out), "--no-previews"])
+    assert result.exit_code == 0, result.output
+    folder = out / "astronaut"
+    fit = json.loads((folder / "fit.json").read_text())
+    assert fit["model_id"].startswith("flame-")
+    from stages.core.ict import load_face_model
+
+    model = load_face_model("flame")
+    texture = load_texture(folder / "uv_complete.png")
+    mask = uv_layout(model, 256).mask
+    assert texture.shape == (256, 256, 3) and (texture[mask].sum(axis=-1) > 0.1).all()  # no black hole
+    skin = np.median(texture[..., :3][mask], axis=0)
+    assert skin[0] > skin[1] > skin[2]                                  # skin-toned, not grey or black
+    result = runner.invoke(app, ["render", str(folder / "uv_complete.png"), str(folder / "fit.json"),
+                                 "--face-model", "flame", "--yaws=0,90", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["transfer", str(folder / "uv_complete.png"), str(folder / "fit.json"),
+                                 "--to", "mediapipe", "-o", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    back = load_texture(tmp_path / "t" / "astronaut" / "uv_mediapipe.png")
+    assert (back[..., 3] > 0.5).mean() / uv_layout(load_face_model("mediapipe"), 256).mask.mean() > 0.9
