@@ -246,14 +246,14 @@ def disk_uv(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     seg = np.linalg.norm(p[np.roll(loop, -1)] - p[loop], axis=1)
     angle = -np.pi / 2 + 2 * np.pi * np.concatenate([[0.0], np.cumsum(seg)[:-1]]) / seg.sum()
     rows, cols, vals = [], [], []
-    for k in range(3):                                  # corner i of each triangle, neighbours j, l
-        i, j, l = t[:, k], t[:, (k + 1) % 3], t[:, (k + 2) % 3]
-        a, b = p[j] - p[i], p[l] - p[i]
+    for k in range(3):                                  # corner i of each triangle, neighbours j, m
+        i, j, m = t[:, k], t[:, (k + 1) % 3], t[:, (k + 2) % 3]
+        a, b = p[j] - p[i], p[m] - p[i]
         la, lb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
         cos = np.clip((a * b).sum(1) / np.maximum(la * lb, 1e-30), -1.0, 1.0)
         half_tan = np.tan(np.arccos(cos) / 2)
         rows += [i, i]
-        cols += [j, l]
+        cols += [j, m]
         vals += [half_tan / np.maximum(la, 1e-30), half_tan / np.maximum(lb, 1e-30)]
     n = len(p)
     w = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
