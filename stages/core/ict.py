@@ -118,15 +118,23 @@ def _fit_system(model: FaceModel) -> _FitSystem:
 
 
 def morphable_vertices(model: FaceModel, coefficients: np.ndarray) -> np.ndarray:
-    """``(V, 3)`` float64 shape of ``coefficients`` (identity then expression) of ``model``."""
-    c = np.asarray(coefficients, dtype=np.float64)
-    out = model.vertices.astype(np.float64).copy()
-    n_id = 0 if model.shape_basis is None else len(model.shape_basis)
-    if n_id:
-        out += np.tensordot(c[:n_id], model.shape_basis, axes=1)
-    if model.expression_basis is not None:
-        out += np.tensordot(c[n_id:], model.expression_basis, axes=1)
+    """``(V, 3)`` float64 shape of ``coefficients`` (identity then expression) of ``model``.
+
+    One float32 matrix product over the stacked bases (:func:`_stacked_basis`; upcasting the float32
+    bases to float64 on every call cost ~15 ms for the ICT head's 153 modes)."""
+    c = np.asarray(coefficients, dtype=np.float32)
+    out = model.vertices.astype(np.float64)
+    basis = _stacked_basis(model)
+    if basis is not None:
+        out += (c @ basis).reshape(-1, 3)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _stacked_basis(model: FaceModel) -> np.ndarray | None:
+    """``(K, 3V)`` float32: the identity then expression bases of ``model`` as one matrix (cached)."""
+    bases = [b.reshape(len(b), -1) for b in (model.shape_basis, model.expression_basis) if b is not None]
+    return np.ascontiguousarray(np.concatenate(bases)) if bases else None
 
 
 def fit_morphable(model: FaceModel, points: np.ndarray,
