@@ -291,3 +291,11 @@ def test_cli_complete_render_transfer_with_flame(files, astronaut_path, tmp_path
     assert result.exit_code == 0, result.output
     back = load_texture(tmp_path / "t" / "astronaut" / "uv_mediapipe.png")
     assert (back[..., 3] > 0.5).mean() / uv_layout(load_face_model("mediapipe"), 256).mask.mean() > 0.9
+
+
+def test_unknown_face_model_name_is_a_usage_error(astronaut_path, tmp_path):
+    from facetex_cli.main import app
+
+    result = CliRunner().invoke(app, ["fit", str(astronaut_path), "--face-model", "basel", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown face model 'basel'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "astronaut").exists()

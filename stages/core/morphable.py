@@ -241,7 +241,7 @@ def disk_uv(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     loops = boundary_loops(t)
     if not loops:
         raise ValueError("the mesh is closed: no border to flatten onto a disk (pass --uv FILE)")
-    loop = loops[0]
+    loop = loops[0]                       # runs with the faces on its left: counter-clockwise on the disk
     loop = np.roll(loop, -int(np.argmin(p[loop, 1])))
     seg = np.linalg.norm(p[np.roll(loop, -1)] - p[loop], axis=1)
     angle = -np.pi / 2 + 2 * np.pi * np.concatenate([[0.0], np.cumsum(seg)[:-1]]) / seg.sum()
@@ -271,11 +271,6 @@ def disk_uv(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     uv = rhs.copy()
     a = system[free][:, free].tocsc()
     uv[free] = spla.splu(a).solve(-(system[free][:, pinned] @ rhs[pinned]))
-    uvt = uv[t]
-    signed = (uvt[:, 1, 0] - uvt[:, 0, 0]) * (uvt[:, 2, 1] - uvt[:, 0, 1]) - \
-        (uvt[:, 1, 1] - uvt[:, 0, 1]) * (uvt[:, 2, 0] - uvt[:, 0, 0])
-    if (signed < 0).sum() > (signed > 0).sum():           # the loop ran clockwise: mirror u
-        uv[:, 0] = -uv[:, 0]
     return 0.5 + 0.49 * uv
 
 
