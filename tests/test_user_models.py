@@ -299,3 +299,14 @@ def test_unknown_face_model_name_is_a_usage_error(astronaut_path, tmp_path):
     result = CliRunner().invoke(app, ["fit", str(astronaut_path), "--face-model", "basel", "-o", str(tmp_path)])
     assert result.exit_code == 2 and "unknown face model 'basel'" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "astronaut").exists()
+
+
+def test_unusable_data_folder_one_line(files, tmp_path, monkeypatch):
+    from facetex_cli.main import app
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("FACETEX_DATA", str(blocker))
+    result = CliRunner().invoke(app, ["assets", "add", "bfm", str(files["mat"])])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "cannot write" in lines[0] and "not_a_folder" in lines[0]

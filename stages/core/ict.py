@@ -134,7 +134,9 @@ def morphable_vertices(model: FaceModel, coefficients: np.ndarray) -> np.ndarray
 def _stacked_basis(model: FaceModel) -> np.ndarray | None:
     """``(K, 3V)`` float32: the identity then expression bases of ``model`` as one matrix (cached)."""
     bases = [b.reshape(len(b), -1) for b in (model.shape_basis, model.expression_basis) if b is not None]
-    return np.ascontiguousarray(np.concatenate(bases)) if bases else None
+    if len(bases) < 2:
+        return bases[0] if bases else None      # a view: no copy of a large (BFM) basis
+    return np.concatenate(bases)
 
 
 def fit_morphable(model: FaceModel, points: np.ndarray,

@@ -120,11 +120,14 @@ def add_user_model(kind: str, path: str | Path, uv: str | Path | None = None, de
         The record written to ``<data>/models/<kind>.json`` (source path and sha256, model name and
         file, conversion statistics).
     """
-    from stages.core.atomic import atomic_path, write_json
+    from stages.core.atomic import atomic_path, io_error, write_json
 
     model, record = convert_user_model(kind, path, uv)
     folder = models_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(folder, exc) from None
     target = folder / record["model_file"]
     with atomic_path(target) as tmp:
         model.save(tmp, basis_dtype="float16")
