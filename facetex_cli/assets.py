@@ -21,7 +21,8 @@ def add_command(
     path: Path = typer.Argument(..., help="The model file you obtained from its authors."),
     uv: Path = typer.Option(None, "--uv", help="Texture coordinates: FLAME_texture.npz (vt, ft) or an OBJ with vt "
                                                "over the model's vertices (head_template_mesh.obj). Required for "
-                                               "FLAME; for BFM without it the mean is flattened onto a disk."),
+                                               "FLAME; for BFM without it the mean is flattened onto a disk.",
+                    show_default="none"),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Check PATH, record its sha256, convert it (landmark correspondence included) into the data folder
@@ -38,20 +39,31 @@ def add_command(
 
 
 @assets_app.command("list")
-def list_command() -> None:
+def list_command(
+    as_json: bool = typer.Option(False, "--json/--no-json", help="Print the full records (source path and sha256, "
+                                                                  "UV file, conversion statistics) as JSON."),
+) -> None:
     """The user models added (kind, name, source file and sha256)."""
     import json
 
     from stages.core.user_assets import KINDS, models_dir
 
+    records = {}
     for kind in KINDS:
         path = models_dir() / f"{kind}.json"
         if not path.exists():
-            console.print(f"{kind}: not added", highlight=False)
+            records[kind] = None
+            if not as_json:
+                console.print(f"{kind}: not added", highlight=False)
             continue
         try:
-            record = json.loads(path.read_text())
+            record = records[kind] = json.loads(path.read_text())
+            if as_json:
+                continue
             console.print(f"{kind}: {escape(record['name'])} from {escape(record['source'])} "
                           f"(sha256 {record['source_sha256'][:12]}...)", highlight=False, soft_wrap=True)
         except (OSError, ValueError, KeyError):
+            records[kind] = "unreadable"
             console.print(f"{kind}: unreadable record {escape(str(path))}", highlight=False)
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))

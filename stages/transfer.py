@@ -54,7 +54,7 @@ def fitted_surface(model: FaceModel, fit) -> np.ndarray:
     """``(V, 3)`` screen-space vertices of ``model`` on the face of ``fit`` (a :class:`stages.fit.FitResult`).
 
     The fit's own model keeps its recorded surface; a morphable model (``landmark_embedding``: the
-    ICT head) is fitted to the landmarks with :func:`stages.core.ict.fit_morphable`; the rigid
+    ICT head, a user's BFM or FLAME) is fitted to the landmarks with :func:`stages.core.ict.fit_morphable`; the rigid
     MediaPipe-topology model takes the mesh points of the landmarks, as ``stages.fit`` does.
     """
     if model.name == fit.model_id and len(fit.vertices) == model.n_vertices:

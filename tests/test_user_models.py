@@ -172,6 +172,8 @@ def test_assets_add_records_checksum_and_loads(files, data_folder):
     assert json.loads((data_folder / "models" / "bfm.json").read_text())["name"] == model.name
     listed = CliRunner().invoke(app, ["assets", "list"])
     assert "bfm: bfm2017-" in listed.output and "flame: not added" in listed.output
+    listed = json.loads(CliRunner().invoke(app, ["assets", "list", "--json"]).output)
+    assert listed["bfm"]["source_sha256"] == record["source_sha256"] and listed["flame"] is None
 
 
 @pytest.mark.parametrize("kind,url", [("bfm", "https://faces.dmi.unibas.ch/bfm/"),
