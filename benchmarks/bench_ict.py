@@ -12,6 +12,7 @@ what the skin mask rejects); hidden texels count when the photo pixel they were 
 So the ICT head's ears, neck and scalp do not enter the comparison; the face does.
 
     python benchmarks/bench_ict.py [--photos P ...] [--london 4] [--wild 4] [--json out.json]
+        [--models mediapipe ict bfm flame]   # bfm / flame: after `facetex assets add` (or bfm:PATH)
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def main() -> int:
     parser.add_argument("--uv-size", type=int, default=512, help="UV size of the quality numbers")
     parser.add_argument("--time-uv-size", type=int, default=1024, help="UV size of the unwrap timing")
     parser.add_argument("--json", type=Path, help="also write every row here")
+    parser.add_argument("--models", nargs="+", default=list(MODELS),
+                        help="--face-model names; the first must be mediapipe (it defines the face region)")
     args = parser.parse_args()
 
     from facetex_cli.batch import quiet_native_stderr
@@ -143,7 +146,9 @@ def main() -> int:
     if not photos:
         print(f"no photos (is {SHARED} there?): pass --photos", file=sys.stderr)
         return 2
-    models = {name: load_face_model(name) for name in MODELS}
+    if args.models[0] != "mediapipe":
+        parser.error("--models must start with mediapipe (its fitted mask is the face region)")
+    models = {name: load_face_model(name) for name in args.models}
     layout_ms = {}
     for name, model in models.items():
         start = time.perf_counter()
@@ -176,7 +181,7 @@ def main() -> int:
           f"layout build once per process: " + ", ".join(f"{k} {v:.0f} ms" for k, v in layout_ms.items()) + "\n")
     print("| model | detect_ms | " + " | ".join(COLUMNS) + " |")
     print("|---|" + "---:|" * (len(COLUMNS) + 1))
-    for name in MODELS:
+    for name in args.models:
         cells = []
         for column in ("detect_ms", *COLUMNS):
             values = [r[name][column] for r in rows.values() if r[name][column] == r[name][column]]

@@ -43,22 +43,26 @@ LANDMARKS_OPTION = typer.Option("mediapipe", "--landmarks",
                                      "(optional extra, 68 points, only with its weights already on disk).")
 
 
-#: Built-in face models (:func:`stages.core.ict.load_face_model`).
-FaceModelChoice = Literal["mediapipe", "ict"]
+#: Face models (:func:`stages.core.ict.load_face_model`): a name, checked when the model is loaded.
+FaceModelChoice = str
 FACE_MODEL_OPTION = typer.Option("mediapipe", "--face-model",
-                                 help="Face model: 'mediapipe' (the face mask in the MediaPipe topology) or 'ict' "
-                                      "(ICT-FaceKit head with ears and neck, fitted identity + expression; texture "
-                                      "in ICT's UV layout, tiles 1001|1002 side by side; dense already, so "
-                                      "--subdivide does not apply). fit, unwrap, complete and render must agree.")
+                                 help="Face model: 'mediapipe' (the face mask in the MediaPipe topology), 'ict' "
+                                      "(ICT-FaceKit head with ears and neck; texture in ICT's UV layout, tiles "
+                                      "1001|1002 side by side), or your own 'bfm' / 'flame' (after `facetex assets "
+                                      "add`; or bfm:PATH, flame:PATH,UV_FILE). Skin only: no eyeball or teeth textures. Morphable "
+                                      "heads are dense already, so --subdivide does not apply. fit, unwrap, complete and render must agree.")
 
 
-def face_model_for(name: str, subdivide: int = 0):
-    """The face model for ``--face-model NAME`` and the subdivision levels it takes (0 for the ICT head,
-    which is dense and split at UV seams)."""
+def face_model_for(name: str, subdivide: int = 0, debug: bool = False):
+    """The face model for ``--face-model NAME`` and the subdivision levels it takes (0 for a morphable
+    head: dense already, and split at UV seams); a bad name or a missing user model is one line, exit 2."""
     from stages.core.ict import load_face_model
 
-    model = load_face_model(name)
-    return model, (0 if model.weld_index is not None else subdivide)
+    try:
+        model = build_or_exit(lambda: load_face_model(name), debug)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--face-model") from None
+    return model, (0 if model.landmark_embedding is not None else subdivide)
 
 
 def build_or_exit(factory, debug: bool = False):

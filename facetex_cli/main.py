@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperOption
 
+from facetex_cli.assets import assets_app
 from facetex_cli.build_pca import build_pca_command
 from facetex_cli.complete import complete_command
 from facetex_cli.evaluate import evaluate_command
@@ -38,6 +39,7 @@ app.command("render")(render_command)
 app.command("evaluate")(evaluate_command)
 app.command("transfer")(transfer_command)
 app.add_typer(train_app, name="train")
+app.add_typer(assets_app, name="assets")
 
 
 @app.callback(invoke_without_command=True)

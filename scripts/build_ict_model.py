@@ -29,9 +29,10 @@ What the asset holds (a :class:`stages.core.face_model.FaceModel`, format versio
 * Identity basis: all 100 modes (``identityNNN.obj - neutral``, coefficients ~ N(0, 1)); expression
   basis: the 53 ARKit-style blendshapes (weights in [0, 1]); both stored as float16.
 * ``landmark_embedding`` (468 x V): where each of the 468 MediaPipe mesh points lies on the ICT
-  surface. Built once here: the built-in mean is brought onto the aligned ICT mean by a thin-plate
-  warp through the 51 inner iBUG-68 points (the non-rigid step after the similarity), then each point
-  is projected onto the closest face-tile triangle; the row holds its barycentric weights.
+  surface. Built once here with :func:`stages.core.morphable.mediapipe_points_on` (which BFM and
+  FLAME use too): the built-in mean is brought onto the aligned ICT mean by a thin-plate warp through
+  the 51 inner iBUG-68 points (the non-rigid step after the similarity), then each point is projected
+  onto the closest face-tile triangle; the row holds its barycentric weights.
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.interpolate import RBFInterpolator
 from scipy.spatial import cKDTree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from stages.core.camera import umeyama  # noqa: E402
 from stages.core.face_model import FaceModel, boundary_loops, load_builtin_face_model  # noqa: E402
+from stages.core.morphable import INNER68, mediapipe_points_on  # noqa: E402
 
 OUT = REPO / "stages" / "assets" / "ict_facekit_v1.npz"
 LICENCE_OUT = REPO / "stages" / "assets" / "ict_facekit_LICENSE.txt"
@@ -67,7 +67,6 @@ LANDMARKS68 = [1225, 1888, 1052, 367, 1719, 1722, 2199, 1447, 966, 3661, 4390, 3
                2075, 1147, 4269, 3360, 1507, 1542, 1537, 1528, 1518, 1511, 3742, 3751, 3756, 3721, 3725,
                3732, 5708, 5695, 2081, 0, 4275, 6200, 6213, 6346, 6461, 5518, 5957, 5841, 5702, 5711,
                5533, 6216, 6207, 6470, 5517, 5966]
-INNER68 = np.arange(17, 68)
 
 
 class Snapshot:
@@ -118,54 +117,6 @@ def geometric_mirror(points: np.ndarray, tolerance: float) -> np.ndarray:
     if dist.max() > tolerance or not np.array_equal(partner[partner], np.arange(len(points))):
         raise SystemExit(f"the ICT skin is not mirror-symmetric within {tolerance} (max {dist.max():.4g})")
     return partner
-
-
-def closest_on_triangles(points: np.ndarray, verts: np.ndarray, tris: np.ndarray, k: int = 24):
-    """Closest point of each query on a triangle set: ``(triangle index (N,), barycentrics (N, 3))``."""
-    centroids = verts[tris].mean(axis=1)
-    _, cand = cKDTree(centroids).query(points, k=k)
-    best_d = np.full(len(points), np.inf)
-    best_t = np.zeros(len(points), dtype=np.int64)
-    best_b = np.zeros((len(points), 3))
-    for j in range(k):
-        t = cand[:, j]
-        a, b, c = (verts[tris[t, i]] for i in range(3))
-        bary = _closest_barycentric(points, a, b, c)
-        q = bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c
-        d = np.linalg.norm(q - points, axis=1)
-        better = d < best_d
-        best_d[better], best_t[better], best_b[better] = d[better], t[better], bary[better]
-    return best_t, best_b, best_d
-
-
-def _closest_barycentric(p, a, b, c):
-    """Barycentrics of the closest point on triangles ``(a, b, c)`` to ``p`` (all ``(N, 3)``):
-    the plane projection clamped into the triangle by projecting onto the nearest edge if outside."""
-    ab, ac = b - a, c - a
-    n = np.cross(ab, ac)
-    nn = (n * n).sum(1)
-    w = p - a
-    beta = (np.cross(w, ac) * n).sum(1) / nn
-    gamma = (np.cross(ab, w) * n).sum(1) / nn
-    bary = np.stack([1 - beta - gamma, beta, gamma], axis=1)
-    inside = (bary >= 0).all(axis=1)
-    out = bary.copy()
-    if (~inside).any():
-        best = np.full(len(p), np.inf)
-        corners = (a, b, c)
-        for i, j in ((0, 1), (1, 2), (2, 0)):
-            e0, e1 = corners[i], corners[j]
-            d = e1 - e0
-            s = np.clip(((p - e0) * d).sum(1) / np.maximum((d * d).sum(1), 1e-30), 0, 1)
-            q = e0 + s[:, None] * d
-            dist = np.linalg.norm(p - q, axis=1)
-            take = ~inside & (dist < best)
-            best[take] = dist[take]
-            row = np.zeros((take.sum(), 3))
-            row[:, i] = 1 - s[take]
-            row[:, j] = s[take]
-            out[take] = row
-    return out
 
 
 def build(snapshot: Snapshot) -> tuple[FaceModel, dict]:
@@ -242,15 +193,8 @@ def build(snapshot: Snapshot) -> tuple[FaceModel, dict]:
     identity = scale * identity @ rotation.T
     expression = scale * expression @ rotation.T
 
-    # ---- MediaPipe correspondence: thin-plate warp through the 51 points, then closest point
-    mp_pts = mp.vertices.astype(np.float64)[:468]
-    warp = RBFInterpolator(dst, v_al[np.array(LANDMARKS68)[INNER68]] - dst, kernel="thin_plate_spline",
-                           smoothing=1e-3)
-    moved = mp_pts + warp(mp_pts)
-    face_tris = tri[face_tri]
-    t_id, bary, dist = closest_on_triangles(moved, v_al[geo], face_tris)
-    rows = np.repeat(np.arange(468), 3)
-    embedding = sp.csr_matrix((bary.ravel(), (rows, face_tris[t_id].ravel())), shape=(468, len(pairs)))
+    # ---- MediaPipe correspondence: thin-plate warp through the 51 points, then closest face point
+    embedding, dist = mediapipe_points_on(v_al[geo], tri[face_tri], anchors=v_al[np.array(LANDMARKS68)[INNER68]])
 
     # ---- regions
     split_of = {int(g): int(i) for i, g in reversed(list(enumerate(geo)))}  # first copy per source vertex

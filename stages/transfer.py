@@ -54,7 +54,7 @@ def fitted_surface(model: FaceModel, fit) -> np.ndarray:
     """``(V, 3)`` screen-space vertices of ``model`` on the face of ``fit`` (a :class:`stages.fit.FitResult`).
 
     The fit's own model keeps its recorded surface; a morphable model (``landmark_embedding``: the
-    ICT head) is fitted to the landmarks with :func:`stages.core.ict.fit_morphable`; the rigid
+    ICT head, a user's BFM or FLAME) is fitted to the landmarks with :func:`stages.core.ict.fit_morphable`; the rigid
     MediaPipe-topology model takes the mesh points of the landmarks, as ``stages.fit`` does.
     """
     if model.name == fit.model_id and len(fit.vertices) == model.n_vertices:
@@ -125,37 +125,39 @@ def transfer_texture(texture: np.ndarray, fit, source: FaceModel, target: FaceMo
 
 def transfer_files(texture_path: str | Path, fit_path: str | Path, to: str, out: str | Path,
                    size: int | None = None) -> tuple[Path, TransferResult]:
-    """Read a texture and the fit.json it belongs to, move the texture to the built-in model ``to``
-    (``mediapipe`` or ``ict``) and write ``OUT/<stem>/uv_<to>.png`` (RGBA) and ``transfer.json``.
+    """Read a texture and the fit.json it belongs to, move the texture to the model ``to`` (a
+    ``--face-model`` name: ``mediapipe``, ``ict``, ``bfm``, ``flame``, ``bfm:PATH``, ...) and write
+    ``OUT/<stem>/uv_<kind>.png`` (RGBA; ``kind`` is ``to`` without its ``:PATH``) and ``transfer.json``.
 
-    The source model is the one ``fit.json``'s ``model_id`` names; ``to`` equal to it is refused
-    (the texture is already in that layout; there is nothing to move).
+    The source model is the one ``fit.json``'s ``model_id`` names (built in, or a user model in the
+    data folder); ``to`` equal to it is refused (the texture is already in that layout).
 
     Returns:
         ``(folder written, TransferResult)``.
 
     Raises:
         BadInputError: a missing, corrupt or non-square texture; ``to`` equal to the source model.
-        MissingArtifactError: a missing or invalid fit.json, or one of a model that is not built in.
+        MissingArtifactError: a missing or invalid fit.json, or one of a model that is not available;
+            a user model ``to`` that was not added.
     """
     from stages.core.atomic import write_json
     from stages.core.errors import BadInputError
-    from stages.core.ict import FACE_MODELS, face_model_by_id, load_face_model
+    from stages.core.ict import face_model_by_id, load_face_model
     from stages.core.image_io import load_texture, save_png
     from stages.fit import FitResult
 
     texture_path, fit_path, out = Path(texture_path), Path(fit_path), Path(out)
     fit = FitResult.load(fit_path)
     source = face_model_by_id(fit.model_id, fit_path)
-    source_name = next(n for n in FACE_MODELS if load_face_model(n).name == source.name)
-    if to == source_name:
+    target = load_face_model(to)
+    if target.name == source.name:
         raise BadInputError(fit_path, f"model_id: the fit was made with {source.name!r} (--face-model {to}), "
                                       f"so the texture is already in the {to} layout; choose another --to")
-    target = load_face_model(to)
+    kind = to.partition(":")[0]
     texture = load_texture(texture_path)
     result = transfer_texture(texture, fit, source, target, size)
     folder = out / fit.stem
-    save_png(folder / f"uv_{to}.png", result.texture)
+    save_png(folder / f"uv_{kind}.png", result.texture)
     write_json(folder / "transfer.json", {
         "schema": "facetex.transfer",
         "texture": str(texture_path), "fit": str(fit_path),
@@ -164,6 +166,6 @@ def transfer_files(texture_path: str | Path, fit_path: str | Path, to: str, out:
         "found_share": round(result.found_share, 4),
         "threshold_px": round(result.threshold, 4),
         "threshold_rule": f"max({THRESHOLD_TEXELS} source texel spacings, {THRESHOLD_FACE} x pose.scale)",
-        "output": f"uv_{to}.png",
+        "output": f"uv_{kind}.png",
     })
     return folder, result

@@ -91,7 +91,7 @@ def test_cli_bad_inputs_one_line(astronaut_fit, tmp_path, case):
         data["model_id"] = "flame-2020"
         fit = tmp_path / "fit.json"
         fit.write_text(json.dumps(data))
-        expect = "is not a built-in face model"
+        expect = "is a user model not in"
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["transfer", str(tex), str(fit), "--to", to, "-o", str(out)])
     assert result.exit_code == 1
