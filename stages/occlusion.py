@@ -20,7 +20,12 @@ cores: the two MediaPipe graphs run in worker threads while the colour model is 
    catches background seen beside the far cheek at large yaw even when its colour is skin-like;
 3. MediaPipe hands (palm detection + 21 hand landmarks): pixels inside a detected hand are not
    skin (a hand is skin-coloured, colour alone cannot reject it);
-4. semantic regions from the 478 face landmarks: brows, eyes (with iris), lips (with the mouth)
+4. occluder outlines (:func:`_edge_cut`): a skin-toned occluder (a hand of a skin tone, a
+   blonde strand) passes the colour model, but its outline is a strong image edge across the face
+   interior, where the face predicts smooth skin; skin-coloured regions such edges cut off from
+   the central face are rejected unless their outline runs along the features' own edges or their
+   colour matches the face's;
+5. semantic regions from the 478 face landmarks: brows, eyes (with iris), lips (with the mouth)
    and nostrils belong in a face texture, so each is kept whole unless most of a ring of skin
    around it was rejected (then something covers it: sunglasses over the eyes, a scarf over the
    mouth), in which case its pixels follow the colour model like any other.
@@ -63,6 +68,14 @@ SPREAD_FLOOR = (6.0, 2.5, 2.5)
 DARKER_WEIGHT, BRIGHTER_WEIGHT = 0.45, 0.15
 #: A semantic region is kept whole unless more than this share of the skin ring around it is rejected.
 RING_REJECTED_MAX = 0.5
+#: Edge step (:func:`_edge_cut`): Lab gradient per work-crop pixel (after a 1-pixel blur) that makes an edge.
+EDGE_GRADIENT = 4.0
+#: Pixels (work crop) within which an edge counts as explained by a brow, eye, lip, nostril or the oval.
+EXPLAINED_PX = 3
+#: A cut-off region whose mean colour is within this Mahalanobis distance of the face's stays skin.
+ISLAND_SIMILAR = 1.0
+#: Edge pixels within this many pixels of kept skin stay kept (wrinkles, folds, the nose's sides).
+EDGE_KEEP_PX = 2
 #: Feather width of the confidence ramp next to rejected texels, as a fraction of the UV size.
 FEATHER_FRACTION = 1.0 / 128
 
@@ -269,6 +282,63 @@ def _hand_area(hand: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.dilate(_polygon(shape, hand).astype(np.uint8), kernel) > 0
 
 
+def _edge_cut(lab: np.ndarray, prob: np.ndarray, seed: np.ndarray, features: np.ndarray, oval: np.ndarray,
+              cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Skin-coloured pixels an image edge the face does not explain cuts off from the central face.
+
+    A skin-toned occluder (a hand of the face's tone, a blonde strand) passes the colour model, but
+    its outline is a strong image edge crossing the face interior, where the fitted face predicts
+    smooth skin. The skin-coloured, edge-free pixels (Lab gradient below :data:`EDGE_GRADIENT`) are
+    split into 4-connected regions; the region holding most of the seed is the face. Another
+    region is still skin when its outline runs mostly along edges the face explains (within
+    :data:`EXPLAINED_PX` of a brow, eye, lip or nostril, or of the face oval's border: skin between
+    an eye and a brow, beside a nostril) or its mean colour is within :data:`ISLAND_SIMILAR` of the
+    face's (skin between wrinkles); otherwise it is an occluder.
+
+    Args:
+        lab: ``(h, w, 3)`` float32 Lab of the work crop; prob: ``(h, w)`` colour skin probability;
+        seed, features, oval: ``(h, w)`` bool central face, kept regions, face oval; cov: the skin
+        model's ``(3, 3)`` covariance.
+
+    Returns:
+        ``(islands, edges)`` ``(h, w)`` bool: pixels of rejected regions, and edge pixels farther
+        than :data:`EDGE_KEEP_PX` from any kept region (an occluder's outline, a thin strand).
+    """
+    smooth = cv2.GaussianBlur(lab, (0, 0), 1.0)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+    # Per pixel of a WORK_SIDE crop (a small face's crop is not upsampled; its edges span fewer pixels).
+    scale = max(lab.shape[:2]) / WORK_SIDE
+    edge = np.sqrt((gx * gx + gy * gy).sum(axis=2)) * scale > 8.0 * EDGE_GRADIENT  # (Sobel = 8 x gradient)
+    skinish = prob >= REJECT_BELOW
+    count, labels = cv2.connectedComponents((skinish & ~edge).astype(np.uint8), connectivity=4)
+    on_seed = np.bincount(labels[seed], minlength=count)
+    on_seed[0] = 0
+    face = int(np.argmax(on_seed))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * EXPLAINED_PX + 1,) * 2)
+    band = _grow(oval, EXPLAINED_PX) & ~cv2.erode(oval.astype(np.uint8), disc).astype(bool)
+    explained = _grow(features, EXPLAINED_PX) | band
+    # Each region's outline: the pixels just outside it (the highest neighbouring label wins).
+    outline_label = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+    outline = (labels == 0) & (outline_label > 0)
+    length = np.bincount(outline_label[outline], minlength=count)
+    along = np.bincount(outline_label[outline & explained], minlength=count)
+    keep = along >= 0.5 * np.maximum(length, 1)
+    area = np.bincount(labels.ravel(), minlength=count)
+    means = np.stack([np.bincount(labels.ravel(), lab[..., c].ravel(), minlength=count) for c in range(3)], 1)
+    means /= np.maximum(area, 1)[:, None]
+    keep |= _mahalanobis2(means, means[face], cov) < ISLAND_SIMILAR ** 2
+    keep[face], keep[0] = True, False
+    kept = keep[labels]
+    return skinish & ~edge & ~kept, skinish & edge & ~_grow(kept, EDGE_KEEP_PX)
+
+
+def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by a disc of ``radius`` pixels."""
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    return cv2.dilate(mask.astype(np.uint8), disc).astype(bool)
+
+
 def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmenter | None = None) -> SkinMask:
     """Skin probability of the face given by ``landmarks`` (see the module docstring for the steps).
 
@@ -326,11 +396,18 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     for area in hand_areas:
         prob[area] = 0.0
 
-    # 4. Keep brows, eyes, lips and nostrils unless the skin around them is covered.
+    # 3b. Occluder outlines: skin-coloured regions the face's image edges cut off from the central face.
+    islands, edges = _edge_cut(lab, prob, seed, features, oval, cov)
+    prob[islands] = 0.0
+
+    # 4. Keep brows, eyes, lips and nostrils unless the skin around them is covered. The ring test
+    # counts dropped edge pixels only away from the features' own edges.
+    ring_prob = np.where(edges & ~_grow(features, EXPLAINED_PX), 0.0, prob)
+    prob[edges] = 0.0
     kept, covered = [], []
     for name, region in regions.items():
         ring = cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~features & oval
-        if ring.sum() == 0 or (prob[ring] < REJECT_BELOW).mean() <= RING_REJECTED_MAX:
+        if ring.sum() == 0 or (ring_prob[ring] < REJECT_BELOW).mean() <= RING_REJECTED_MAX:
             prob[region] = np.maximum(prob[region], 1.0)
             kept.append(name)
         else:
