@@ -222,7 +222,7 @@ class MappingNetwork(nn.Module):
     def __init__(self, config: TextureGANConfig):
         super().__init__()
         dims = [config.z_dim] + [config.w_dim] * config.mapping_layers
-        self.net = nn.Sequential(*[EqualLinear(a, b, lr_mul=0.01, activate=True) for a, b in zip(dims, dims[1:])])
+        self.net = nn.Sequential(*[EqualLinear(a, b, lr_mul=0.01, activate=True) for a, b in zip(dims, dims[1:], strict=False)])
         self.register_buffer("w_avg", torch.zeros(config.w_dim))
 
     def forward(self, z: Tensor, truncation: float = 1.0) -> Tensor:
