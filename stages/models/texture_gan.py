@@ -222,7 +222,8 @@ class MappingNetwork(nn.Module):
     def __init__(self, config: TextureGANConfig):
         super().__init__()
         dims = [config.z_dim] + [config.w_dim] * config.mapping_layers
-        self.net = nn.Sequential(*[EqualLinear(a, b, lr_mul=0.01, activate=True) for a, b in zip(dims, dims[1:], strict=False)])
+        self.net = nn.Sequential(*[EqualLinear(a, b, lr_mul=0.01, activate=True)
+                                   for a, b in zip(dims, dims[1:], strict=False)])
         self.register_buffer("w_avg", torch.zeros(config.w_dim))
 
     def forward(self, z: Tensor, truncation: float = 1.0) -> Tensor:
@@ -296,9 +297,15 @@ class TextureGenerator(nn.Module):
                 self.to_rgb[i](x, ws[:, 2 * i + 1])
         return 0.5 + 0.5 * rgb
 
-    def forward(self, z: Tensor, truncation: float = 1.0, noise: list[Tensor] | None = None) -> Tensor:
+    def forward(self, z: Tensor, truncation: float = 1.0, noise: list[Tensor] | None = None,
+                z2: Tensor | None = None, cut: int | None = None) -> Tensor:
+        """``z (B, Z)`` -> albedo ``(B, 3, S, S)``; with ``z2`` and ``cut`` (style mixing), layers from
+        ``cut`` on take ``z2``'s ``w``. Mapping and synthesis in one forward (what DDP wraps)."""
         w = self.mapping(z, truncation)
-        return self.synthesis(w[:, None].expand(-1, self.num_ws, -1), noise)
+        ws = w[:, None].repeat(1, self.num_ws, 1)
+        if z2 is not None and cut is not None:
+            ws[:, cut:] = self.mapping(z2, truncation)[:, None]
+        return self.synthesis(ws, noise)
 
 
 # ------------------------------------------------------------------------------------------------
