@@ -25,7 +25,8 @@ small. The generator thus has to make texels plausible that the photo itself nev
 **Losses** (StyleGAN2): non-saturating logistic GAN loss for both networks; R1 on the real crops every
 ``r1_every`` steps (lazy, scaled by ``r1_every``; ``r1_gamma / 2 * |grad D(real)|^2``); style mixing
 (two ``z`` with probability ``style_mixing``, crossover at a random layer); the generator kept as an
-exponential moving average (``ema_beta``; that average is what the model folder's ``generator`` holds)
+exponential moving average (decay ``min(ema_beta, (1 + step) / (10 + step))``: the ramp-up keeps
+the initial weights from lingering in a short run; that average is what the model folder's ``generator`` holds)
 and the mapping's running ``w_avg`` for truncation. Adam with ``betas = (0, 0.99)`` as StyleGAN2. No
 path-length regularisation (its cost does not pay at CPU scale).
 """
@@ -312,7 +313,7 @@ def train_texture_gan(folders: list[Path], out_dir: Path, config: TextureGANTrai
         with torch.no_grad():
             z = torch.randn(real.shape[0], net_cfg.z_dim, generator=rng).to(runner.device)
             g_net.mapping.update_w_avg(g_net.mapping(z))
-        update_ema(ema, g_net, config.ema_beta)
+        update_ema(ema, g_net, min(config.ema_beta, (1.0 + step) / (10.0 + step)))   # ramp-up: early steps count
         parts["g_loss"] = g_total.detach()
 
         def sheet() -> np.ndarray:
