@@ -22,7 +22,8 @@ def generate_command(
     model: Path = typer.Option(..., "--model", help="Model folder of `facetex train texture-gan`."),
     shape_model: Path = typer.Option(None, "--shape-model",
                                      help="Shape PCA of `facetex build-pca --shape` (default: the face model's "
-                                          "mean shape for every face)."),
+                                          "mean shape for every face).",
+                                     show_default="none: the mean shape"),
     view_size: int = typer.Option(_D.view_size, "--view-size", min=64, max=2048, help="Side of each preview."),
     device: str = DEVICE_OPTION,
     debug: bool = DEBUG_OPTION,

@@ -19,7 +19,8 @@ from stages.train.texture_gan import TextureGANTrainConfig
                                  "findable from it).")
                  + config_parameters(TextureGANTrainConfig) + RUN_PARAMETERS)
 def train_texture_gan_command(**options) -> None:
-    """Train seed 003's texture GAN from photos alone: generated UV albedos, lit by each photo's fitted
+    """Train the texture GAN of Slossberg et al. ("Unsupervised high-fidelity facial texture generation
+    and reconstruction") from photos alone: generated UV albedos, lit by each photo's fitted
     light and rendered on its fitted mesh, blended into the photo and discriminated against real crops.
 
     Writes a model folder for `facetex generate` and `complete --method gan --model DIR`. London Set
