@@ -56,6 +56,9 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=REPO / "bench_out" / "completion")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--unet-model", type=Path, help="model folder from `facetex train unet` for the unet method")
+    parser.add_argument("--gan-model", type=Path, help="model folder from `facetex train texture-gan` for the gan "
+                                                       "method (none ships: without it gan is skipped)")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N near-frontal photos per set")
     args = parser.parse_args()
 
     from facetex_cli.batch import quiet_native_stderr
@@ -74,6 +77,8 @@ def main() -> int:
     fills = {}
     for name in args.methods or sorted(available_methods()):
         options = {"model_path": str(args.unet_model)} if name == "unet" and args.unet_model else {}
+        if name == "gan" and args.gan_model:
+            options = {"model_path": str(args.gan_model)}
         try:
             fills[name] = get_method(name).load(model, **options)
         except FacetexError as exc:   # e.g. a learned method without weights: say so, go on
@@ -88,6 +93,10 @@ def main() -> int:
 
         weights = (args.unet_model or SHIPPED_GENERATOR) / "weights.safetensors"
         result_tags["unet"] = f"unet-{file_sha256(weights)[:12]}"
+    if "gan" in fills:
+        from stages.core.checksums import file_sha256
+
+        result_tags["gan"] = f"gan-{file_sha256(args.gan_model / 'weights.safetensors')[:12]}"
     landmarker = None
     summary: dict[str, dict] = {}
     for set_name, photos in photo_sets(args.sets).items():
@@ -108,17 +117,20 @@ def main() -> int:
             except FacetexError as exc:
                 print(f"skipped {path.name}: {exc}", file=sys.stderr)
                 continue
-            if not is_near_frontal(fit):
+            if not is_near_frontal(fit) or (args.limit is not None and frontal >= args.limit):
                 continue
             frontal += 1
+            photo_rgb = None
             for name in methods:
                 tag = result_tags.get(name, name)
                 result_path = args.work / "results" / set_name / tag / f"{path.stem}.json"
                 if result_path.is_file():
                     per_method[name].append(json.loads(result_path.read_text()))
                     continue
+                if name == "gan" and photo_rgb is None:   # gan fits to the photo (it sees only the kept texels)
+                    photo_rgb = fit.load_fitted_photo(cache / "fit.json")
                 start = time.perf_counter()
-                scores = run_hidden_texel_protocol(unwrap, fit, model, fills[name])
+                scores = run_hidden_texel_protocol(unwrap, fit, model, fills[name], photo=photo_rgb)
                 scores["wall_seconds"] = time.perf_counter() - start
                 result_path.parent.mkdir(parents=True, exist_ok=True)
                 result_path.write_text(json.dumps(scores))

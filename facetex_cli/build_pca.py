@@ -42,6 +42,8 @@ def build_pca_command(
     iterations: int = typer.Option(_DEFAULTS["iterations"], "--iterations", min=0,
                                    help="EM rounds re-estimating the missing texels after the initial PCA."),
     seed: int = typer.Option(_DEFAULTS["seed"], "--seed", help="Seed of the randomized SVD (same seed, same model)."),
+    shape: bool = typer.Option(False, "--shape", help="Build a shape PCA of the fitted meshes instead (folders "
+                                                      "holding fit.json; -o shape.npz) for `facetex generate`."),
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Learn a per-channel PCA albedo model (UVAPM, Dai et al.) from incomplete unwraps (EM-PCA over missing texels).
@@ -54,6 +56,9 @@ def build_pca_command(
     from stages.core.image_io import save_png
     from stages.pca import component_sheet
 
+    if shape:
+        _build_shape(unwraps, out, components)
+        return
     if resolution is not None:
         _warning("--resolution is deprecated; it is now called --uv-size")
         uv_size = resolution
@@ -101,3 +106,38 @@ def build_pca_command(
                   highlight=False, markup=False, soft_wrap=True)
     if info["skipped"] or missing:
         raise typer.Exit(1)  # something named on the command line was not used
+
+
+def _build_shape(patterns: list[str], out: Path, components: int) -> None:
+    """``build-pca --shape``: :func:`stages.shape_model.build_shape_model` over the fits (London hold-out
+    people skipped, as for every model facetex builds); a bad fit is a warning and exit 1, as above."""
+    from stages.core.face_model import load_builtin_face_model
+    from stages.core.splits import split_holdout_folders
+    from stages.shape_model import build_shape_model
+
+    if out.suffix != ".npz":
+        _error(f"{out}: a shape model is an .npz file (use -o shape.npz)")
+        raise typer.Exit(2)
+    found, missing = artifact_folders(patterns, "fit.json")
+    for pattern in missing:
+        _warning(f"{pattern}: no fit folder (no fit.json here or in its subfolders)")
+    folders, held = split_holdout_folders(found)
+    if held:
+        _warning(f"skipped {len(held)} London hold-out folders (person % 5 == 0, kept for benchmarks)")
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        _warning(message)
+
+    try:
+        model = build_shape_model(folders, load_builtin_face_model(), n_components=components, warn=warn)
+        model.save(out)
+    except FacetexError as exc:
+        _error(str(exc))
+        raise typer.Exit(1) from None
+    total = float((model.stddev ** 2).sum())
+    console.print(f"build-pca --shape: {len(model.sources)} fits, K={model.n_components}, first component "
+                  f"{model.stddev[0] ** 2 / total:.0%} of the variance in K -> {out}", highlight=False, markup=False)
+    if warnings or missing:
+        raise typer.Exit(1)

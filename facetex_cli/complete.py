@@ -62,7 +62,8 @@ def complete_command(
     model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
                                                          "unet`) or the appearance model for --method diffusion "
                                                          "(`facetex train diffusion-appearance`) or the detail VAE "
-                                                         "for --method uvapm (`facetex train detail-vae`).",
+                                                         "for --method uvapm (`facetex train detail-vae`) or the "
+                                                         "texture GAN for --method gan (`facetex train texture-gan`).",
                                    show_default="the shipped model of the method; uvapm: none (no detail)"),
     structure_dir: Path = typer.Option(None, "--structure-model",
                                        help="--method diffusion: the structure model (`facetex train "
@@ -114,8 +115,8 @@ def complete_command(
                 raise typer.BadParameter(f"{flag} goes with --method {owner}", param_hint=flag)
             method_options[key] = value
     if model_dir is not None:
-        if method not in ("unet", "diffusion", "uvapm"):
-            raise typer.BadParameter("--model goes with --method unet, diffusion or uvapm", param_hint="--model")
+        if method not in ("unet", "diffusion", "uvapm", "gan"):
+            raise typer.BadParameter("--model goes with --method unet, diffusion, uvapm or gan", param_hint="--model")
         method_options["model_path"] = str(model_dir)
     diffusion_options = {"structure_path": None if structure_dir is None else str(structure_dir), "steps": steps,
                          "guidance": guidance, "seed": seed, "scheduler": scheduler, "colour_match": colour_match}
@@ -129,10 +130,10 @@ def complete_command(
                 continue
             raise typer.BadParameter(f"{flag} goes with --method diffusion", param_hint=flag)
         method_options[key] = value
-    if method in ("unet", "diffusion"):
+    if method in ("unet", "diffusion", "gan"):
         method_options["device"] = device
     elif device != "auto":
-        raise typer.BadParameter("--device goes with --method unet or diffusion", param_hint="--device")
+        raise typer.BadParameter("--device goes with --method unet, diffusion or gan", param_hint="--device")
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
                               delight=delight, occlusion_mask=occlusion_mask)

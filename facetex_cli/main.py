@@ -11,6 +11,7 @@ from facetex_cli.complete import complete_command
 from facetex_cli.evaluate import evaluate_command
 from facetex_cli.pseudo_gt import pseudo_gt_command
 from facetex_cli.fit import fit_command
+from facetex_cli.generate import generate_command
 from facetex_cli.render import render_command
 from facetex_cli.train import train_app
 from facetex_cli.transfer import transfer_command
@@ -38,6 +39,7 @@ app.command("complete")(complete_command)
 app.command("render")(render_command)
 app.command("evaluate")(evaluate_command)
 app.command("transfer")(transfer_command)
+app.command("generate")(generate_command)
 app.add_typer(train_app, name="train")
 app.add_typer(assets_app, name="assets")
 

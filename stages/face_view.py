@@ -33,12 +33,16 @@ class FaceView:
         mask: ``(R, R)`` float32 1 on the (eroded) face, 0 elsewhere.
         image: ``(R, R, 3)`` float32 photo crop in ``[0, 1]`` (zero outside ``mask``), or None for a
             synthetic view.
+        crop: ``(R, R, 3)`` float32 the same crop unmasked (the background a render is blended into), or None.
+        skin: ``(R, R)`` float32 the skin probability in the crop (None without one).
     """
 
     screen: np.ndarray
     triangle_id: np.ndarray
     mask: np.ndarray
     image: np.ndarray | None = None
+    crop: np.ndarray | None = None
+    skin: np.ndarray | None = None
 
 
 def _eroded(mask: np.ndarray, size: int) -> np.ndarray:
@@ -78,7 +82,8 @@ def photo_view(fit: FitResult, model: FaceModel, rgb: np.ndarray, size: int, *,
     triangle_id = rasterize(local, model.triangles, size, size).triangle_id.astype(np.int64)
     mask = _eroded(triangle_id >= 0, size)
     if skin is not None:
-        mask = mask * cv2.warpAffine(np.ascontiguousarray(skin, dtype=np.float32), affine, (size, size),
-                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        skin = cv2.warpAffine(np.ascontiguousarray(skin, dtype=np.float32), affine, (size, size),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mask = mask * skin
     return FaceView(screen=local.astype(np.float32), triangle_id=triangle_id, mask=mask,
-                    image=(crop * mask[..., None]).astype(np.float32))
+                    image=(crop * mask[..., None]).astype(np.float32), crop=crop.astype(np.float32), skin=skin)

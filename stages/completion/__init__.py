@@ -119,7 +119,7 @@ def register_method(cls: type[CompletionMethod]) -> type[CompletionMethod]:
 
 def available_methods() -> dict[str, type[CompletionMethod]]:
     """Registered methods by name (importing the built-in ones first)."""
-    from stages.completion import diffusion, inpaint, mirror, pca, unet, uvapm  # noqa: F401  (they register themselves)
+    from stages.completion import diffusion, gan, inpaint, mirror, pca, unet, uvapm  # noqa: F401  (they register themselves)
 
     return dict(_REGISTRY)
 

@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from stages.core.face_model import FaceModel
 from stages.models.detail_vae import MODEL_TYPE, PRESETS, DetailDecoder, DetailEncoder, DetailVAEConfig
 from stages.models.folder import save_pretrained
+from stages.core.pyramid import laplacian_pyramid_l1
 from stages.models.inputs import SEEN_COVERAGE, resize_masked
 from stages.train.losses import weighted_l1
 from stages.train.runner import RUN_FILES, Phase, RunConfig, StepOutput, TrainingRunner, run_field, sample_sheet
@@ -97,27 +97,6 @@ class DetailResidualSet(torch.utils.data.Dataset):
             residual, weight = residual[:, ::-1], weight[:, ::-1]
         return {"residual": torch.from_numpy(np.ascontiguousarray(residual))[None],
                 "weight": torch.from_numpy(np.ascontiguousarray(weight))[None]}
-
-
-def laplacian_pyramid_l1(pred: Tensor, target: Tensor, weight: Tensor, levels: int = 4) -> Tensor:
-    """Masked Laplacian-pyramid L1 (Bojanowski et al. 2018): ``sum_j 2**j * mean|L_j(w (pred - target))|
-    / mean(w_j)`` over the band-pass levels ``L_j`` of the masked error (2x2 average pooling per level,
-    nearest upsampling back), the last level the low-pass rest. ``(B, 1, S, S)`` tensors."""
-    error = (pred - target) * weight
-    w = weight
-    total = pred.new_zeros(())
-    for level in range(levels):
-        last = level == levels - 1 or min(error.shape[-2:]) < 2
-        if last:
-            band = error
-        else:
-            low = F.avg_pool2d(error, 2)
-            band = error - F.interpolate(low, size=error.shape[-2:], mode="nearest")
-        total = total + (2.0 ** level) * band.abs().mean() / w.mean().clamp_min(1e-6)
-        if last:
-            break
-        error, w = low, F.avg_pool2d(w, 2)
-    return total
 
 
 @dataclass
