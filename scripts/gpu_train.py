@@ -20,7 +20,9 @@ One process, no network (``make gpu-train BUDGET=8m``):
    hold-out and wild), every registered completion method (``--methods``) plus the new weights
    (each row's ``bench``).
 5. ``OUT/summary.json`` and ``OUT/summary.md``: per model preset, steps, seconds, final losses,
-   whether the time limit stopped it; the benchmark tables.
+   whether the time limit stopped it; the benchmark tables. With ``--bring-back DIR`` (a device
+   machine's ``$OUT``: few files, 16 MiB each, 64 MiB in all) also the summary and the exported
+   models in 15 MiB tar parts, the ones that beat ``blend`` on every set first, under a size cap.
 
 Presets: ``gpu`` (CUDA; the runs stop at their time limit) or ``tiny`` (a few steps of the tiny
 presets: the same code path on CPU in about a minute, the CI test ``tests/test_gpu_train.py``);
@@ -103,7 +105,7 @@ REGISTRY: tuple[LearnedModel, ...] = (
         presets={"gpu": {"kind": "appearance", "preset": "small", "vae_steps": 1500, "batch_size": 32,
                          "mixed_precision": "bf16"},
                  "tiny": {"kind": "appearance", "preset": "tiny", "vae_steps": 2, "steps": 3, "batch_size": 2}},
-                share=0.3, load="stages.models.diffusion:load_modules", load_options={"kind": "appearance"},
+        share=0.3, load="stages.models.diffusion:load_modules", load_options={"kind": "appearance"},
         weights="unet/diffusion_pytorch_model.safetensors"),
     LearnedModel(
         "diffusion_structure", "stages.train.diffusion:train_diffusion",
@@ -312,6 +314,49 @@ def export(train_dir: Path, out_dir: Path) -> None:
         shutil.copy2(train_dir / "train_log.jsonl", out_dir / "train_log.jsonl")
 
 
+def beats(summary_bench: dict, label: str, reference: str = "blend") -> bool:
+    """Whether ``label`` has a higher hidden-texel PSNR than ``reference`` on every benchmark set."""
+    sets = list(summary_bench.values())
+    return bool(sets) and all(label in s["methods"] and reference in s["methods"]
+                              and s["methods"][label]["hidden_psnr"] > s["methods"][reference]["hidden_psnr"]
+                              for s in sets)
+
+
+def bring_back(out: Path, exported: dict[str, Path], benchmark: dict, dest: Path, cap_mib: float,
+               part_mib: int = 15) -> dict:
+    """Copy the summary into ``dest`` and tar exported models into ``dest/models.tar.NN`` parts of at most
+    ``part_mib`` MiB (a device machine returns few, small files): first the models whose benchmark rows
+    beat ``blend`` on every set, then the others in registry order, while the total stays under ``cap_mib``.
+
+    Returns ``{"archived": [names], "left_out": {name: reason}}``; ``cat dest/models.tar.* | tar x`` restores.
+    """
+    import tarfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    winners = [e.name for e in REGISTRY if e.name in exported and any(beats(benchmark, lb) for lb in e.bench)]
+    order = winners + [name for name in exported if name not in winners]
+    archived, left_out, total = [], {}, 0
+    for name in order:
+        size = sum(f.stat().st_size for f in exported[name].rglob("*") if f.is_file())
+        if (total + size) / 2 ** 20 > cap_mib:
+            left_out[name] = f"{size / 2 ** 20:.1f} MiB would pass the {cap_mib:g} MiB cap"
+            continue
+        archived.append(name)
+        total += size
+    if archived:
+        tar_path = out / "models.tar"
+        with tarfile.open(tar_path, "w") as tar:
+            for name in archived:
+                tar.add(exported[name], arcname=f"models/{name}")
+        with open(tar_path, "rb") as whole:
+            for i, chunk in enumerate(iter(lambda: whole.read(part_mib * 2 ** 20), b"")):
+                (dest / f"models.tar.{i:02d}").write_bytes(chunk)
+        tar_path.unlink()
+    for name in ("summary.json", "summary.md"):
+        shutil.copy2(out / name, dest / name)
+    return {"archived": archived, "winners": winners, "left_out": left_out}
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -481,6 +526,11 @@ def run(args) -> int:
                "methods": {label: [m, opts] for label, (m, opts) in methods.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(summary_markdown(summary))
+    if args.bring_back is not None:
+        summary["bring_back"] = bring_back(out, exported, benchmark, args.bring_back, args.bring_back_mib)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        shutil.copy2(out / "summary.json", args.bring_back / "summary.json")
+        print(f"brought back: {summary['bring_back']}")
     print(summary_markdown(summary))
     return 1 if any("error" in r for r in records.values()) else 0
 
@@ -500,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench-uv", type=int, default=512, help="UV size of the benchmark's unwraps")
     parser.add_argument("--train-uv", type=int, help="UV size of the training unwraps (256..2048)")
     parser.add_argument("--workers", type=int, help="DataLoader workers (default: 0 on CPU, up to 8 on GPU)")
+    parser.add_argument("--bring-back", type=Path, metavar="DIR",
+                        help="also copy the summary and tar the exported models (winners first) into DIR in "
+                             "15 MiB parts (a device machine's $OUT)")
+    parser.add_argument("--bring-back-mib", type=float, default=56.0, help="--bring-back: cap of the models' size")
     parser.add_argument("--pack", type=Path, metavar="DIR", help="write a pack of --photos to DIR and exit")
     parser.add_argument("--photos", type=Path, default=DEFAULT_DATA, help="--pack: the London Set folder")
     parser.add_argument("--max-side", type=int, default=512, help="--pack: long side of the training photos")

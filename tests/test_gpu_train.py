@@ -101,7 +101,8 @@ def test_tiny_run_trains_exports_and_benchmarks_every_model(model, tmp_path):
     data = synthetic_pack(model, tmp_path / "pack")
     out = tmp_path / "out"
     code = gpu_train.main(["--budget", "10m", "--out", str(out), "--data", str(data), "--presets", "tiny",
-                           "--sets", "synthetic", "--methods", "mirror", "unet", "diffusion", "--bench-uv", "256"])
+                           "--sets", "synthetic", "--methods", "mirror", "unet", "diffusion", "--bench-uv", "256",
+                           "--bring-back", str(tmp_path / "back"), "--bring-back-mib", "0.05"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["models"]) == {e.name for e in gpu_train.REGISTRY}
@@ -122,3 +123,12 @@ def test_tiny_run_trains_exports_and_benchmarks_every_model(model, tmp_path):
         assert math.isfinite(bench["methods"][label]["hidden_psnr"]), label
     assert "diffusion" not in bench["methods"]   # no default diffusion weights: skipped, said on stderr
     assert "| unet (new) |" in (out / "summary.md").read_text()
+    # What a device machine returns: the summary and the models that fit the cap, as tar parts.
+    back = summary["bring_back"]
+    assert back["archived"] and back["left_out"] and set(back["archived"]) | set(back["left_out"]) == set(summary["models"])
+    import tarfile
+    whole = tmp_path / "whole.tar"
+    whole.write_bytes(b"".join(p.read_bytes() for p in sorted((tmp_path / "back").glob("models.tar.*"))))
+    with tarfile.open(whole) as tar:
+        assert {n.split("/")[1] for n in tar.getnames() if n.count("/") >= 1} == set(back["archived"])
+    assert json.loads((tmp_path / "back" / "summary.json").read_text())["bring_back"] == back
