@@ -44,6 +44,12 @@ class DiffusionFill(CompletionMethod):
         paste_visible: Poisson-blend the photo's own texels over the sample (default True).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ...; half: float16 (default on CUDA).
         batch_size: textures per network pass in :meth:`complete_batch`.
+        init: ``noise`` (the paper: sample from pure noise) or a registered completion method (e.g.
+            ``blend``, ``mirror``) whose fill the sampler starts from, noised to ``strength`` of the
+            schedule (SDEdit), so the networks only refine it.
+        strength: with a fill ``init``, the part of the ``steps`` run (1: all).
+        keep_seen: with a fill ``init``, hold the photo's texels (the seen region of the fill) in the
+            latents at every step (RePaint-style), so the sample continues them.
     """
 
     name = "diffusion"
@@ -53,7 +59,8 @@ class DiffusionFill(CompletionMethod):
     def __init__(self, model, model_path: str | None = None, structure_path: str | None = None,
                  steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, seed: int = 0,
                  scheduler: str = "ddim", colour_match: bool = True, paste_visible: bool = True,
-                 device: str = "auto", half: bool | None = None, batch_size: int = 8):
+                 device: str = "auto", half: bool | None = None, batch_size: int = 8, init: str = "noise",
+                 strength: float = 1.0, keep_seen: bool = False):
         super().__init__(model)
         from stages.diffusion import require_diffusers
         from stages.diffusion.pipeline import SCHEDULERS, CrossAssemblyPipeline
@@ -73,6 +80,19 @@ class DiffusionFill(CompletionMethod):
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0.0 < float(strength) <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        if init == "noise":
+            if keep_seen or float(strength) != 1.0:
+                raise ValueError("strength and keep_seen need a fill to start from: init=blend (or another method)")
+            self.init_fill = None
+        else:
+            from stages.completion import get_method
+
+            if init == self.name:
+                raise ValueError("init cannot be the diffusion method itself")
+            self.init_fill = get_method(init).load(model)   # an unknown name raises a one-line error
+        self.init, self.strength, self.keep_seen = init, float(strength), bool(keep_seen)
         self.steps, self.guidance, self.seed, self.scheduler = steps, float(guidance), int(seed), scheduler
         self.colour_match, self.paste_visible, self.batch_size = bool(colour_match), bool(paste_visible), batch_size
         self.pipeline = CrossAssemblyPipeline.from_folders(model_path, structure_path, device=resolve_device(device),
@@ -87,9 +107,18 @@ class DiffusionFill(CompletionMethod):
         prepared = [prepare_unwrap(u.texture, u.confidence, u.position, u.layout_mask,
                                    source_size=self.pipeline.source_size, uv_size=self.pipeline.uv_size)
                     for u in unwraps]
+        init = keep = None
+        if self.init_fill is not None:
+            size = self.pipeline.uv_size
+            fills = [cv2.resize(self.init_fill.complete(u).texture, (size, size), interpolation=cv2.INTER_AREA)
+                     for u in unwraps]
+            init = np.stack([f.transpose(2, 0, 1) * 2 - 1 for f in fills]).astype(np.float32)
+            if self.keep_seen:
+                keep = np.stack([cv2.resize((u.confidence > 0).astype(np.float32), (size, size),
+                                            interpolation=cv2.INTER_AREA)[None] for u in unwraps])
         return self.pipeline(np.stack([p.source for p in prepared]), np.stack([p.position for p in prepared]),
                              steps=self.steps, guidance=self.guidance, seed=self.seed, scheduler=self.scheduler,
-                             batch_size=self.batch_size)
+                             batch_size=self.batch_size, init=init, strength=self.strength, keep=keep)
 
     def finish(self, sample: np.ndarray, unwrap: UnwrapResult) -> Completion:
         """Upsample one sample to the unwrap's size, colour-match it, blend the photo's texels in."""
@@ -115,6 +144,7 @@ class DiffusionFill(CompletionMethod):
         return Completion(texture=texture, provenance=provenance,
                           info={"method": self.name, "steps": self.steps, "guidance": self.guidance,
                                 "seed": self.seed, "scheduler": self.scheduler, "colour_matched": bool(matched),
+                                "init": self.init, "strength": self.strength, "keep_seen": self.keep_seen,
                                 "network_uv_size": self.pipeline.uv_size, **self.pipeline.info,
                                 "visible_fraction": fraction(VISIBLE), "mirrored_fraction": fraction(MIRRORED),
                                 "smooth_fraction": fraction(MODEL), MODEL_FILES_KEY: self.model_files})
