@@ -171,6 +171,8 @@ def prepare_data(data: Path, work: Path, *, train_uv: int, bench_uv: int, sets: 
     from prepare_training_data import prepare_unwraps
     from stages.completion.pca import load_pca
 
+    if data.is_file() and data.name.endswith((".tgz", ".tar.gz")):
+        data = unpack(data, work / "pack")
     if not data.is_dir():
         raise GpuTrainError(f"{data}: data not found (a London Set folder with neutral/ and smiling/, or a "
                             f"pack from `python scripts/gpu_train.py --pack DIR`; see docs/GPU.md)")
@@ -194,6 +196,23 @@ def prepare_data(data: Path, work: Path, *, train_uv: int, bench_uv: int, sets: 
     return {"train": train, "bench": bench, "bench_cache": bench_cache}
 
 
+def unpack(archive: Path, dest: Path) -> Path:
+    """Extract a packed ``.tgz`` (``--pack`` writes one next to the pack folder) into ``dest``; returns the pack."""
+    import tarfile
+
+    try:
+        with tarfile.open(archive) as tar:
+            tops = {Path(n).parts[0] for n in tar.getnames() if n and not n.startswith("/")}
+            if len(tops) != 1:
+                raise GpuTrainError(f"{archive}: expected one pack folder inside, found {len(tops)}")
+            if dest.exists():
+                shutil.rmtree(dest)
+            tar.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(dest)
+    except (tarfile.TarError, OSError) as exc:
+        raise GpuTrainError(f"{archive}: unreadable pack archive ({exc})") from None
+    return dest / tops.pop()
+
+
 def london_sets(london: Path, sets: list[str]) -> dict[str, list[Path]]:
     """The benchmark's photo sets next to a London Set folder: its hold-out people, and ``../wild``."""
     from stages.core.splits import london_split
@@ -211,8 +230,8 @@ def pack(london: Path, out: Path, *, max_side: int = 512, bench_max_side: int = 
     mask), and the near-frontal benchmark photos (London hold-out, ``../wild``) at ``bench_max_side``.
 
     Layout: ``out/train/<stem>/<stem>.jpg + fit.json``, ``out/bench/<set>/<stem>/<photo> + fit.json``,
-    ``out/pack.json``. Fitting needs MediaPipe (this machine); the GPU machine only unwraps.
-    Overlays are left out (size). Resumable.
+    ``out/pack.json``; all of it also as ``<out>.tgz`` (``--data`` takes either). Fitting needs
+    MediaPipe (this machine); the GPU machine only unwraps. Overlays are left out (size). Resumable.
     """
     from PIL import Image
 
@@ -260,6 +279,12 @@ def pack(london: Path, out: Path, *, max_side: int = 512, bench_max_side: int = 
         counts[folder.parent.name] = counts.get(folder.parent.name, 0) + 1
     info = {"source": str(london), "max_side": max_side, "bench_max_side": bench_max_side, "folders": counts}
     (out / "pack.json").write_text(json.dumps(info, indent=2))
+    import tarfile
+
+    archive = out.parent / f"{out.name}.tgz"      # what travels to a device machine
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(out, arcname=out.name)
+    info["archive"] = str(archive)
     return info
 
 
@@ -539,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="8m", help="total wall-clock budget: seconds, or 8m, 1h")
     parser.add_argument("--out", type=Path, default=REPO / "gpu_out", help="output folder")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a London Set folder or a pack (--pack)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="a London Set folder, or a pack (--pack) folder or .tgz")
     parser.add_argument("--presets", choices=("auto", "gpu", "tiny"), default="auto")
     parser.add_argument("--only", nargs="+", choices=[e.name for e in REGISTRY], help="train only these rows")
     parser.add_argument("--methods", nargs="+", help="registered completion methods to benchmark "
@@ -563,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.pack is not None:
             info = pack(args.photos, args.pack, max_side=args.max_side, bench_max_side=args.bench_max_side)
             size = sum(f.stat().st_size for f in args.pack.rglob("*") if f.is_file())
-            print(f"pack {args.pack}: {info['folders']}, {size / 2 ** 20:.1f} MiB")
+            print(f"pack {args.pack}: {info['folders']}, {size / 2 ** 20:.1f} MiB; "
+                  f"{info['archive']}: {Path(info['archive']).stat().st_size / 2 ** 20:.1f} MiB")
             return 0
         if not 0.0 <= args.bench_share < 1.0:
             raise GpuTrainError(f"--bench-share {args.bench_share}: must be in [0, 1)")

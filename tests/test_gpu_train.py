@@ -98,9 +98,13 @@ def test_time_limit_stops_training_and_still_writes_the_model(model, train_folde
 
 @pytest.mark.slow
 def test_tiny_run_trains_exports_and_benchmarks_every_model(model, tmp_path):
+    import tarfile
+
     data = synthetic_pack(model, tmp_path / "pack")
+    with tarfile.open(tmp_path / "pack.tgz", "w:gz") as tar:     # what travels: the .tgz --pack writes
+        tar.add(data, arcname="pack")
     out = tmp_path / "out"
-    code = gpu_train.main(["--budget", "10m", "--out", str(out), "--data", str(data), "--presets", "tiny",
+    code = gpu_train.main(["--budget", "10m", "--out", str(out), "--data", str(tmp_path / "pack.tgz"), "--presets", "tiny",
                            "--sets", "synthetic", "--methods", "mirror", "unet", "diffusion", "--bench-uv", "256",
                            "--bring-back", str(tmp_path / "back"), "--bring-back-mib", "0.05"])
     assert code == 0
@@ -116,7 +120,8 @@ def test_tiny_run_trains_exports_and_benchmarks_every_model(model, tmp_path):
         assert "London Set's TRAINING people only" in (folder / "README.md").read_text()
     # Training folders were unwrapped from the pack's fits (no landmark detector), at UV 256.
     assert summary["run"]["train_folders"] == 3
-    assert json.loads((data / "train" / "001_03" / "unwrap.json").read_text())["uv_size"] == 256
+    unpacked = out / "data" / "pack" / "pack"
+    assert json.loads((unpacked / "train" / "001_03" / "unwrap.json").read_text())["uv_size"] == 256
     bench = summary["benchmark"]["synthetic"]
     assert bench["scored"] == 2
     for label in ("mirror", "unet", "unet (new)", "diffusion (new)"):
