@@ -264,6 +264,14 @@ def test_sampling_from_a_fill_keeps_what_it_is_told_to(trained, photo_folders, m
     assert result.info["init"] == "blend" and result.info["keep_seen"] is True and np.isfinite(result.texture).all()
     with pytest.raises(ValueError, match="need a fill to start from"):
         get_method("diffusion").load(model, keep_seen=True, **options)
+    # residual: only the sampler's change reaches the texture; a sample equal to the autoencoder's
+    # reconstruction of the fill gives back the full-resolution fill exactly.
+    method = get_method("diffusion").load(model, init="blend", strength=0.5, residual=True, **options)
+    method.pipeline.__class__ = type("Echo", (type(method.pipeline),),
+                                     {"__call__": lambda self, *a, init, **kw: self.reconstruct(init)})
+    blend = get_method("blend").load(model).complete(u).texture
+    np.testing.assert_allclose(method.predict([u])[0], blend, atol=1e-5)
+    assert method.complete(u).info["residual"] is True
     with pytest.raises(KeyError, match="unknown completion method"):
         get_method("diffusion").load(model, init="nope", strength=0.5, **options)
 

@@ -199,6 +199,17 @@ class CrossAssemblyPipeline:
                    info={"appearance": str(appearance), "structure": str(structure), "base": str(base),
                          "appearance_steps": meta_a.get("steps"), "structure_steps": meta_s.get("steps")})
 
+    @torch.no_grad()
+    def reconstruct(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """``(B, 3, U, U)`` images in ``[-1, 1]`` -> ``(B, U, U, 3)`` in ``[0, 1]``: through the autoencoder
+        (encode, mode, decode), what a sample that kept them exactly would decode to."""
+        out = []
+        for start in range(0, images.shape[0], batch_size):
+            x = torch.from_numpy(images[start:start + batch_size]).to(self.device, self.dtype)
+            y = self.vae.decode(self.vae.encode(x).latent_dist.mode(), return_dict=False)[0]
+            out.append(((y.float().clamp(-1, 1) + 1) / 2).cpu().permute(0, 2, 3, 1).numpy())
+        return np.concatenate(out, axis=0)
+
     def check_inputs(self, source: np.ndarray, position: np.ndarray, steps: int, guidance: float,
                      scheduler: str, batch_size: int) -> None:
         """Raise ValueError naming the first bad argument."""
