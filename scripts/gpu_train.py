@@ -83,6 +83,8 @@ class LearnedModel:
         needs: config field -> another row's name whose trained folder it takes (e.g. a base model).
         bench: benchmark rows for the trained folders: ``label -> (completion method, {option: row name})``.
         weights: the weights file whose checksum names its benchmark results.
+        workers: DataLoader workers for this row (None: the run's ``--workers``); 0 for a dataset that is
+            precomputed in memory and whose epoch is one batch (workers would restart every step).
     """
 
     name: str
@@ -95,6 +97,7 @@ class LearnedModel:
     needs: dict[str, str] = field(default_factory=dict)
     bench: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     weights: str = "weights.safetensors"
+    workers: int | None = None
 
 
 #: Every learned model of facetex. Add one row to train, export and benchmark another model.
@@ -106,7 +109,7 @@ REGISTRY: tuple[LearnedModel, ...] = (
                          "mixed_precision": "bf16"},
                  "tiny": {"kind": "appearance", "preset": "tiny", "vae_steps": 2, "steps": 3, "batch_size": 2}},
         share=0.3, load="stages.models.diffusion:load_modules", load_options={"kind": "appearance"},
-        weights="unet/diffusion_pytorch_model.safetensors"),
+        weights="unet/diffusion_pytorch_model.safetensors", workers=0),
     LearnedModel(
         "diffusion_structure", "stages.train.diffusion:train_diffusion",
         "stages.train.diffusion_config:DiffusionTrainConfig",
@@ -508,7 +511,7 @@ def run(args) -> int:
         print(f"train {entry.name}: up to {seconds:.0f} s", flush=True)
         try:
             records[entry.name] = train_one(entry, kind, data["train"], out / "train" / entry.name, seconds, model,
-                                            trained, workers)
+                                            trained, workers if entry.workers is None else entry.workers)
             trained[entry.name] = out / "train" / entry.name
         except Exception as exc:   # noqa: BLE001  one model's failure is recorded, the others train
             records[entry.name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
