@@ -81,7 +81,8 @@ class LearnedModel:
         share: its part of the training time (relative to the other rows' shares).
         load: ``"module:function"`` loading the exported folder (``load(path, **load_options)``), to check it.
         needs: config field -> another row's name whose trained folder it takes (e.g. a base model).
-        bench: benchmark rows for the trained folders: ``label -> (completion method, {option: row name})``.
+        bench: benchmark rows for the trained folders: ``label -> (completion method, {option: row name})``
+            or ``(method, {option: row name}, {option: value})`` for fixed options as well.
         weights: the weights file whose checksum names its benchmark results.
         workers: DataLoader workers for this row (None: the run's ``--workers``); 0 for a dataset that is
             precomputed in memory and whose epoch is one batch (workers would restart every step).
@@ -95,10 +96,12 @@ class LearnedModel:
     load: str
     load_options: dict = field(default_factory=dict)
     needs: dict[str, str] = field(default_factory=dict)
-    bench: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    bench: dict[str, tuple] = field(default_factory=dict)
     weights: str = "weights.safetensors"
     workers: int | None = None
 
+
+PAIR = {"model_path": "diffusion_appearance", "structure_path": "diffusion_structure"}
 
 #: Every learned model of facetex. Add one row to train, export and benchmark another model.
 REGISTRY: tuple[LearnedModel, ...] = (
@@ -117,8 +120,10 @@ REGISTRY: tuple[LearnedModel, ...] = (
                  "tiny": {"kind": "structure", "preset": "tiny", "steps": 3, "batch_size": 2}},
         share=0.2, load="stages.models.diffusion:load_modules", load_options={"kind": "structure"},
         needs={"base": "diffusion_appearance"},
-        bench={"diffusion (new)": ("diffusion", {"model_path": "diffusion_appearance",
-                                                 "structure_path": "diffusion_structure"})},
+        bench={"diffusion (new)": ("diffusion", PAIR),
+               # docs/DIFFUSION.md "Sampling from a fill": the gentlest setting measured on CPU
+               "diffusion (new, from blend)": ("diffusion", PAIR, {"init": "blend", "strength": 0.1,
+                                                                   "keep_seen": True, "residual": True})},
         weights="controlnet/diffusion_pytorch_model.safetensors"),
     LearnedModel(
         "unet", "stages.train.trainer:train_uv_generator", "stages.train.trainer:TrainConfig",
@@ -431,9 +436,9 @@ def bench_methods(methods: list[str] | None, trained: dict[str, Path]) -> dict[s
     names = methods if methods is not None else [m for m in sorted(available_methods()) if m not in SLOW_METHODS]
     out = {name: (name, {}) for name in names}
     for entry in REGISTRY:
-        for label, (method, options) in entry.bench.items():
+        for label, (method, options, *fixed) in entry.bench.items():
             if method in names and all(row in trained for row in options.values()):
-                out[label] = (method, {opt: str(trained[row]) for opt, row in options.items()})
+                out[label] = (method, {**{opt: str(trained[row]) for opt, row in options.items()}, **(fixed or [{}])[0]})
     return out
 
 
@@ -446,7 +451,7 @@ def run_benchmark(data: dict, methods: dict[str, tuple[str, dict]], trained: dic
     for entry in REGISTRY:
         for label in entry.bench:
             if label in fills:
-                tags[label] = weights_tag(label.split()[0], trained[entry.name] / entry.weights)
+                tags[label] = weights_tag(re.sub(r"\W+", "_", label).strip("_"), trained[entry.name] / entry.weights)
     return {set_name: score_set(set_name, photos, fills, model, cache_root=data["bench_cache"],
                                 results_root=work / "results", uv_size=uv_size, result_tags=tags, limit=limit)
             for set_name, photos in data["bench"].items()}

@@ -124,8 +124,10 @@ def test_tiny_run_trains_exports_and_benchmarks_every_model(model, tmp_path):
     assert json.loads((unpacked / "train" / "001_03" / "unwrap.json").read_text())["uv_size"] == 256
     bench = summary["benchmark"]["synthetic"]
     assert bench["scored"] == 2
-    for label in ("mirror", "unet", "unet (new)", "diffusion (new)"):
+    for label in ("mirror", "unet", "unet (new)", "diffusion (new)", "diffusion (new, from blend)"):
         assert math.isfinite(bench["methods"][label]["hidden_psnr"]), label
+    # each row scored on its own (results are cached per label and weights)
+    assert bench["methods"]["diffusion (new, from blend)"] != bench["methods"]["diffusion (new)"]
     assert "diffusion" not in bench["methods"]   # no default diffusion weights: skipped, said on stderr
     assert "| unet (new) |" in (out / "summary.md").read_text()
     # What a device machine returns: the summary and the models that fit the cap, as tar parts.
