@@ -21,6 +21,7 @@
 #   make unet-model                       retrain the shipped UV generator on the London training people (CPU, ~1 h)
 #   make train-diffusion-small            FreeUV's two networks, small from-scratch preset, on bench_out/train_london (CPU)
 #   make train-diffusion-sd15 SD15=dir    the same at real scale on a GPU with accelerate (SD 1.5 base, SD_DATA=dir)
+#   make gpu-train BUDGET=8m              every learned model within a time budget on a GPU, benchmarked (docs/GPU.md)
 #   make bench-diffusion                  seconds per 512^2 texture of --method diffusion (benchmarks/bench_diffusion.py)
 #
 # Pipeline settings (each reaches only its own stage):
@@ -225,6 +226,15 @@ train-diffusion-small:
 		--preset small --vae-steps $(DIFF_VAE_STEPS) --steps $(DIFF_STEPS) --sample-every 100
 	$(FACETEX) train diffusion-structure --data $(DIFF_DATA) -o $(DIFF_OUT)/diffusion_structure_small \
 		--preset small --base $(DIFF_OUT)/diffusion_appearance_small --steps $(DIFF_STEPS) --sample-every 100
+
+# Every learned model within one time budget on a GPU machine (CPU: the tiny presets), exported with
+# model cards, benchmarked, summarised in GPU_OUT/summary.md (docs/GPU.md: the device command).
+BUDGET   ?= 8m
+GPU_DATA ?= ../shared/faces/london
+GPU_OUT  ?= gpu_out
+.PHONY: gpu-train
+gpu-train:
+	$(PYTHON) scripts/gpu_train.py --budget $(BUDGET) --data $(GPU_DATA) --out $(GPU_OUT) $(GPU_FLAGS)
 
 # Real scale (paper: batch 4, lr 3e-5, 80k steps, one A100): SD15 = a local Stable Diffusion 1.5
 # diffusers folder, CLIP = a local CLIP vision model folder (data_manifests/stable_diffusion.md).

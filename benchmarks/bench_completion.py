@@ -47,6 +47,119 @@ def photo_sets(names: list[str]) -> dict[str, list[Path]]:
     return sets
 
 
+def load_fills(model, methods: dict[str, tuple[str, dict]]) -> dict:
+    """``label -> (registered method name, load options)`` -> ``label -> loaded method``; a method that
+    cannot load (e.g. a learned one without weights) is reported on stderr and left out."""
+    from stages.completion import get_method
+    from stages.core.errors import FacetexError
+
+    fills = {}
+    for label, (name, options) in methods.items():
+        try:
+            fills[label] = get_method(name).load(model, **options)
+        except FacetexError as exc:
+            print(f"skipped method {label}: {exc}", file=sys.stderr)
+    return fills
+
+
+def cached_unwrap(path: Path, cache: Path, model, uv_size: int, landmarker: list):
+    """``(fit, unwrap)`` of the photo ``path``, from ``cache`` (fit.json + unwrap), written there first
+    when missing. An existing ``fit.json`` is reused (no landmark detector needed: a packed cache);
+    ``landmarker`` is a one-item list holding the detector once built (or None)."""
+    from facetex_cli.batch import quiet_native_stderr
+    from stages.core.image_io import load_photo
+    from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, save_fit
+    from stages.unwrap import UnwrapResult, unwrap_photo
+
+    if not (cache / "unwrap.json").is_file():
+        photo = load_photo(path)
+        if (cache / "fit.json").is_file():
+            fit = FitResult.load(cache / "fit.json")
+        else:
+            with quiet_native_stderr():
+                landmarker[0] = landmarker[0] or MediaPipeLandmarker()
+                fit = fit_photo(photo, landmarker[0], model=model)[0]
+        unwrap_photo(photo, fit, model=model, uv_size=uv_size).save(cache)
+        if not (cache / "fit.json").is_file():
+            save_fit(fit, photo.rgb, cache, model)
+    return FitResult.load(cache / "fit.json"), UnwrapResult.load(cache, model)
+
+
+def score_set(set_name: str, photos: list[Path], fills: dict, model, *, cache_root: Path, results_root: Path,
+              uv_size: int = 512, result_tags: dict[str, str] | None = None, limit: int | None = None,
+              landmarker: list | None = None) -> dict:
+    """The hidden-texel protocol of every fill on the near-frontal photos of one set.
+
+    Args:
+        set_name: the set's name (its cache and results subfolder).
+        photos: the set's photos; ``cache_root/<set>/<stem>/`` caches each one's fit + unwrap.
+        fills: ``label -> loaded completion method``.
+        results_root: ``results_root/<set>/<tag>/<stem>.json`` caches each score (tag: ``result_tags``'s,
+            or the label; give a learned method's tag its weights' checksum).
+        limit: score at most this many near-frontal photos (the first in ``photos``' order).
+
+    Returns:
+        ``{"photos": n, "scored": n, "methods": {label: {column: median over photos}}}``.
+    """
+    from stages.core.errors import FacetexError
+    from stages.evaluate.protocol import is_near_frontal, run_hidden_texel_protocol
+
+    result_tags, landmarker = result_tags or {}, landmarker if landmarker is not None else [None]
+    per_method: dict[str, list[dict]] = {m: [] for m in fills}
+    frontal = 0
+    for path in photos:
+        if limit is not None and frontal >= limit:
+            break
+        try:
+            fit, unwrap = cached_unwrap(path, cache_root / set_name / path.stem, model, uv_size, landmarker)
+        except FacetexError as exc:
+            print(f"skipped {path.name}: {exc}", file=sys.stderr)
+            continue
+        if not is_near_frontal(fit):
+            continue
+        frontal += 1
+        photo: list = []   # loaded once, for the first method that is not cached
+        for name, fill in fills.items():
+            result_path = results_root / set_name / result_tags.get(name, name) / f"{path.stem}.json"
+            if result_path.is_file():
+                per_method[name].append(json.loads(result_path.read_text()))
+                continue
+            if not photo:
+                # Methods that fit to the photo (gan, uvapm, mirror in albedo space) get it, as evaluate
+                # gives it; they see only the kept texels. None when it cannot be found, as in evaluate.
+                try:
+                    photo.append(fit.load_fitted_photo(cache_root / set_name / path.stem / "fit.json"))
+                except FacetexError:
+                    photo.append(None)
+            start = time.perf_counter()
+            scores = run_hidden_texel_protocol(unwrap, fit, model, fill, photo=photo[0])
+            scores["wall_seconds"] = time.perf_counter() - start
+            result_path.parent.mkdir(parents=True, exist_ok=True)
+            result_path.write_text(json.dumps(scores))
+            per_method[name].append(scores)
+    methods = {}
+    for name, rows in per_method.items():
+        methods[name] = {c: statistics.median([r[c] for r in rows if r.get(c) == r.get(c)]) if rows else float("nan")
+                         for c in COLUMNS}
+    return {"photos": len(photos), "scored": frontal, "methods": methods}
+
+
+def table(summary: dict) -> str:
+    """A Markdown table of one set's :func:`score_set` summary: method x column."""
+    lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for name, medians in summary["methods"].items():
+        cells = [f"{medians[c]:.3f}" if c != "hidden_psnr" else f"{medians[c]:.2f}" for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def weights_tag(label: str, weights: Path) -> str:
+    """A results-cache tag naming the weights' checksum, so retrained weights are scored afresh."""
+    from stages.core.checksums import file_sha256
+
+    return f"{label}-{file_sha256(weights)[:12]}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["london-holdout", "wild"],
@@ -58,95 +171,37 @@ def main() -> int:
     parser.add_argument("--unet-model", type=Path, help="model folder from `facetex train unet` for the unet method")
     parser.add_argument("--gan-model", type=Path, help="model folder from `facetex train texture-gan` for the gan "
                                                        "method (none ships: without it gan is skipped)")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N near-frontal photos per set")
+    parser.add_argument("--limit", type=int, help="score at most N near-frontal photos per set")
     args = parser.parse_args()
 
-    from facetex_cli.batch import quiet_native_stderr
-    from stages.completion import available_methods, get_method
-    from stages.core.errors import FacetexError
+    from stages.completion import available_methods
     from stages.core.face_model import load_builtin_face_model
-    from stages.core.image_io import load_photo
-    from stages.evaluate.protocol import is_near_frontal, run_hidden_texel_protocol
-    from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, save_fit
-    from stages.unwrap import UnwrapResult, unwrap_photo
 
     if not SHARED.is_dir() and any(s in ("london-holdout", "wild") for s in args.sets):
         print(f"{SHARED} not found: pass photo folders with --sets", file=sys.stderr)
         return 2
     model = load_builtin_face_model()
-    fills = {}
-    for name in args.methods or sorted(available_methods()):
-        options = {"model_path": str(args.unet_model)} if name == "unet" and args.unet_model else {}
-        if name == "gan" and args.gan_model:
-            options = {"model_path": str(args.gan_model)}
-        try:
-            fills[name] = get_method(name).load(model, **options)
-        except FacetexError as exc:   # e.g. a learned method without weights: say so, go on
-            print(f"skipped method {name}: {exc}", file=sys.stderr)
-    methods = list(fills)
+    model_paths = {"unet": args.unet_model, "gan": args.gan_model}
+    fills = load_fills(model, {name: (name, {"model_path": str(model_paths[name])} if model_paths.get(name) else {})
+                               for name in args.methods or sorted(available_methods())})
     # Results are cached per method; a learned method's cache is keyed by its weights' checksum so a
     # retrained or newly shipped model is scored afresh.
     result_tags = {}
     if "unet" in fills:
         from stages.completion.unet import SHIPPED_GENERATOR
-        from stages.core.checksums import file_sha256
 
-        weights = (args.unet_model or SHIPPED_GENERATOR) / "weights.safetensors"
-        result_tags["unet"] = f"unet-{file_sha256(weights)[:12]}"
+        result_tags["unet"] = weights_tag("unet", (args.unet_model or SHIPPED_GENERATOR) / "weights.safetensors")
     if "gan" in fills:
-        from stages.core.checksums import file_sha256
-
-        result_tags["gan"] = f"gan-{file_sha256(args.gan_model / 'weights.safetensors')[:12]}"
-    landmarker = None
+        result_tags["gan"] = weights_tag("gan", args.gan_model / "weights.safetensors")
+    landmarker = [None]
     summary: dict[str, dict] = {}
     for set_name, photos in photo_sets(args.sets).items():
-        per_method: dict[str, list[dict]] = {m: [] for m in methods}
-        frontal = 0
-        for path in photos:
-            cache = args.work / "cache" / f"{set_name}" / path.stem
-            try:
-                if not (cache / "unwrap.json").is_file():
-                    with quiet_native_stderr():
-                        landmarker = landmarker or MediaPipeLandmarker()
-                        photo = load_photo(path)
-                        fit = fit_photo(photo, landmarker, model=model)[0]
-                    unwrap_photo(photo, fit, model=model, uv_size=args.uv_size).save(cache)
-                    save_fit(fit, photo.rgb, cache, model)
-                fit = FitResult.load(cache / "fit.json")
-                unwrap = UnwrapResult.load(cache, model)
-            except FacetexError as exc:
-                print(f"skipped {path.name}: {exc}", file=sys.stderr)
-                continue
-            if not is_near_frontal(fit) or (args.limit is not None and frontal >= args.limit):
-                continue
-            frontal += 1
-            photo_rgb = None
-            for name in methods:
-                tag = result_tags.get(name, name)
-                result_path = args.work / "results" / set_name / tag / f"{path.stem}.json"
-                if result_path.is_file():
-                    per_method[name].append(json.loads(result_path.read_text()))
-                    continue
-                if name == "gan" and photo_rgb is None:   # gan fits to the photo (it sees only the kept texels)
-                    photo_rgb = fit.load_fitted_photo(cache / "fit.json")
-                start = time.perf_counter()
-                scores = run_hidden_texel_protocol(unwrap, fit, model, fills[name], photo=photo_rgb)
-                scores["wall_seconds"] = time.perf_counter() - start
-                result_path.parent.mkdir(parents=True, exist_ok=True)
-                result_path.write_text(json.dumps(scores))
-                per_method[name].append(scores)
-        print(f"\n{set_name}: {len(photos)} photos, {frontal} near-frontal (|yaw|, |pitch| <= 15) scored; "
-              f"UV {args.uv_size}; medians over photos of the mean over 5 simulated views\n")
-        print("| method | " + " | ".join(COLUMNS) + " |")
-        print("|---|" + "---:|" * len(COLUMNS))
-        summary[set_name] = {"photos": len(photos), "scored": frontal, "methods": {}}
-        for name in methods:
-            rows = per_method[name]
-            medians = {c: statistics.median([r[c] for r in rows if r.get(c) == r.get(c)]) if rows else float("nan")
-                       for c in COLUMNS}
-            summary[set_name]["methods"][name] = medians
-            cells = [f"{medians[c]:.3f}" if c != "hidden_psnr" else f"{medians[c]:.2f}" for c in COLUMNS]
-            print(f"| {name} | " + " | ".join(cells) + " |")
+        summary[set_name] = score_set(set_name, photos, fills, model, cache_root=args.work / "cache",
+                                      results_root=args.work / "results", uv_size=args.uv_size,
+                                      result_tags=result_tags, limit=args.limit, landmarker=landmarker)
+        print(f"\n{set_name}: {len(photos)} photos, {summary[set_name]['scored']} near-frontal (|yaw|, |pitch| <= 15) "
+              f"scored; UV {args.uv_size}; medians over photos of the mean over 5 simulated views\n")
+        print(table(summary[set_name]))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return 0

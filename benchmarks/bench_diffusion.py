@@ -8,14 +8,13 @@ weights, and no SD checkpoint is needed): the cross-assembled sampling loop (ext
 would take too long (SD size on a CPU), ``--measure-steps`` steps are timed and the per-step time
 is extrapolated to ``--steps``, and the table says so.
 
-Quality (``--score N``): the hidden-texel protocol of ``bench_completion.py`` for ``diffusion``
-(trained folders ``--appearance`` / ``--structure``) next to ``blend`` on the first N cached
-near-frontal London hold-out unwraps (``bench_out/completion/cache/london-holdout``, written by
-``bench_completion.py``).
+Quality (``--score N``): the hidden-texel protocol of ``bench_completion.py`` (its ``score_set``) for
+``diffusion`` (trained folders ``--appearance`` / ``--structure``; each of ``--variants``) next to
+``blend`` and ``mirror`` on the first N near-frontal photos of ``--sets`` (cache: ``--work``).
 
     python benchmarks/bench_diffusion.py [--presets small sd15] [--device cuda] [--batch 4] [--steps 30]
     python benchmarks/bench_diffusion.py --presets --score 8 --appearance A --structure S [--ablate-colour]
-        [--unet-model U]
+        [--unet-model U] [--sets london-holdout wild] [--variants '' 'init=blend,strength=0.3,keep_seen=1']
 """
 
 from __future__ import annotations
@@ -129,50 +128,53 @@ def time_postprocess(uv_size: int) -> float:
     return (time.perf_counter() - start) / 3
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``"init=blend,strength=0.3,keep_seen=1"`` -> (label, options of the diffusion method)."""
+    options = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key in ("strength", "guidance"):
+            options[key] = float(value)
+        elif key in ("steps", "seed"):
+            options[key] = int(value)
+        elif key in ("keep_seen", "colour_match", "residual"):
+            options[key] = value not in ("0", "false", "no")
+        else:
+            options[key] = value
+    return f"diffusion {text}" if text else "diffusion", options
+
+
 def score(args) -> dict:
-    """Hidden-texel protocol: diffusion vs blend on the first N cached London hold-out unwraps."""
-    from stages.completion import get_method
+    """Hidden-texel protocol (``bench_completion.score_set``): diffusion (each ``--variants`` entry) next to
+    blend and mirror on the first N near-frontal photos of each set, from ``--work``'s cache."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_completion import load_fills, photo_sets, score_set, table, weights_tag
     from stages.core.face_model import load_builtin_face_model
-    from stages.evaluate.protocol import is_near_frontal, run_hidden_texel_protocol
-    from stages.fit import FitResult
-    from stages.unwrap import UnwrapResult
 
     model = load_builtin_face_model()
-    cache = REPO / "bench_out" / "completion" / "cache" / "london-holdout"
-    folders = sorted(p for p in cache.glob("*") if (p / "unwrap.json").is_file())
-    if not folders:
-        print(f"no cached unwraps in {cache}: run benchmarks/bench_completion.py --sets london-holdout first")
-        return {}
-    options = {"model_path": str(args.appearance), "structure_path": str(args.structure), "steps": args.steps,
-               "guidance": args.guidance, "scheduler": args.scheduler, "device": args.device}
-    methods = {"blend": get_method("blend").load(model), "diffusion": get_method("diffusion").load(model, **options)}
+    base = {"model_path": str(args.appearance), "structure_path": str(args.structure), "steps": args.steps,
+            "guidance": args.guidance, "scheduler": args.scheduler, "device": args.device}
+    methods = {"blend": ("blend", {}), "mirror": ("mirror", {})}
+    for text in args.variants:
+        label, options = parse_variant(text)
+        methods[label] = ("diffusion", {**base, **options})
     if args.ablate_colour:
-        methods["diffusion, no colour match"] = get_method("diffusion").load(model, colour_match=False, **options)
+        methods["diffusion, no colour match"] = ("diffusion", {**base, "colour_match": False})
     if args.unet_model:
-        methods["unet"] = get_method("unet").load(model, model_path=str(args.unet_model))
-    rows: dict[str, list[dict]] = {m: [] for m in methods}
-    used = 0
-    for folder in folders:
-        fit = FitResult.load(folder / "fit.json")
-        if not is_near_frontal(fit):
-            continue
-        unwrap = UnwrapResult.load(folder, model)
-        for name, method in methods.items():
-            rows[name].append(run_hidden_texel_protocol(unwrap, fit, model, method))
-        used += 1
-        if used >= args.score:
-            break
-    columns = ("hidden_psnr", "hidden_ssim", "hidden_l1", "hidden_seam", "seconds_per_fill")
-    print(f"\nhidden-texel protocol, first {used} near-frontal London hold-out photos, UV 512, medians; diffusion: "
-          f"{args.steps} {args.scheduler} steps, guidance {args.guidance}\n")
-    print("| method | " + " | ".join(columns) + " |")
-    print("|---|" + "---:|" * len(columns))
+        methods["unet"] = ("unet", {"model_path": str(args.unet_model)})
+    fills = load_fills(model, methods)
+    # Results cached per variant and weights: a retrained pair is scored afresh.
+    weights = weights_tag("d", args.structure / "controlnet" / "diffusion_pytorch_model.safetensors")
+    tags = {label: f"{label.replace(' ', '_').replace('=', '-').replace(',', '_')}-{weights}-s{args.steps}"
+            for label in fills if label.startswith("diffusion")}
     summary = {}
-    for name, results in rows.items():
-        med = {c: statistics.median(r[c] for r in results) for c in columns}
-        summary[name] = med
-        print(f"| {name} | " + " | ".join(f"{med[c]:.3f}" for c in columns) + " |")
-    return {"photos": used, "methods": summary}
+    for set_name, photos in photo_sets(args.sets).items():
+        summary[set_name] = score_set(set_name, photos, fills, model, cache_root=args.work / "cache",
+                                      results_root=args.work / "results", result_tags=tags, limit=args.score)
+        print(f"\n{set_name}: first {summary[set_name]['scored']} near-frontal photos, UV 512, medians; diffusion: "
+              f"{args.steps} {args.scheduler} steps, guidance {args.guidance}\n")
+        print(table(summary[set_name]))
+    return summary
 
 
 def main() -> int:
@@ -191,6 +193,12 @@ def main() -> int:
     parser.add_argument("--appearance", type=Path, default=REPO / "bench_out/models/diffusion_appearance_small")
     parser.add_argument("--structure", type=Path, default=REPO / "bench_out/models/diffusion_structure_small")
     parser.add_argument("--ablate-colour", action="store_true", help="--score also without Lab colour matching")
+    parser.add_argument("--variants", nargs="*", default=[""],
+                        help="--score: diffusion settings to compare, e.g. '' (the paper's) "
+                             "'init=blend,strength=0.3,keep_seen=1'")
+    parser.add_argument("--sets", nargs="+", default=["london-holdout"], help="--score: photo sets")
+    parser.add_argument("--work", type=Path, default=REPO / "bench_out" / "completion",
+                        help="--score: bench_completion.py's fit/unwrap cache (results cached there too)")
     parser.add_argument("--unet-model", type=Path, help="--score also this `facetex train unet` model")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()

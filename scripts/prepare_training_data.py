@@ -26,15 +26,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def prepare_unwraps(photos_root: Path, out: Path, *, uv_size: int = 512, pca=None) -> list[Path]:
     """fit + unwrap (and, given a PCA model, pseudo-gt) of every London TRAIN photo under ``photos_root``.
 
-    Resumable: a folder keeps its fit/unwrap once written, and gets only what it lacks. Returns the
-    folders that hold an unwrap. Models are loaded once.
+    Resumable: a folder keeps its fit/unwrap once written, and gets only what it lacks (a folder
+    holding only a ``fit.json`` of its photo is unwrapped without fitting, so no landmark detector is
+    needed: ``scripts/gpu_train.py``'s packed data). Returns the folders that hold an unwrap. Models
+    are loaded once.
     """
     from facetex_cli.batch import quiet_native_stderr
     from stages.core.errors import FacetexError
     from stages.core.face_model import load_builtin_face_model
     from stages.core.image_io import load_photo
     from stages.core.splits import london_split
-    from stages.fit import MediaPipeLandmarker, fit_photo, save_fit
+    from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, save_fit
     from stages.pseudo_gt import pseudo_ground_truth
     from stages.unwrap import UnwrapResult, unwrap_photo
 
@@ -46,13 +48,16 @@ def prepare_unwraps(photos_root: Path, out: Path, *, uv_size: int = 512, pca=Non
         if not (folder / "unwrap.json").is_file():
             try:
                 photo = load_photo(path)
-                with quiet_native_stderr():
-                    landmarker = landmarker or MediaPipeLandmarker()
-                    fit = fit_photo(photo, landmarker, model=model)[0]
+                if (folder / "fit.json").is_file():
+                    fit = FitResult.load(folder / "fit.json")
+                else:
+                    with quiet_native_stderr():
+                        landmarker = landmarker or MediaPipeLandmarker()
+                        fit = fit_photo(photo, landmarker, model=model)[0]
+                    save_fit(fit, photo.rgb, folder, model)
             except FacetexError as exc:
                 print(f"skipped {exc}", file=sys.stderr)
                 continue
-            save_fit(fit, photo.rgb, folder, model)
             unwrap_photo(photo, fit, model=model, uv_size=uv_size).save(folder)
         if pca is not None and not (folder / "uv_pseudo.png").is_file():
             pseudo_ground_truth(UnwrapResult.load(folder, model), pca).save(folder)

@@ -228,6 +228,54 @@ def test_cross_assembly_sampling_shape_range_and_seeds(trained, photo_folders, m
         pipe(source, position, steps=2, guidance=0.5)
 
 
+def test_sampling_from_a_fill_keeps_what_it_is_told_to(trained, photo_folders, model):
+    """init + keep: latents under the kept mask end as the fill's own latents, so the decoded sample there is
+    the autoencoder's reconstruction of the fill; a small strength stays near the fill everywhere."""
+    from stages.diffusion.pipeline import CrossAssemblyPipeline, prepare_unwrap, sample, make_scheduler
+    from stages.unwrap import UnwrapResult
+
+    appearance, structure, _, _ = trained
+    pipe = CrossAssemblyPipeline.from_folders(appearance, structure)
+    u = UnwrapResult.load(photo_folders[0], model)
+    prep = prepare_unwrap(u.texture, u.confidence, u.position, u.layout_mask, source_size=pipe.source_size,
+                          uv_size=pipe.uv_size)
+    source, position = prep.source[None], prep.position[None]
+    init = np.random.default_rng(0).uniform(-0.6, 0.6, (1, 3, pipe.uv_size, pipe.uv_size)).astype(np.float32)
+    with torch.no_grad():
+        known = pipe.vae.encode(torch.from_numpy(init)).latent_dist.mode()
+        recon = ((pipe.vae.decode(known).sample.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).numpy()
+    everywhere = np.ones((1, 1, pipe.uv_size, pipe.uv_size), np.float32)
+    kept = pipe(source, position, steps=3, seed=1, init=init, strength=1.0, keep=everywhere)[0]
+    np.testing.assert_allclose(kept, recon, atol=1e-4)
+    free = pipe(source, position, steps=3, seed=1)[0]
+    assert np.abs(free - recon).mean() > 20 * np.abs(kept - recon).mean()
+    near = pipe(source, position, steps=10, seed=1, init=init, strength=0.1)[0]     # 1 of 10 steps, from t ~ 100
+    assert np.abs(near - recon).mean() < 0.5 * np.abs(free - recon).mean()
+    with pytest.raises(ValueError, match="keep needs init"):
+        sample(vae=pipe.vae, unet=pipe.unet, controlnet=pipe.controlnet, extractor=pipe.extractor,
+               source=torch.from_numpy(source), control=torch.from_numpy(position),
+               scheduler=make_scheduler("ddim", pipe.scheduler_config), steps=2, guidance=1.0, seed=0,
+               scaling_factor=pipe.scaling_factor, factor=pipe.factor, keep=torch.from_numpy(everywhere))
+    # The completion method: init from the blend fill, photo texels held; bad combinations are refused.
+    from stages.completion import get_method
+
+    options = {"model_path": str(appearance), "structure_path": str(structure), "steps": 2, "device": "cpu"}
+    result = get_method("diffusion").load(model, init="blend", strength=0.5, keep_seen=True, **options).complete(u)
+    assert result.info["init"] == "blend" and result.info["keep_seen"] is True and np.isfinite(result.texture).all()
+    with pytest.raises(ValueError, match="need a fill to start from"):
+        get_method("diffusion").load(model, keep_seen=True, **options)
+    # residual: only the sampler's change reaches the texture; a sample equal to the autoencoder's
+    # reconstruction of the fill gives back the full-resolution fill exactly.
+    method = get_method("diffusion").load(model, init="blend", strength=0.5, residual=True, **options)
+    method.pipeline.__class__ = type("Echo", (type(method.pipeline),),
+                                     {"__call__": lambda self, *a, init, **kw: self.reconstruct(init)})
+    blend = get_method("blend").load(model).complete(u).texture
+    np.testing.assert_allclose(method.predict([u])[0], blend, atol=1e-5)
+    assert method.complete(u).info["residual"] is True
+    with pytest.raises(KeyError, match="unknown completion method"):
+        get_method("diffusion").load(model, init="nope", strength=0.5, **options)
+
+
 def test_cross_assembly_refuses_modules_of_different_bases(trained, photo_folders, model, tmp_path):
     from stages.diffusion.pipeline import CrossAssemblyPipeline
     from stages.train.diffusion import train_diffusion

@@ -49,8 +49,14 @@ def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(*, vae, unet, controlnet, extractor, source: torch.Tensor, control: torch.Tensor, scheduler,
-           steps: int, guidance: float, seed: int, scaling_factor: float, factor: int) -> torch.Tensor:
+           steps: int, guidance: float, seed: int, scaling_factor: float, factor: int,
+           init: torch.Tensor | None = None, strength: float = 1.0, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Run the guided denoising loop and decode.
+
+    From pure noise (the paper), or, with ``init``, from an image's latent noised to ``strength`` of the
+    schedule (SDEdit, Meng et al. 2022: the sampler only refines the given fill); with ``keep`` the
+    latents under that mask are reset after every step to ``init``'s, noised to the next step's level
+    (RePaint-style, Lugmayr et al. 2022), so what is known (the photo's texels) constrains the rest.
 
     Args:
         vae, unet, controlnet, extractor: the assembled modules (same device and dtype).
@@ -62,6 +68,10 @@ def sample(*, vae, unet, controlnet, extractor, source: torch.Tensor, control: t
         seed: initial-noise seed (:func:`initial_noise`).
         scaling_factor: the latent scaling of the VAE.
         factor: the VAE's spatial downsampling.
+        init: ``(B, 3, H, W)`` image in ``[-1, 1]`` to start from (None: pure noise).
+        strength: with ``init``, the fraction of the ``steps`` run (1 = all: ``init`` only matters
+            through ``keep``); at least one step runs.
+        keep: ``(B, 1, H, W)`` mask in ``[0, 1]`` of ``init``'s pixels to keep (needs ``init``).
 
     Returns:
         ``(B, 3, H, W)`` float32 CPU images in ``[0, 1]``.
@@ -69,15 +79,30 @@ def sample(*, vae, unet, controlnet, extractor, source: torch.Tensor, control: t
     device, dtype = control.device, control.dtype
     batch, _, height, width = control.shape
     channels = int(unet.config.in_channels)
-    latents = initial_noise((batch, channels, height // factor, width // factor), seed).to(device, dtype)
+    noise = initial_noise((batch, channels, height // factor, width // factor), seed).to(device, dtype)
     scheduler.set_timesteps(int(steps), device=device)
-    latents = latents * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    if init is None:
+        if keep is not None:
+            raise ValueError("keep needs init")
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        known = vae.encode(init.to(device, dtype)).latent_dist.mode() * scaling_factor
+        start = min(len(timesteps) - 1, int(round(len(timesteps) * (1.0 - strength))))
+        timesteps = timesteps[start:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start * int(getattr(scheduler, "order", 1)))
+        latents = scheduler.add_noise(known, noise, timesteps[:1]) if strength < 1.0 else noise * scheduler.init_noise_sigma
+        if keep is not None:
+            keep = torch.nn.functional.interpolate(keep.to(device, dtype), size=latents.shape[-2:], mode="area")
     tokens = extractor(source)
     guided = guidance != 1.0
     if guided:
         tokens = torch.cat([torch.zeros_like(tokens), tokens])
         control = torch.cat([control, control])
-    for t in scheduler.timesteps:
+    for i, t in enumerate(timesteps):
         x = torch.cat([latents, latents]) if guided else latents
         x = scheduler.scale_model_input(x, t)
         down, mid = controlnet(x, t, encoder_hidden_states=tokens, controlnet_cond=control, return_dict=False)
@@ -87,6 +112,9 @@ def sample(*, vae, unet, controlnet, extractor, source: torch.Tensor, control: t
             uncond, cond = eps.chunk(2)
             eps = uncond + guidance * (cond - uncond)
         latents = scheduler.step(eps, t, latents, return_dict=False)[0]
+        if keep is not None:
+            level = known if i + 1 == len(timesteps) else scheduler.add_noise(known, noise, timesteps[i + 1:i + 2])
+            latents = keep * level + (1 - keep) * latents
     images = vae.decode(latents / scaling_factor, return_dict=False)[0]
     return ((images.float().clamp(-1, 1) + 1) / 2).cpu()
 
@@ -171,6 +199,17 @@ class CrossAssemblyPipeline:
                    info={"appearance": str(appearance), "structure": str(structure), "base": str(base),
                          "appearance_steps": meta_a.get("steps"), "structure_steps": meta_s.get("steps")})
 
+    @torch.no_grad()
+    def reconstruct(self, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """``(B, 3, U, U)`` images in ``[-1, 1]`` -> ``(B, U, U, 3)`` in ``[0, 1]``: through the autoencoder
+        (encode, mode, decode), what a sample that kept them exactly would decode to."""
+        out = []
+        for start in range(0, images.shape[0], batch_size):
+            x = torch.from_numpy(images[start:start + batch_size]).to(self.device, self.dtype)
+            y = self.vae.decode(self.vae.encode(x).latent_dist.mode(), return_dict=False)[0]
+            out.append(((y.float().clamp(-1, 1) + 1) / 2).cpu().permute(0, 2, 3, 1).numpy())
+        return np.concatenate(out, axis=0)
+
     def check_inputs(self, source: np.ndarray, position: np.ndarray, steps: int, guidance: float,
                      scheduler: str, batch_size: int) -> None:
         """Raise ValueError naming the first bad argument."""
@@ -190,7 +229,8 @@ class CrossAssemblyPipeline:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
 
     def __call__(self, source: np.ndarray, position: np.ndarray, *, steps: int = 30, guidance: float = 1.4,
-                 seed: int = 0, scheduler: str = "ddim", batch_size: int = 8) -> np.ndarray:
+                 seed: int = 0, scheduler: str = "ddim", batch_size: int = 8, init: np.ndarray | None = None,
+                 strength: float = 1.0, keep: np.ndarray | None = None) -> np.ndarray:
         """Complete UV textures.
 
         Args:
@@ -198,6 +238,8 @@ class CrossAssemblyPipeline:
             position: ``(B, 3, U, U)`` complete UV position maps / POSITION_SCALE (0 beyond the layout).
             steps, guidance, seed, scheduler: sampling settings (paper: DDIM, 30 steps, 1.4).
             batch_size: items per network pass (guidance doubles it).
+            init, strength, keep: ``(B, 3, U, U)`` fills in ``[-1, 1]`` to start from, the part of the
+                schedule to run, ``(B, 1, U, U)`` masks of what to keep of them (:func:`sample`).
 
         Returns:
             ``(B, U, U, 3)`` float32 textures in ``[0, 1]``.
@@ -207,9 +249,11 @@ class CrossAssemblyPipeline:
         for start in range(0, source.shape[0], batch_size):
             src = torch.from_numpy(source[start:start + batch_size]).to(self.device, self.dtype)
             ctl = torch.from_numpy(position[start:start + batch_size]).to(self.device, self.dtype)
+            part = {name: None if a is None else torch.from_numpy(a[start:start + batch_size]).to(self.device, self.dtype)
+                    for name, a in (("init", init), ("keep", keep))}
             images = sample(vae=self.vae, unet=self.unet, controlnet=self.controlnet, extractor=self.extractor,
                             source=src, control=ctl, scheduler=make_scheduler(scheduler, self.scheduler_config),
                             steps=steps, guidance=float(guidance), seed=seed, scaling_factor=self.scaling_factor,
-                            factor=self.factor)
+                            factor=self.factor, strength=strength, **part)
             out.append(images.permute(0, 2, 3, 1).numpy())
         return np.concatenate(out, axis=0)

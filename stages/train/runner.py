@@ -15,6 +15,9 @@ optionally, a sample sheet to draw); the runner owns the rest:
   optimisers, RNGs, plus ``step.json``: the counters and any :attr:`TrainingRunner.state` values)
   and resuming from them: a resumed run restarts the interrupted epoch's data order, so it is close
   to, not bit-identical with, an uninterrupted one;
+- the wall-clock limit ``time_limit`` (seconds from the runner's creation, so the method's data loading
+  counts): when it has passed, no further step starts; the phases not reached still get their
+  ``start()`` (so values derived there exist) and the model folder is written as usual;
 - sample sheets ``samples/step_NNNNNN.png`` every ``sample_every`` steps, ``train_log.jsonl`` every
   ``log_every`` steps, and ``progress(step, total, losses)`` after every step (the CLI's rich bar).
 
@@ -62,6 +65,9 @@ class RunConfig:
     checkpoint_every: int = run_field(500, "Checkpoint (training_state/) every N steps (0: only at the end).",
                                       min=0)
     log_every: int = run_field(25, "Append the losses to train_log.jsonl every N steps (0: never).", min=0)
+    time_limit: float = run_field(0.0, "Stop after this many wall-clock seconds from the run's start, data loading "
+                                       "included (0: no limit); the model folder is written with the steps done.",
+                                  min=0.0)
 
 
 @dataclass
@@ -139,6 +145,8 @@ class TrainingRunner:
             raise DeviceError(None, f"--device {device}: accelerate placed this process on {got} "
                                     "(under `accelerate launch` leave --device auto)")
         set_seed(config.seed)
+        self.created = time.perf_counter()   # the time limit counts from here
+        self.time_limited = False            # True once run() stopped at config.time_limit
         self.state: dict[str, Any] = {}   # extra values saved in step.json and restored on resume
         self.counters: dict[str, int] = {}
         self.last: dict[str, float] = {}
@@ -205,6 +213,18 @@ class TrainingRunner:
         if self.is_main:
             write_json(self.state_dir / "step.json", {**self.counters, **self.state})
 
+    def _past(self, deadline: float) -> bool:
+        """Whether ``deadline`` has passed: the main process decides for all, so every process stops at
+        the same step (a process stepping alone would wait forever in the gradient all-reduce)."""
+        if deadline == float("inf"):
+            return False
+        past = time.perf_counter() >= deadline
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            past = bool(broadcast(torch.tensor([int(past)], device=self.device))[0])
+        return past
+
     def run(self, phases: list[Phase]) -> dict[str, int]:
         """Run (or resume) the phases in order; returns the step counter of each phase."""
         if self._loader is None:
@@ -224,10 +244,14 @@ class TrainingRunner:
         self._batches = self._cycle(done // max(1, len(self._loader)))   # resume restarts the interrupted epoch
         self.started = time.perf_counter()
         config, offset = self.config, 0
+        deadline = self.created + config.time_limit if config.time_limit and config.time_limit > 0 else float("inf")
         for phase in phases:
             if phase.start is not None:
                 phase.start()
             while self.counters[phase.key] < phase.steps:
+                if self._past(deadline):
+                    self.time_limited = True
+                    break
                 out = phase.step(self.next_batch(), self.counters[phase.key])
                 self.counters[phase.key] += 1
                 step = self.counters[phase.key]
