@@ -142,6 +142,14 @@ REGISTRY: tuple[LearnedModel, ...] = (
                  "tiny": {"preset": "tiny", "steps": 3, "batch_size": 2}},
         share=0.15, load="stages.models.detail_vae:load_detail_decoder",
         bench={"uvapm + detail VAE (new)": ("uvapm", {"model_path": "detail_vae"})}),
+    # No benchmark row: `complete --method gan` inverts the generator per view (10-30 s a fill on CPU),
+    # more than a budget of minutes holds; score it afterwards with bench_completion.py --gan-model.
+    LearnedModel(
+        "texture_gan", "stages.train.texture_gan:train_texture_gan",
+        "stages.train.texture_gan:TextureGANTrainConfig",
+        presets={"gpu": {"preset": "base", "batch_size": 32, "r1_gamma": 10.0},
+                 "tiny": {"preset": "tiny", "steps": 3, "batch_size": 2}},
+        share=0.15, load="stages.models.texture_gan:load_texture_generator"),
 )
 
 

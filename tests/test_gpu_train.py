@@ -41,7 +41,10 @@ def synthetic_pack(model, root: Path) -> Path:
         Image.open(folder / "render.png").convert("RGB").save(path, quality=95)
         (folder / "render.png").unlink()
         photo = load_photo(path)
-        dataclasses.replace(fit, source=str(path), stem=stem, source_sha256=photo.sha256).save(folder / "fit.json")
+        light = np.zeros((9, 3), np.float32)
+        light[0] = 1.0    # plain ambient light: the texture GAN relights with the fit's SH
+        dataclasses.replace(fit, source=str(path), stem=stem, source_sha256=photo.sha256,
+                            lighting=light).save(folder / "fit.json")
     (root / "pack.json").write_text(json.dumps({"source": "synthetic"}))
     return root
 
