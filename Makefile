@@ -119,7 +119,7 @@ help:
 
 install:
 	$(PYTHON) -m pip install -c constraints.txt torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PYTHON) -m pip install -c constraints.txt -e ".[dev,diffusion]"
+	$(PYTHON) -m pip install -c constraints.txt -e ".[dev,diffusion,dask]"
 
 test:
 	$(PYTHON) -m pytest -q -n 2

@@ -489,8 +489,9 @@ def _local_results(process, todo: list, names: list[str], *, debug: bool, quiet_
         return
     if isinstance(process, Job):
         process = build_job(process, debug)
-    for item, name in zip(todo, names):
-        yield _process_item(process, item, name, debug, quiet_native)
+    with single_thread_blas():
+        for item, name in zip(todo, names):
+            yield _process_item(process, item, name, debug, quiet_native)
 
 
 # ------------------------------------------------------------------------------------- worker processes
@@ -516,7 +517,8 @@ class _Worker:
 
 def limit_threads(threads: int) -> None:
     """Size the thread pools of this process's numeric libraries to ``threads`` (env variables for those
-    not yet imported; the runtime setters for torch, numba and OpenCV if already imported)."""
+    not yet imported; the runtime setters for torch, numba and OpenCV if already imported) and numpy's
+    BLAS to one thread (:func:`single_thread_blas`)."""
     for variable in THREAD_VARIABLES:
         os.environ[variable] = str(threads)
     if "torch" in sys.modules:
@@ -525,6 +527,17 @@ def limit_threads(threads: int) -> None:
         sys.modules["numba"].set_num_threads(min(threads, sys.modules["numba"].config.NUMBA_NUM_THREADS))
     if "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(threads)
+    single_thread_blas()
+
+
+def single_thread_blas():
+    """Put the BLAS libraries loaded in this process (numpy's OpenBLAS) on one thread; as a context, until
+    its end. Every executor runs batch items so: BLAS least squares change in the last bits with the
+    thread count (a fit's rms), and a batch must write the same bytes whatever ``--workers`` or the
+    machine's cores; BLAS threads barely help the small solves of one photo anyway."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _on_sigint(signum, frame) -> None:
