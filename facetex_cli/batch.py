@@ -444,12 +444,12 @@ def run_batch(items: list, process: Callable[[object], str | Done | None] | Job,
         console.print(f"shard {index}/{count}: {len(items)} of {total} inputs", markup=False, highlight=False)
     names = [name_of(item) for item in items]
     skipped = [skip is not None and skip(item) for item in items]
-    todo = [item for item, s in zip(items, skipped) if not s]
+    todo = [item for item, s in zip(items, skipped, strict=True) if not s]
     workers = max(1, min(settings.workers, len(todo)))
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=console,
                         transient=True, disable=not console.is_terminal)
-    todo_names = [n for n, s in zip(names, skipped) if not s]
+    todo_names = [n for n, s in zip(names, skipped, strict=True) if not s]
     if settings.executor == "dask" and todo:
         outcomes = dask_results(_as_job(process), todo, todo_names, settings, debug=debug, quiet_native=quiet_native)
     elif workers > 1:
@@ -459,7 +459,7 @@ def run_batch(items: list, process: Callable[[object], str | Done | None] | Job,
     try:
         with progress:
             task = progress.add_task(description, total=len(items), current="")
-            for name, is_skipped in zip(names, skipped):
+            for name, is_skipped in zip(names, skipped, strict=True):
                 progress.update(task, current=name)
                 if is_skipped:
                     results.append(ItemResult(name, "skipped", "outputs exist"))
@@ -490,7 +490,7 @@ def _local_results(process, todo: list, names: list[str], *, debug: bool, quiet_
     if isinstance(process, Job):
         process = build_job(process, debug)
     with single_thread_blas():
-        for item, name in zip(todo, names):
+        for item, name in zip(todo, names, strict=True):
             yield _process_item(process, item, name, debug, quiet_native)
 
 
@@ -607,8 +607,8 @@ def pool_results(job: Job, todo: list, names: list[str], workers: int, *, debug:
                                    initializer=_init_worker, initargs=(blob, 1, debug, quiet_native))
     futures = []
     try:
-        futures = [executor.submit(_work, item, name) for item, name in zip(todo, names)]
-        for future, name in zip(futures, names):
+        futures = [executor.submit(_work, item, name) for item, name in zip(todo, names, strict=True)]
+        for future, name in zip(futures, names, strict=True):
             try:
                 yield future.result()
             except BrokenProcessPool as exc:
@@ -643,7 +643,7 @@ def dask_results(job: Job, todo: list, names: list[str], settings: BatchSettings
         # pure=False: every item runs (no result caching by argument hash); the blob is scattered once.
         blob_future = client.scatter(blob, broadcast=True)
         futures = [client.submit(_dask_work, blob_future, item, name, debug, quiet_native, pure=False)
-                   for item, name in zip(todo, names)]
+                   for item, name in zip(todo, names, strict=True)]
         for future in futures:
             yield future.result()
     finally:

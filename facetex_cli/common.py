@@ -14,7 +14,14 @@ from typing import Literal
 import typer
 from rich.markup import escape
 
-from facetex_cli.batch import BatchSettings, console, default_workers, parse_shard, quiet_native_stderr, silence_native_stderr
+from facetex_cli.batch import (
+    BatchSettings,
+    console,
+    default_workers,
+    parse_shard,
+    quiet_native_stderr,
+    silence_native_stderr,
+)
 from stages.core.atomic import clean_stale_temporaries
 from stages.core.errors import FacetexError, MissingArtifactError
 

@@ -15,7 +15,6 @@ from facetex_cli.common import (
     DEVICE_OPTION,
     EXECUTOR_OPTION,
     SCHEDULER_OPTION,
-    SHARD_OPTION,
     WORKERS_OPTION,
     ExecutorChoice,
     artifact_folders,

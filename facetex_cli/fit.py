@@ -27,7 +27,6 @@ from facetex_cli.common import (
     outputs_exist,
     prepare_output_root,
 )
-from stages.complete import renamed
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import fit_photo, make_landmarker, save_fit
 from stages.occlusion import default_segmenter
@@ -74,6 +73,8 @@ def fit_job(out: Path, face: str, landmarks: str, max_side: int, occlusion_mask:
             names: dict[Path, str]):
     """The per-photo function of ``fit`` (a :class:`~facetex_cli.batch.Job` factory): the face model,
     the landmark detector and the skin segmenter load here, once per process."""
+    from stages.complete import renamed
+
     model, _ = face_model_for(face_model)
     landmarker = make_landmarker(landmarks)
     if occlusion_mask:

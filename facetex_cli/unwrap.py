@@ -30,7 +30,6 @@ from facetex_cli.common import (
     outputs_exist,
     prepare_output_root,
 )
-from stages.complete import renamed
 from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import FitResult
@@ -148,6 +147,7 @@ def learned_unwrap_job(fit: Path | None, out: Path, face_model: str, uv_size: in
                        names: dict[Path, str], model_dir: Path | None, face: str, device: str = "auto"):
     """The per-photo function of ``--method learned`` (a :class:`~facetex_cli.batch.Job` factory); the
     sampler (and detector) load here, once per process."""
+    from stages.complete import renamed
     from stages.learned_unwrap import LearnedUnwrapper
 
     model, _ = face_model_for(face_model)
