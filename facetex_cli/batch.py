@@ -328,6 +328,11 @@ class BatchSettings:
     executor: str = "local"
     scheduler: str | None = None
 
+    @property
+    def shared_output(self) -> bool:
+        """Whether other machines may write into the same output root at the same time."""
+        return self.shard is not None or self.executor == "dask"
+
 
 def default_workers() -> int:
     """The CPU cores this process may run on (its affinity mask where the OS has one)."""

@@ -108,9 +108,14 @@ def build_or_exit(factory, debug: bool = False):
         raise typer.Exit(2) from None
 
 
-def prepare_output_root(out: Path) -> None:
+def prepare_output_root(out: Path, clean: bool = True) -> None:
     """Check once, before any work, that the output root ``out`` is a writable folder (creating it),
-    and remove the temporaries interrupted runs left there; an unusable root is one line and exit 2."""
+    and (with ``clean``) remove the temporaries interrupted runs left there; an unusable root is one line
+    and exit 2.
+
+    ``clean=False`` for runs that share ``out`` with other machines (``--shard``, ``--executor dask``):
+    a temporary is stale when its process id is not running *here*, so a cleanup would delete the
+    temporaries other nodes are writing."""
     try:
         if out.exists() and not out.is_dir():
             raise FacetexError(out, "the output folder (-o) exists and is not a folder")
@@ -125,7 +130,7 @@ def prepare_output_root(out: Path) -> None:
         console.print(f"[red]error[/red] {escape(str(out))}: the output folder (-o) is not writable "
                       f"({escape(exc.strerror or str(exc))})", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    removed = clean_stale_temporaries(out)
+    removed = clean_stale_temporaries(out) if clean else []
     if removed:
         console.print(f"removed {len(removed)} temporary file(s)/folder(s) left in {out} by an interrupted run",
                       markup=False, highlight=False, soft_wrap=True)

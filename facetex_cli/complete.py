@@ -143,11 +143,11 @@ def complete_command(
         method_options["device"] = device
     elif device != "auto":
         raise typer.BadParameter("--device goes with --method unet or diffusion", param_hint="--device")
-    settings = batch_settings(workers, shard, executor, dask_scheduler)
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
                               delight=delight, occlusion_mask=occlusion_mask)
-    prepare_output_root(out)
+    settings = batch_settings(workers, shard, executor, dask_scheduler)
+    prepare_output_root(out, clean=not settings.shared_output)
     names = output_names(inputs.files)
     report_renames(names)
     job = Job(complete_job, {"out": out, "options": options, "face_model": face_model, "unwrap_dirs": unwrap_dirs,

@@ -57,10 +57,10 @@ def fit_command(
     face-skin segmentation unwrap uses; not with --no-occlusion-mask).
     """
     inputs = expand_inputs(photos, recursive=recursive)
-    prepare_output_root(out)
+    settings = batch_settings(workers, shard, executor, dask_scheduler)
+    prepare_output_root(out, clean=not settings.shared_output)
     names = output_names(inputs.files)
     report_renames(names)
-    settings = batch_settings(workers, shard, executor, dask_scheduler)
     job = Job(fit_job, {"out": out, "face": face, "landmarks": landmarks, "max_side": max_side,
                         "occlusion_mask": occlusion_mask, "face_model": face_model, "names": names})
     results = run_batch(inputs.files, job, name_of=lambda p: p.name, shard_key=names.get, inputs=inputs,

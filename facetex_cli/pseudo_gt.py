@@ -54,8 +54,8 @@ def pseudo_gt_command(
                                  f"UV layout; complete the {face_model} head with --method mirror or telea",
                                  param_hint="--face-model")
     folders, missing = artifact_folders(unwraps, "unwrap.json")
-    prepare_output_root(out)
     settings = batch_settings(workers, shard, executor, dask_scheduler)
+    prepare_output_root(out, clean=not settings.shared_output)
     job = Job(pseudo_gt_job, {"out": out, "pca": pca, "lam": lam, "mirror": mirror})
     results = run_batch(folders, job, name_of=lambda p: p.name, missing=missing, description="pseudo-gt",
                         skip=(lambda p: outputs_exist(out, p.name, "pseudo_gt.json")) if skip_existing else None,

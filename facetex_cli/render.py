@@ -143,8 +143,8 @@ def render_command(
     light = build_or_exit(lambda: load_sh(sh)) if sh is not None else None
     build_or_exit(lambda: resolve_device(device))  # a bad --device: one line, before any work
     inputs = resolve_textures(textures)
-    prepare_output_root(out)
     settings = batch_settings(workers, shard, executor, dask_scheduler)
+    prepare_output_root(out, clean=not settings.shared_output)
     job = Job(render_job, {"fit": fit, "out": out, "angles": angles, "pitch": pitch, "size": size, "light": light,
                            "turntable": turntable, "subdivide": subdivide, "glb": glb, "face_model": face_model,
                            "device": device})

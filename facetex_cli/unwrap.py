@@ -101,10 +101,10 @@ def unwrap_command(
     if fit is not None and fit.is_file() and len(inputs.files) > 1:
         raise typer.BadParameter("a single fit.json goes with a single photo; pass the fit output root instead",
                                  param_hint="FIT")
-    prepare_output_root(out)
+    settings = batch_settings(workers, shard, executor, dask_scheduler)
+    prepare_output_root(out, clean=not settings.shared_output)
     names = output_names(inputs.files)
     report_renames(names)
-    settings = batch_settings(workers, shard, executor, dask_scheduler)
     common = {"fit": fit, "out": out, "face_model": face_model, "uv_size": uv_size, "max_side": max_side,
               "names": names}
     job = Job(learned_unwrap_job, {**common, "model_dir": model_dir, "face": face, "device": device}) \

@@ -246,3 +246,15 @@ def test_dask_executor_on_a_local_cluster(shared_faces, tmp_path):
 def test_dask_scheduler_needs_the_dask_executor():
     result = invoke("fit", "x.jpg", "--dask-scheduler", "tcp://nowhere:8786")
     assert result.exit_code == 2 and "--dask-scheduler goes with --executor dask" in result.output
+
+
+def test_runs_sharing_the_output_with_other_machines_keep_foreign_temporaries(tmp_path):
+    """A temporary whose process is not running here may belong to a job on another node: only a plain
+    local run (no --shard, no dask) removes it."""
+    out = tmp_path / "out"
+    foreign = out / ".001_03.p4194300.k2j4h5.part"        # a process id above pid_max: not running here
+    foreign.mkdir(parents=True)
+    result = invoke("fit", str(tmp_path / "missing.jpg"), "-o", str(out), "--shard", "1/2")
+    assert result.exit_code == 1 and foreign.is_dir()
+    result = invoke("fit", str(tmp_path / "missing.jpg"), "-o", str(out))
+    assert result.exit_code == 1 and not foreign.exists() and "removed 1 temporary" in result.output
