@@ -7,9 +7,9 @@ Three measurements over a folder of photos (default: the 102 London neutral phot
   steady state, ``(wall - cold) / (N - 1)`` with ``cold`` the same command on one photo (the start:
   imports, model loads, the first photo). Median of ``--runs`` runs.
 - cold single photo: wall time of ``facetex complete PHOTO`` in a new process, median of ``--cold-runs``.
-- artifact costs: ``Completer.run`` in this process (models loaded once, warm), with the drawing and
-  the writing of each file timed (``--artifact-photos`` photos): median ms per photo and median bytes
-  per artifact. A preview's ms include what is drawn or rendered for it.
+- artifact costs: ``Completer.run`` in this process as in a pool worker (models loaded once, warm, one
+  thread), with the drawing and the writing of each file timed (``--artifact-photos`` photos): median
+  ms per photo and median bytes per artifact. A preview's ms include what is drawn or rendered for it.
 
 Times on a shared machine are pessimistic: the load average is printed next to the numbers. Usage::
 
@@ -122,7 +122,10 @@ def _artifact(name: str) -> str:
 
 
 def artifact_costs(photos: list[Path], uv_size: int) -> tuple[dict, dict, float]:
-    """Median ms and bytes per artifact per photo, and the median ``Completer.run`` ms, warm, one process."""
+    """Median ms and bytes per artifact per photo, and the median ``Completer.run`` ms, warm, one thread."""
+    from facetex_cli.batch import limit_threads
+
+    limit_threads(1)  # as a pool worker runs (before torch loads)
     import stages.complete as complete_mod
     import stages.core.atomic as atomic
     import stages.core.image_io as image_io
