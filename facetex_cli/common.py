@@ -46,7 +46,7 @@ SHARD_OPTION = typer.Option(None, "--shard", metavar="I/N",
                                  "without overlap (docs/CLUSTER.md).", show_default="all inputs")
 EXECUTOR_OPTION = typer.Option("local", "--executor",
                                help="local: a process pool here (--workers); dask: a Dask cluster (--dask-scheduler; "
-                                    "pip install 'facetex[dask]').")
+                                    "needs facetex's dask extra, see docs/CLUSTER.md).")
 SCHEDULER_OPTION = typer.Option(None, "--dask-scheduler", metavar="ADDRESS",
                                 help="--executor dask: the scheduler (e.g. tcp://head:8786).",
                                 show_default="a local cluster of --workers processes")
