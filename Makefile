@@ -6,6 +6,9 @@
 #   make test-all                         the default suite plus the tests marked slow
 #   make pipeline PHOTOS=dir OUT=dir -j2  fit -> unwrap -> complete for every photo in PHOTOS;
 #                                         only missing or stale artifacts (or changed settings) are recomputed
+#   make pipeline-batch PHOTOS=dir OUT=dir  the same, each stage run once over its out-of-date photos with
+#                                         the worker pool (WORKERS=N, default all cores) instead of one process
+#                                         per photo per stage
 #   make renders  PHOTOS=dir OUT=dir      + novel views, turntable.gif for every completed photo
 #   make pseudo-gt PHOTOS=dir OUT=dir     fit -> unwrap -> seed 001's pseudo ground truth per photo
 #   make pca-model PHOTOS=dir OUT=dir     build-pca over every unwrap -> OUT/albedo_pca.h5
@@ -27,6 +30,7 @@
 # Pipeline settings (each reaches only its own stage):
 #   METHOD=mirror  UV_SIZE=512  PCA_UV_SIZE=128  FIT_FLAGS  UNWRAP_FLAGS  PSEUDO_GT_FLAGS  BUILD_PCA_FLAGS
 #   TRAIN_FLAGS  COMPLETE_FLAGS  RENDER_FLAGS  EVALUATE_FLAGS  EVAL_METHOD  UNET_MODEL  PCA_MODEL
+#   WORKERS=N (pipeline-batch: worker processes per stage)
 #   FACETEX=cmd    the facetex command (default: `facetex` when on PATH, else `$(PYTHON) -m facetex_cli.main`)
 
 PYTHON   ?= python3
@@ -62,6 +66,8 @@ TRAIN_FLAGS     ?= --preset small --steps 2000 --batch-size 4 --uv-size 256 --se
 COMPLETE_FLAGS  ?=
 RENDER_FLAGS    ?=
 EVALUATE_FLAGS  ?=
+# pipeline-batch: worker processes of each stage's batch (empty: facetex's default, all cores).
+WORKERS         ?=
 ifdef FACETEX_FLAGS
 $(error FACETEX_FLAGS is gone: use the per-stage FIT_FLAGS, UNWRAP_FLAGS, ..., EVALUATE_FLAGS)
 endif
@@ -107,7 +113,22 @@ endef
 $(foreach s,$(STAGES),$(eval $(call stamp_rule,$(s))))
 FORCE:
 
-.PHONY: install test test-all lint pipeline renders pseudo-gt pca-model train-unet evaluate chain demo bench
+# pipeline-batch: the per-photo rules of fit, unwrap and complete below decide what is out of date as
+# for `pipeline`, but only list the photo in $(BATCH_DIR)/<stage> (`+`: also under `make -n`, so a dry
+# run prints the real batch commands); the pipeline-batch recipe, expanded after them, then runs each
+# stage once over its list. The lists are cleared at parse time and at the end (a dry run leaves nothing).
+BATCH_DIR := $(OUT)/.batch
+ifneq ($(filter pipeline-batch,$(MAKECMDGOALS)),)
+ifneq ($(filter-out pipeline-batch,$(MAKECMDGOALS)),)
+$(error pipeline-batch runs alone (its stages run after make has listed them); run the other goals after it)
+endif
+BATCH := 1
+$(shell rm -rf $(BATCH_DIR))
+endif
+batch_list = $(strip $(file <$(BATCH_DIR)/$(1)))
+BATCH_FLAGS := $(if $(WORKERS),--workers $(WORKERS))
+
+.PHONY: install test test-all lint pipeline pipeline-batch renders pseudo-gt pca-model train-unet evaluate chain demo bench
 .PHONY: bench-completion figure face-model albedo-model unet-model clean-out help FORCE
 .PHONY: train-diffusion-small train-diffusion-sd15 bench-diffusion
 .DELETE_ON_ERROR:
@@ -120,7 +141,7 @@ help:
 
 install:
 	$(PYTHON) -m pip install -c constraints.txt torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PYTHON) -m pip install -c constraints.txt -e ".[dev,diffusion]"
+	$(PYTHON) -m pip install -c constraints.txt -e ".[dev,diffusion,dask]"
 
 test:
 	$(PYTHON) -m pytest -q -n 2
@@ -133,6 +154,16 @@ lint:
 
 pipeline: $(COMPLETED)
 	@echo "pipeline: $(words $(COMPLETED)) photos -> $(OUT)/"
+
+# Each stage once over what the rules listed; a stage's failures (one line each) do not stop the
+# next stage for the other photos, and make fails at the end if any stage failed.
+pipeline-batch: $(COMPLETED)
+	$(if $(call batch_list,fit),$(FACETEX) fit $(call batch_list,fit) -o $(OUT) $(SET_fit) $(BATCH_FLAGS) || touch $(BATCH_DIR)/failed)
+	$(if $(call batch_list,unwrap),$(FACETEX) unwrap $(call batch_list,unwrap) $(OUT) -o $(OUT) $(SET_unwrap) $(BATCH_FLAGS) || touch $(BATCH_DIR)/failed)
+	$(if $(call batch_list,complete),$(FACETEX) complete $(call batch_list,complete) -o $(OUT) $(SET_complete) $(BATCH_FLAGS) || touch $(BATCH_DIR)/failed)
+	+@failed=$$(test -e $(BATCH_DIR)/failed && echo yes); rm -rf $(BATCH_DIR); rmdir $(OUT) 2>/dev/null; \
+	if [ -n "$$failed" ]; then echo "pipeline-batch: some photos failed (see above)"; exit 1; fi; \
+	echo "pipeline-batch: $(words $(COMPLETED)) photos -> $(OUT)/"
 
 renders: $(TURNTABLES)
 
@@ -152,11 +183,19 @@ chain: $(PSEUDO_GTS) $(OWN_PCA) $(OWN_UNET)/config.json $(TURNTABLES) $(OUT)/eva
 photo_of = $(or $(firstword $(filter $(addprefix $(PHOTOS)/$(1),$(PHOTO_EXTS)),$(PHOTO_FILES))),$(PHOTOS)/$(1).jpg)
 
 $(OUT)/%/fit.json: $$(call photo_of,$$*) $(SETTINGS)/fit
+ifdef BATCH
+	+@mkdir -p $(BATCH_DIR) && printf '%s\n' "$<" >> $(BATCH_DIR)/fit
+else
 	$(FACETEX) fit "$<" -o $(OUT) $(SET_fit)
+endif
 
 # unwrap: needs the photo (for colours) and its fit.
 $(OUT)/%/unwrap.json: $$(call photo_of,$$*) $(OUT)/%/fit.json $(SETTINGS)/unwrap
+ifdef BATCH
+	+@mkdir -p $(BATCH_DIR) && printf '%s\n' "$<" >> $(BATCH_DIR)/unwrap
+else
 	$(FACETEX) unwrap "$<" "$(OUT)/$*/fit.json" -o $(OUT) $(SET_unwrap)
+endif
 
 # pseudo-gt: seed 001's pseudo ground truth (PCA fit + mirror) of one unwrap.
 $(OUT)/%/pseudo_gt.json: $(OUT)/%/unwrap.json $(SETTINGS)/pseudo_gt
@@ -173,7 +212,11 @@ $(OWN_UNET)/config.json: $(PSEUDO_GTS) $(SETTINGS)/train
 
 # complete: fill the unwrap folder, export textured.obj/.mtl/.glb and previews.
 $(OUT)/%/complete.json: $(OUT)/%/unwrap.json $(COMPLETE_MODEL_DEPS) $(SETTINGS)/complete
+ifdef BATCH
+	+@mkdir -p $(BATCH_DIR) && printf '%s\n' "$(OUT)/$*" >> $(BATCH_DIR)/complete
+else
 	$(FACETEX) complete "$(OUT)/$*" -o $(OUT) $(SET_complete)
+endif
 
 # render: novel views, turntable, textured mesh of the completed texture.
 $(OUT)/%/turntable.gif: $(OUT)/%/complete.json $(SETTINGS)/render

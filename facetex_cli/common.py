@@ -14,7 +14,14 @@ from typing import Literal
 import typer
 from rich.markup import escape
 
-from facetex_cli.batch import console, quiet_native_stderr, silence_native_stderr
+from facetex_cli.batch import (
+    BatchSettings,
+    console,
+    default_workers,
+    parse_shard,
+    quiet_native_stderr,
+    silence_native_stderr,
+)
 from stages.core.atomic import clean_stale_temporaries
 from stages.core.errors import FacetexError, MissingArtifactError
 
@@ -29,6 +36,20 @@ OCCLUSION_OPTION = typer.Option(True, "--occlusion-mask/--no-occlusion-mask",
                                 help="Keep only face skin (plus brows, eyes, lips, nostrils): hair, hands, glasses "
                                      "and background are never unwrapped or mirrored (skin_mask.png, "
                                      "uv_occluded.png). --no-occlusion-mask: geometry only, for comparisons.")
+WORKERS_OPTION = typer.Option(None, "--workers", "-w", min=1, envvar="FACETEX_WORKERS",
+                              help="Worker processes (each loads the models once and runs one thread); 1 runs in "
+                                   "this process. With --executor dask: the local cluster's size when no "
+                                   "--dask-scheduler is given.", show_default="the machine's cores")
+SHARD_OPTION = typer.Option(None, "--shard", metavar="I/N",
+                            help="Process only shard I of N (1 <= I <= N) of the inputs: those whose output name "
+                                 "hashes (sha1) to I, so N array jobs over a shared filesystem split any batch "
+                                 "without overlap (docs/CLUSTER.md).", show_default="all inputs")
+EXECUTOR_OPTION = typer.Option("local", "--executor",
+                               help="local: a process pool here (--workers); dask: a Dask cluster (--dask-scheduler; "
+                                    "needs facetex's dask extra, see docs/CLUSTER.md).")
+SCHEDULER_OPTION = typer.Option(None, "--dask-scheduler", metavar="ADDRESS",
+                                help="--executor dask: the scheduler (e.g. tcp://head:8786).",
+                                show_default="a local cluster of --workers processes")
 DEBUG_OPTION = typer.Option(False, "--debug/--no-debug", help="Show tracebacks and native library logs.")
 #: The papers behind the methods, named by title in the help (never by their seed number).
 PAPER_FREEUV = "FreeUV"
@@ -65,6 +86,21 @@ def face_model_for(name: str, subdivide: int = 0, debug: bool = False):
     return model, (0 if model.landmark_embedding is not None else subdivide)
 
 
+ExecutorChoice = Literal["local", "dask"]
+
+
+def batch_settings(workers: int | None, shard: str | None, executor: str = "local",
+                   scheduler: str | None = None) -> BatchSettings:
+    """The :class:`BatchSettings` of a command's ``--workers --shard --executor --dask-scheduler``."""
+    try:
+        parsed = parse_shard(shard)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shard") from None
+    if scheduler is not None and executor != "dask":
+        raise typer.BadParameter("--dask-scheduler goes with --executor dask", param_hint="--dask-scheduler")
+    return BatchSettings(workers=workers or default_workers(), shard=parsed, executor=executor, scheduler=scheduler)
+
+
 def build_or_exit(factory, debug: bool = False):
     """Build a model/detector before a batch; an expected failure is one line and exit code 2."""
     silence_native_stderr(debug)
@@ -76,9 +112,14 @@ def build_or_exit(factory, debug: bool = False):
         raise typer.Exit(2) from None
 
 
-def prepare_output_root(out: Path) -> None:
+def prepare_output_root(out: Path, clean: bool = True) -> None:
     """Check once, before any work, that the output root ``out`` is a writable folder (creating it),
-    and remove the temporaries interrupted runs left there; an unusable root is one line and exit 2."""
+    and (with ``clean``) remove the temporaries interrupted runs left there; an unusable root is one line
+    and exit 2.
+
+    ``clean=False`` for runs that share ``out`` with other machines (``--shard``, ``--executor dask``):
+    a temporary is stale when its process id is not running *here*, so a cleanup would delete the
+    temporaries other nodes are writing."""
     try:
         if out.exists() and not out.is_dir():
             raise FacetexError(out, "the output folder (-o) exists and is not a folder")
@@ -93,7 +134,7 @@ def prepare_output_root(out: Path) -> None:
         console.print(f"[red]error[/red] {escape(str(out))}: the output folder (-o) is not writable "
                       f"({escape(exc.strerror or str(exc))})", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    removed = clean_stale_temporaries(out)
+    removed = clean_stale_temporaries(out) if clean else []
     if removed:
         console.print(f"removed {len(removed)} temporary file(s)/folder(s) left in {out} by an interrupted run",
                       markup=False, highlight=False, soft_wrap=True)

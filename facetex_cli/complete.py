@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from typing import Literal
 
 import typer
 
-from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
+from facetex_cli.batch import Done, Job, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
     DEBUG_OPTION,
     DEVICE_OPTION,
+    EXECUTOR_OPTION,
+    SCHEDULER_OPTION,
+    SHARD_OPTION,
+    WORKERS_OPTION,
+    ExecutorChoice,
     FACE_MODEL_OPTION,
     FaceModelChoice,
     face_model_for,
@@ -21,7 +27,7 @@ from facetex_cli.common import (
     RECURSIVE_OPTION,
     SKIP_OPTION,
     LandmarksChoice,
-    build_or_exit,
+    batch_settings,
     outputs_exist,
     prepare_output_root,
 )
@@ -95,6 +101,10 @@ def complete_command(
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
     face_model: FaceModelChoice = FACE_MODEL_OPTION,
+    workers: int = WORKERS_OPTION,
+    shard: str = SHARD_OPTION,
+    executor: ExecutorChoice = EXECUTOR_OPTION,
+    dask_scheduler: str = SCHEDULER_OPTION,
 ) -> None:
     """Recover a complete UV texture from each photo and export a textured mesh.
 
@@ -137,11 +147,28 @@ def complete_command(
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
                               delight=delight, occlusion_mask=occlusion_mask)
-    prepare_output_root(out)
+    settings = batch_settings(workers, shard, executor, dask_scheduler)
+    prepare_output_root(out, clean=not settings.shared_output)
     names = output_names(inputs.files)
     report_renames(names)
-    model, options.subdivide = face_model_for(face_model, options.subdivide)
-    completer = build_or_exit(lambda: Completer(options, model=model), debug)
+    job = Job(complete_job, {"out": out, "options": options, "face_model": face_model, "unwrap_dirs": unwrap_dirs,
+                             "names": names})
+
+    def name_of(path: Path) -> str:
+        return path.name if path in unwrap_dirs else names[path]
+
+    results = run_batch(unwrap_dirs + inputs.files, job, name_of=lambda p: p.name, shard_key=name_of, inputs=inputs,
+                        skip=(lambda p: outputs_exist(out, name_of(p), "complete.json")) if skip_existing else None,
+                        description="complete", debug=debug, settings=settings)
+    raise typer.Exit(print_summary(results, "complete"))
+
+
+def complete_job(out: Path, options: CompleteOptions, face_model: str, unwrap_dirs: list[Path],
+                 names: dict[Path, str]):
+    """The per-input function of ``complete`` (a :class:`~facetex_cli.batch.Job` factory): the face model
+    and the :class:`Completer` load here, once per process."""
+    model, subdivide = face_model_for(face_model, options.subdivide)
+    completer = Completer(dataclasses.replace(options, subdivide=subdivide), model=model)
 
     def process(path: Path) -> Done:
         folders = [completer.run_from_unwrap(path, out)] if path in unwrap_dirs else \
@@ -149,10 +176,4 @@ def complete_command(
         return Done(folders=folders, warnings=[f"{folder.name}: {note}" if len(folders) > 1 else note
                                                for folder in folders for note in Completer.notes(folder)])
 
-    def name_of(path: Path) -> str:
-        return path.name if path in unwrap_dirs else names[path]
-
-    results = run_batch(unwrap_dirs + inputs.files, process, name_of=lambda p: p.name, inputs=inputs,
-                        skip=(lambda p: outputs_exist(out, name_of(p), "complete.json")) if skip_existing else None,
-                        description="complete", debug=debug)
-    raise typer.Exit(print_summary(results, "complete"))
+    return process

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 from pathlib import Path
 from typing import Literal
 
 import typer
 
-from facetex_cli.batch import console, print_summary, run_batch
-from facetex_cli.common import DEBUG_OPTION, DEVICE_OPTION, artifact_folders, build_or_exit
+from facetex_cli.batch import Done, Job, console, print_summary, run_batch
+from facetex_cli.common import (
+    DEBUG_OPTION,
+    DEVICE_OPTION,
+    EXECUTOR_OPTION,
+    SCHEDULER_OPTION,
+    WORKERS_OPTION,
+    ExecutorChoice,
+    artifact_folders,
+    batch_settings,
+    build_or_exit,
+)
 from stages.completion import available_methods
 from stages.core.errors import MissingArtifactError
 
@@ -37,14 +48,18 @@ def evaluate_command(
                                     show_default="$FACETEX_LPIPS_MODEL, else skipped"),
     device: str = DEVICE_OPTION,
     debug: bool = DEBUG_OPTION,
+    workers: int = WORKERS_OPTION,
+    executor: ExecutorChoice = EXECUTOR_OPTION,
+    dask_scheduler: str = SCHEDULER_OPTION,
 ) -> None:
     """Score completed textures: reprojection, hidden-texel completion, symmetry, optional feature metrics.
 
     Each folder is scored with the face model its fit.json records (model_id: mediapipe or ict).
 
     Optional metrics whose model is not available are reported as "skipped: <reason>", never faked.
+    Folders are scored in --workers processes; the set metrics (FID) and the report are made here.
     """
-    from stages.evaluate.stage import MethodResolver, OptionalModels, evaluate_result, run_settings, write_outputs
+    from stages.evaluate.stage import run_settings, write_outputs
 
     if method is not None and method != "none" and method not in available_methods():
         choices = ", ".join(["none", *sorted(available_methods())])
@@ -56,14 +71,43 @@ def evaluate_command(
     # An input that exists but holds no finished result is not "no such file": say what is wrong with it.
     empty = [Path(p) for p in missing if _exists(p)]
     missing = [p for p in missing if not _exists(p)]
-    resolvers: dict[str, MethodResolver] = {}    # one per face model, each loading its methods once
-    optional = build_or_exit(lambda: OptionalModels.load(clip=clip_model, dino=dino_model, inception=inception_model,
-                                                         lpips=lpips_model, identity=identity), debug)
+    models = {"clip": clip_model, "dino": dino_model, "inception": inception_model, "lpips": lpips_model,
+              "identity": identity}
+    optional = build_or_exit(lambda: _optional_models(**models), debug)
     for metric, reason in optional.skipped.items():
         console.print(f"skipped {metric}: {reason}", highlight=False, markup=False, soft_wrap=True)
-    evaluations = []
+    job = Job(evaluate_job, {"out": out, "method": method, "occlusion": occlusion, "device": device,
+                             "models": models, "empty": empty})
+    outcome = run_batch(empty + folders, job, name_of=lambda p: p.name, missing=missing, description="evaluate",
+                        debug=debug, settings=batch_settings(workers, None, executor, dask_scheduler))
+    evaluations = [r.value for r in outcome if r.status == "ok"]
+    failures = {r.name: r.detail for r in outcome if r.status == "failed"}
+    if evaluations:
+        settings = run_settings(evaluations, None if method == "none" else (method or "recorded"), occlusion)
+        write_outputs(out, evaluations, settings, optional, failures)
+        console.print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'report.html'}", highlight=False)
+    raise typer.Exit(print_summary(outcome, "evaluate"))
 
-    def process(folder: Path) -> str:
+
+@functools.lru_cache(maxsize=1)
+def _optional_models(**models):
+    """:meth:`OptionalModels.load`, once per process for the same settings (the command and an in-process
+    job share them)."""
+    from stages.evaluate.stage import OptionalModels
+
+    return OptionalModels.load(**models)
+
+
+def evaluate_job(out: Path, method: str | None, occlusion: bool, device: str, models: dict, empty: list[Path]):
+    """The per-folder function of ``evaluate`` (a :class:`~facetex_cli.batch.Job` factory): the optional
+    metric networks load here and each face model's completion methods on first use, once per process.
+    Each folder's :class:`~stages.evaluate.stage.ImageEvaluation` comes back as ``Done.value``."""
+    from stages.evaluate.stage import MethodResolver, evaluate_result
+
+    optional = _optional_models(**models)
+    resolvers: dict[str, MethodResolver] = {}    # one per face model, each loading its methods once
+
+    def process(folder: Path) -> Done:
         if folder in empty:
             raise MissingArtifactError(folder, _no_results_reason(folder))
         model = _face_model_of(folder)
@@ -72,23 +116,15 @@ def evaluate_command(
         scored = None if resolver is None else resolver.resolve(folder)
         evaluation = evaluate_result(folder, model, out / "images", method=scored, optional=optional,
                                      occlusion=occlusion)
-        evaluations.append(evaluation)
         m = evaluation.metrics
         parts = [f"reproj PSNR {m['reproj_psnr']:.2f}" if m.get("reproj_psnr") is not None else "no photo"]
         if m.get("hidden_psnr") is not None:
             parts.append(f"hidden PSNR {m['hidden_psnr']:.2f} ({evaluation.hidden_texel['method']})")
         if m.get("leak_rate") is not None:
             parts.append(f"occlusion PSNR {m['occlusion_psnr']:.2f}, leak {m['leak_rate']:.1%}")
-        return ", ".join(parts)
+        return Done(", ".join(parts), value=evaluation)
 
-    outcome = run_batch(empty + folders, process, name_of=lambda p: p.name, missing=missing, description="evaluate",
-                        debug=debug)
-    failures = {r.name: r.detail for r in outcome if r.status == "failed"}
-    if evaluations:
-        settings = run_settings(evaluations, None if method == "none" else (method or "recorded"), occlusion)
-        write_outputs(out, evaluations, settings, optional, failures)
-        console.print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'report.html'}", highlight=False)
-    raise typer.Exit(print_summary(outcome, "evaluate"))
+    return process
 
 
 def _face_model_of(folder: Path):

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import typer
 
-from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
+from facetex_cli.batch import Done, Job, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
+    EXECUTOR_OPTION,
+    SCHEDULER_OPTION,
+    SHARD_OPTION,
+    WORKERS_OPTION,
+    ExecutorChoice,
+    batch_settings,
     DEBUG_OPTION,
     FACE_MODEL_OPTION,
     FaceModelChoice,
@@ -18,11 +24,9 @@ from facetex_cli.common import (
     RECURSIVE_OPTION,
     SKIP_OPTION,
     LandmarksChoice,
-    build_or_exit,
     outputs_exist,
     prepare_output_root,
 )
-from stages.complete import renamed
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import fit_photo, make_landmarker, save_fit
 from stages.occlusion import default_segmenter
@@ -42,6 +46,10 @@ def fit_command(
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
     face_model: FaceModelChoice = FACE_MODEL_OPTION,
+    workers: int = WORKERS_OPTION,
+    shard: str = SHARD_OPTION,
+    executor: ExecutorChoice = EXECUTOR_OPTION,
+    dask_scheduler: str = SCHEDULER_OPTION,
 ) -> None:
     """Detect face landmarks (MediaPipe, offline) and fit pose, shape and lighting.
 
@@ -49,13 +57,28 @@ def fit_command(
     face-skin segmentation unwrap uses; not with --no-occlusion-mask).
     """
     inputs = expand_inputs(photos, recursive=recursive)
-    prepare_output_root(out)
+    settings = batch_settings(workers, shard, executor, dask_scheduler)
+    prepare_output_root(out, clean=not settings.shared_output)
     names = output_names(inputs.files)
     report_renames(names)
+    job = Job(fit_job, {"out": out, "face": face, "landmarks": landmarks, "max_side": max_side,
+                        "occlusion_mask": occlusion_mask, "face_model": face_model, "names": names})
+    results = run_batch(inputs.files, job, name_of=lambda p: p.name, shard_key=names.get, inputs=inputs,
+                        skip=(lambda p: outputs_exist(out, names[p], "fit.json")) if skip_existing else None,
+                        description="fit", debug=debug, settings=settings)
+    raise typer.Exit(print_summary(results, "fit"))
+
+
+def fit_job(out: Path, face: str, landmarks: str, max_side: int, occlusion_mask: bool, face_model: str,
+            names: dict[Path, str]):
+    """The per-photo function of ``fit`` (a :class:`~facetex_cli.batch.Job` factory): the face model,
+    the landmark detector and the skin segmenter load here, once per process."""
+    from stages.complete import renamed
+
     model, _ = face_model_for(face_model)
-    landmarker = build_or_exit(lambda: make_landmarker(landmarks), debug)
+    landmarker = make_landmarker(landmarks)
     if occlusion_mask:
-        build_or_exit(default_segmenter, debug)
+        default_segmenter()
 
     def process(path: Path) -> Done:
         photo = load_photo(path, max_side=max_side)
@@ -69,7 +92,4 @@ def fit_command(
                     [out / fit.stem for fit in fits],
                     warnings=[w for fit in fits for w in fit.quality.get("warnings", [])])
 
-    results = run_batch(inputs.files, process, name_of=lambda p: p.name, inputs=inputs,
-                        skip=(lambda p: outputs_exist(out, names[p], "fit.json")) if skip_existing else None,
-                        description="fit", debug=debug)
-    raise typer.Exit(print_summary(results, "fit"))
+    return process

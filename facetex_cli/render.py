@@ -8,8 +8,14 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from facetex_cli.batch import Done, expand_inputs, print_summary, run_batch
+from facetex_cli.batch import Done, Job, expand_inputs, print_summary, run_batch
 from facetex_cli.common import (
+    EXECUTOR_OPTION,
+    SCHEDULER_OPTION,
+    SHARD_OPTION,
+    WORKERS_OPTION,
+    ExecutorChoice,
+    batch_settings,
     DEBUG_OPTION,
     DEVICE_OPTION,
     FACE_MODEL_OPTION,
@@ -115,6 +121,10 @@ def render_command(
     face_model: FaceModelChoice = FACE_MODEL_OPTION,
     device: str = DEVICE_OPTION,
     debug: bool = DEBUG_OPTION,
+    workers: int = WORKERS_OPTION,
+    shard: str = SHARD_OPTION,
+    executor: ExecutorChoice = EXECUTOR_OPTION,
+    dask_scheduler: str = SCHEDULER_OPTION,
 ) -> None:
     """Render a UV texture on the fitted face and export a textured mesh.
 
@@ -131,10 +141,24 @@ def render_command(
     size = size if old_size is None else old_size
     angles = parse_angles(yaws)
     light = build_or_exit(lambda: load_sh(sh)) if sh is not None else None
-    torch_device = build_or_exit(lambda: resolve_device(device))  # where the deferred shading runs
+    build_or_exit(lambda: resolve_device(device))  # a bad --device: one line, before any work
     inputs = resolve_textures(textures)
-    prepare_output_root(out)
+    settings = batch_settings(workers, shard, executor, dask_scheduler)
+    prepare_output_root(out, clean=not settings.shared_output)
+    job = Job(render_job, {"fit": fit, "out": out, "angles": angles, "pitch": pitch, "size": size, "light": light,
+                           "turntable": turntable, "subdivide": subdivide, "glb": glb, "face_model": face_model,
+                           "device": device})
+    results = run_batch(inputs.files, job, name_of=lambda p: str(p), shard_key=texture_stem, inputs=inputs,
+                        skip=(lambda p: outputs_exist(out, texture_stem(p), "textured.obj")) if skip_existing else None,
+                        description="render", debug=debug, settings=settings)
+    raise typer.Exit(print_summary(results, "render"))
+
+
+def render_job(fit: Path, out: Path, angles: tuple[float, ...], pitch: float, size: int, light: np.ndarray | None,
+               turntable: bool, subdivide: int, glb: bool, face_model: str, device: str):
+    """The per-texture function of ``render`` (a :class:`~facetex_cli.batch.Job` factory)."""
     model, subdivide = face_model_for(face_model, subdivide)
+    torch_device = resolve_device(device)  # where the deferred shading runs
 
     def process(path: Path) -> Done:
         stem = texture_stem(path)
@@ -166,7 +190,4 @@ def render_command(
             folders.append(target)
         return Done("; ".join(notes), folders)
 
-    results = run_batch(inputs.files, process, name_of=lambda p: str(p), inputs=inputs,
-                        skip=(lambda p: outputs_exist(out, texture_stem(p), "textured.obj")) if skip_existing else None,
-                        description="render", debug=debug)
-    raise typer.Exit(print_summary(results, "render"))
+    return process

@@ -8,8 +8,14 @@ from typing import Literal
 
 import typer
 
-from facetex_cli.batch import Done, expand_inputs, output_names, print_summary, report_renames, run_batch
+from facetex_cli.batch import Done, Job, expand_inputs, output_names, print_summary, report_renames, run_batch
 from facetex_cli.common import (
+    EXECUTOR_OPTION,
+    SCHEDULER_OPTION,
+    SHARD_OPTION,
+    WORKERS_OPTION,
+    ExecutorChoice,
+    batch_settings,
     DEBUG_OPTION,
     DEVICE_OPTION,
     FACE_MODEL_OPTION,
@@ -20,12 +26,10 @@ from facetex_cli.common import (
     PAPER_YIN,
     RECURSIVE_OPTION,
     SKIP_OPTION,
-    build_or_exit,
     find_artifacts,
     outputs_exist,
     prepare_output_root,
 )
-from stages.complete import renamed
 from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import FitResult
@@ -61,6 +65,10 @@ def unwrap_command(
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
     face_model: FaceModelChoice = FACE_MODEL_OPTION,
+    workers: int = WORKERS_OPTION,
+    shard: str = SHARD_OPTION,
+    executor: ExecutorChoice = EXECUTOR_OPTION,
+    dask_scheduler: str = SCHEDULER_OPTION,
 ) -> None:
     """Unwrap the visible face texture into UV space.
 
@@ -93,28 +101,18 @@ def unwrap_command(
     if fit is not None and fit.is_file() and len(inputs.files) > 1:
         raise typer.BadParameter("a single fit.json goes with a single photo; pass the fit output root instead",
                                  param_hint="FIT")
-    prepare_output_root(out)
+    settings = batch_settings(workers, shard, executor, dask_scheduler)
+    prepare_output_root(out, clean=not settings.shared_output)
     names = output_names(inputs.files)
     report_renames(names)
-    model, _ = face_model_for(face_model)
-    if method == "learned":
-        process = _learned_process(fit, out, model, model_dir, uv_size, face, max_side, debug, names, device=device)
-    else:
-        def process(path: Path) -> Done:
-            fit_paths = find_artifacts(fit, names[path], "fit.json")
-            photo = load_photo(path, max_side=max_side)
-            coverage, folders = [], []
-            for fit_path in fit_paths:
-                result = unwrap_photo(photo, FitResult.load(fit_path), model=model, uv_size=uv_size,
-                                      erosion=erosion, delight=delight, occlusion_mask=occlusion_mask)
-                result.save(out / result.stem)
-                coverage.append(f"{result.info['coverage']:.0%}")
-                folders.append(out / result.stem)
-            return Done("coverage " + ", ".join(coverage), folders)
-
-    results = run_batch(inputs.files, process, name_of=lambda p: p.name, inputs=inputs,
+    common = {"fit": fit, "out": out, "face_model": face_model, "uv_size": uv_size, "max_side": max_side,
+              "names": names}
+    job = Job(learned_unwrap_job, {**common, "model_dir": model_dir, "face": face, "device": device}) \
+        if method == "learned" else \
+        Job(unwrap_job, {**common, "erosion": erosion, "delight": delight, "occlusion_mask": occlusion_mask})
+    results = run_batch(inputs.files, job, name_of=lambda p: p.name, shard_key=names.get, inputs=inputs,
                         skip=(lambda p: outputs_exist(out, names[p], "unwrap.json")) if skip_existing else None,
-                        description="unwrap", debug=debug)
+                        description="unwrap", debug=debug, settings=settings)
     raise typer.Exit(print_summary(results, "unwrap"))
 
 
@@ -125,17 +123,40 @@ def _is_fit_source(path: Path) -> bool:
     return path.is_dir() and ((path / "fit.json").is_file() or any(path.glob("*/fit.json")))
 
 
-def _learned_process(fit: Path | None, out: Path, model, model_dir: Path | None, uv_size: int, face: str,
-                     max_side: int, debug: bool, names: dict[Path, str], device: str = "auto"):
-    """The per-photo function of ``--method learned``; the sampler (and detector) load once, here."""
+def unwrap_job(fit: Path, out: Path, face_model: str, uv_size: int, max_side: int, names: dict[Path, str],
+               erosion: float, delight: bool, occlusion_mask: bool):
+    """The per-photo function of the geometric ``unwrap`` (a :class:`~facetex_cli.batch.Job` factory)."""
+    model, _ = face_model_for(face_model)
+
+    def process(path: Path) -> Done:
+        fit_paths = find_artifacts(fit, names[path], "fit.json")
+        photo = load_photo(path, max_side=max_side)
+        coverage, folders = [], []
+        for fit_path in fit_paths:
+            result = unwrap_photo(photo, FitResult.load(fit_path), model=model, uv_size=uv_size,
+                                  erosion=erosion, delight=delight, occlusion_mask=occlusion_mask)
+            result.save(out / result.stem)
+            coverage.append(f"{result.info['coverage']:.0%}")
+            folders.append(out / result.stem)
+        return Done("coverage " + ", ".join(coverage), folders)
+
+    return process
+
+
+def learned_unwrap_job(fit: Path | None, out: Path, face_model: str, uv_size: int, max_side: int,
+                       names: dict[Path, str], model_dir: Path | None, face: str, device: str = "auto"):
+    """The per-photo function of ``--method learned`` (a :class:`~facetex_cli.batch.Job` factory); the
+    sampler (and detector) load here, once per process."""
+    from stages.complete import renamed
     from stages.learned_unwrap import LearnedUnwrapper
 
-    unwrapper = build_or_exit(lambda: LearnedUnwrapper(model_dir, face_model=model, device=device), debug)
+    model, _ = face_model_for(face_model)
+    unwrapper = LearnedUnwrapper(model_dir, face_model=model, device=device)
     landmarker = None
     if fit is None:
         from stages.fit import make_landmarker
 
-        landmarker = build_or_exit(lambda: make_landmarker("mediapipe"), debug)
+        landmarker = make_landmarker("mediapipe")
 
     def process(path: Path) -> Done:
         photo = load_photo(path, max_side=max_side)

@@ -29,13 +29,6 @@ from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo, save_png
 from stages.fit import FitResult, MediaPipeLandmarker, fit_photo, make_landmarker, save_fit
 from stages.occlusion import default_segmenter
-from stages.render import (
-    DEFAULT_YAWS,
-    compose_views,
-    export_textured_mesh,
-    render_on_photo,
-    render_views,
-)
 from stages.unwrap import UnwrapResult, unwrap_photo
 
 DEFAULT_METHOD = "mirror"
@@ -65,7 +58,8 @@ class CompleteOptions:
     occlusion_mask: bool = True
     max_side: int = DEFAULT_MAX_SIDE
     subdivide: int = 1
-    yaws: tuple[float, ...] = DEFAULT_YAWS
+    #: Yaws of ``views.png``; None: ``stages.render.DEFAULT_YAWS``.
+    yaws: tuple[float, ...] | None = None
     view_size: int = 256
     glb: bool = True
     previews: bool = True
@@ -169,6 +163,10 @@ class Completer:
 
         ``notes``: what the user should know about this result (e.g. a preview that could not be
         made), recorded in ``complete.json``."""
+        # Imported here, not at the top: stages.render imports torch, and `fit`/`unwrap` workers import this
+        # module (for `renamed`) without writing a completion.
+        from stages.render import DEFAULT_YAWS, compose_views, export_textured_mesh, render_on_photo, render_views
+
         opts = self.options
         t = time.perf_counter()
         completion = self.complete_unwrap(unwrap, fit, rgb)
@@ -192,7 +190,8 @@ class Completer:
             if rgb is not None:
                 save_png(out_dir / "render_fitted.png",
                          render_on_photo(rgb, completion.texture, fit, self.model, subdivide=opts.subdivide))
-            views = render_views(completion.texture, fit, self.model, yaws=opts.yaws, size=opts.view_size,
+            yaws = DEFAULT_YAWS if opts.yaws is None else opts.yaws
+            views = render_views(completion.texture, fit, self.model, yaws=yaws, size=opts.view_size,
                                  subdivide=opts.subdivide)
             save_png(out_dir / "views.png", compose_views(views))
             timings["previews"] = time.perf_counter() - t

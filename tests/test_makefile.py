@@ -125,6 +125,36 @@ def test_pipeline_is_incremental_and_reruns_what_a_changed_setting_touches(photo
     assert mtimes() == after
 
 
+def test_pipeline_batch_runs_each_stage_once_over_what_is_out_of_date(photos, tmp_path):
+    """`make pipeline-batch`: one facetex process per stage (with the worker pool) instead of one per photo per
+    stage, the same staleness rules as `make pipeline`."""
+    from PIL import Image, ImageOps
+
+    ImageOps.mirror(Image.open(photos / "astronaut.png")).save(photos / "flipped.png")
+    out = tmp_path / "out"
+    common = [f"PHOTOS={photos}", f"OUT={out}", "UV_SIZE=256", "COMPLETE_FLAGS=--no-glb --no-previews", "WORKERS=1"]
+    proc = make("pipeline-batch", *common[:-1], "WORKERS=2", dry=True)
+    lines = stage_lines(proc.stdout)
+    assert sorted(lines) == ["complete", "fit", "unwrap"] and all(len(v) == 1 for v in lines.values())
+    assert f"fit {photos}/astronaut.png {photos}/flipped.png -o {out}" in lines["fit"][0]
+    assert f"complete {out}/astronaut {out}/flipped -o {out} --method mirror --uv-size 256" in lines["complete"][0]
+    assert all("--workers 2" in v[0] for v in lines.values())
+    assert not out.exists(), "a dry run writes nothing"
+    # (one process per stage here: the worker pool has its own tests, tests/test_batch_workers.py)
+
+    proc = make("pipeline-batch", *common)
+    assert sorted(stage_lines(proc.stdout)) == ["complete", "fit", "unwrap"]
+    assert "pipeline-batch: 2 photos" in proc.stdout and not (out / ".batch").exists()
+    for stem in ("astronaut", "flipped"):
+        assert json.loads((out / stem / "complete.json").read_text())["unwrap"]["uv_size"] == 256
+    assert stage_lines(make("pipeline-batch", *common).stdout) == {}, "a second make recomputes nothing"
+    # The same rules as `make pipeline`: a changed method reruns complete only, of both photos, in one batch.
+    lines = stage_lines(make("pipeline-batch", *common, "METHOD=pca").stdout)
+    assert sorted(lines) == ["complete"] and f"{out}/astronaut {out}/flipped" in lines["complete"][0]
+    assert json.loads((out / "flipped" / "complete.json").read_text())["method"] == "pca"
+    assert stage_lines(make("pipeline", *common, "METHOD=pca").stdout) == {}
+
+
 @pytest.mark.slow
 def test_the_whole_chain_with_a_tiny_generator(photos, tmp_path):
     """photos -> fit -> unwrap -> pseudo-gt -> build-pca -> train -> complete (unet) -> render -> evaluate."""
