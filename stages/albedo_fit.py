@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,6 +141,20 @@ def albedo_space_mirror(texture: np.ndarray, shading: np.ndarray) -> np.ndarray:
     return np.clip(albedo[:, ::-1] * shading, 0.0, 1.0).astype(np.float32)
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous setting.
+
+    The fit's tensors are small (an ``R x R`` crop, a 64^2 basis), so threads only add
+    synchronisation; on a shared 2-core machine two threads made the fit 10x slower (spinning)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _rodrigues(w: torch.Tensor) -> torch.Tensor:
     """Axis-angle ``(3,)`` -> rotation ``(3, 3)`` (differentiable, exact at 0)."""
     theta2 = (w * w).sum()
@@ -193,9 +209,14 @@ def fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPCA
     Returns:
         :class:`AlbedoFit`.
     """
+    with torch_threads(1):
+        return _fit_albedo(rgb, fit, model, pca, texel_weight, options or AlbedoFitOptions())
+
+
+def _fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPCA, texel_weight: np.ndarray | None,
+                opts: AlbedoFitOptions) -> AlbedoFit:
     from stages.face_view import photo_view
 
-    opts = options or AlbedoFitOptions()
     start = time.perf_counter()
     torch.manual_seed(opts.seed)
     photo = np.asarray(rgb, dtype=np.float32)
