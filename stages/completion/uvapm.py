@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from stages.albedo_fit import AlbedoFitOptions, fit_albedo, texel_normals, texel_shading
+from stages.albedo_fit import AlbedoFitOptions, fit_albedo, reprojection_psnr, texel_normals, texel_shading
 from stages.completion import MIRRORED, MODEL, MODEL_FILES_KEY, VISIBLE, Completion, CompletionMethod, register_method
 from stages.completion.pca import BUILTIN_PCA, load_pca
 from stages.completion.unet import keep_photo_fill_prediction
@@ -147,6 +147,10 @@ class UVAPMFill(CompletionMethod):
         albedo, _ = keep_photo_fill_prediction(albedo_model, dataclasses.replace(unwrap, texture=delit))
         texture, provenance = keep_photo_fill_prediction(np.clip(albedo_model * shade, 0, 1), unwrap)
         n = max(1, int(unwrap.layout_mask.sum()))
+        # The check of the de-lit albedo: rendered back under the fitted light, does it give the photo?
+        reprojection = {name: round(reprojection_psnr(image, photo, fit, self.model, coarse_fit,
+                                                      texel_weight=unwrap.confidence), 3)
+                        for name, image in (("albedo", albedo), ("pca_albedo", coarse))}
 
         def fraction(code: int) -> float:
             return round(float((provenance == code).sum()) / n, 4)
@@ -158,6 +162,7 @@ class UVAPMFill(CompletionMethod):
                     "pose": coarse_fit.pose.to_dict()}
         info = {"method": self.name, "visible_fraction": fraction(VISIBLE), "mirrored_fraction": fraction(MIRRORED),
                 "smooth_fraction": fraction(MODEL), "fit": coarse_fit.info,
+                "reprojection_psnr_256": reprojection,
                 "detail": "none (no detail decoder)" if self.detail_decoder is None else "detail VAE (model_path)",
                 MODEL_FILES_KEY: self.model_files}
         return Completion(texture=texture, provenance=provenance, info=info,
