@@ -15,6 +15,7 @@ from stages.albedo_fit import (
     albedo_space_mirror,
     fit_albedo,
     fit_shading,
+    reprojection_psnr,
     texel_normals,
     texel_shading,
 )
@@ -82,6 +83,25 @@ def test_fit_recovers_known_albedo_and_light(model, pca, scene):
     assert result.info["reprojection_psnr"] > 30
     # Refinements stay small on a perfect fit.
     assert result.info["rotation_refinement_deg"] < 1.0 and abs(result.info["depth_scale"] - 1) < 0.05
+
+
+def test_reprojection_psnr_renders_the_albedo_under_the_light(model, pca, scene):
+    """The true albedo under the true light and pose gives the photo back (high PSNR); a 10 % darker
+    albedo, or the true one without the light's side term, does not."""
+    fit = scene["fit"]
+    truth = AlbedoFit(scene["coeffs"], TRUE_LIGHT, fit.pose, fit.vertices)
+    weight = scene["unwrap"].confidence
+
+    def psnr(albedo, light=TRUE_LIGHT):
+        return reprojection_psnr(albedo, scene["photo"], fit, model, AlbedoFit(scene["coeffs"], light, fit.pose,
+                                                                               fit.vertices), texel_weight=weight)
+
+    good = psnr(scene["albedo"])
+    assert good > 35, good
+    assert psnr(scene["albedo"] * 0.9) < good - 8
+    flat = TRUE_LIGHT.copy()
+    flat[3] = 0
+    assert psnr(truth.albedo(pca, 256), flat) < good - 8
 
 
 def test_fit_uses_only_seen_texels(model, pca, scene):
@@ -177,6 +197,7 @@ def test_uvapm_writes_albedo_and_lighting(model, scene, tmp_path):
     assert sh.shape == (9, 3) and (sh[3] / sh[0]).min() > 0.03  # 40 iterations: light from +x
     record = json.loads((tmp_path / "complete.json").read_text())
     assert record["completion"]["fit"]["iterations"] == 40
+    assert record["completion"]["reprojection_psnr_256"]["albedo"] > 35   # photo / shading, shaded back
     assert {"uv_albedo.png", "lighting.json"} <= set(COMPLETION_FILES)
 
 
