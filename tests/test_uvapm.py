@@ -141,6 +141,27 @@ def test_stage3_detail_seam_fits_a_decoder():
     assert np.abs(detail - pattern).mean() < 0.01
 
 
+def test_stage3_keeps_a_prior_sample_where_the_photo_saw_nothing():
+    """Latents under unseen texels keep their prior sample (detail), those under seen texels are fitted."""
+    import torch
+
+    size = 32
+    coarse = np.full((size, size, 3), 0.5, np.float32)
+    target = coarse.copy()
+    target[:, : size // 2] += 0.05                                       # the seen half is brighter
+    weight = np.zeros((size, size), np.float32)
+    weight[:, : size // 2] = 1.0
+
+    def decoder(z):                                                     # one latent per 4 x 4 block
+        return torch.nn.functional.interpolate(z, scale_factor=4, mode="nearest") * 0.05
+
+    detail = fit_detail(coarse, target, weight, decoder, latent_shape=(1, 8, 8), iterations=150)
+    assert np.abs(detail[:, : size // 2] - 0.05).mean() < 0.01          # fitted
+    sample = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert np.allclose(detail[:, size // 2:], decoder(sample)[0, 0, :, size // 2:].numpy(), atol=1e-5)
+    assert detail[:, size // 2:].std() > 0.03                          # a prior sample's detail, not the mean
+
+
 def _half_lit(model, fit, size, light):
     """A texture of a uniform albedo 0.5 shaded by ``light`` (normalised) at the fit's normals."""
     return np.clip(0.5 * fit_shading(model, fit, size) if light is not None else np.full((size, size, 3), 0.5), 0, 1)

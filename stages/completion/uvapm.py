@@ -54,9 +54,16 @@ def hsv_compose(coarse: np.ndarray, detail: np.ndarray | None) -> np.ndarray:
 
 def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decoder: DetailDecoder | None,
                latent_shape: tuple[int, ...] = (4, 32, 32), *, iterations: int = 50, lr: float = 0.05,
-               w_prior: float = 1e-3, seed: int = 0) -> np.ndarray:
+               w_prior: float = 0.0, init_scale: float = 1.0, seed: int = 0) -> np.ndarray:
     """Stage 3: the latent ``z`` whose decoded V residual makes ``hsv_compose(coarse, D(z))`` match the
-    de-lit photo's V on the seen texels, the coarse fit held; a Gaussian prior ``w_prior ||z||^2``.
+    de-lit photo's V on the seen texels, the coarse fit held.
+
+    ``z`` starts from a seeded sample of the VAE's prior N(0, I) (``init_scale`` 1) and only the data
+    term moves it: the latents under texels the photo saw are fitted, the rest keep their prior sample,
+    which is what puts plausible detail where the photo saw nothing. A prior term ``w_prior ||z||^2``
+    (default off) would, under Adam (its steps do not shrink with the gradient), pull every
+    unconstrained latent to the mean in a few dozen steps: a smooth fill (measured on the London
+    hold-out: detail ratio 0.21-0.47 with the mean, 0.28-0.83 with the sample; README).
 
     Args:
         coarse: ``(S, S, 3)`` coarse albedo.
@@ -72,7 +79,7 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
     if decoder is None:
         return np.zeros((size, size), dtype=np.float32)
     gen = torch.Generator().manual_seed(seed)
-    z = (0.01 * torch.randn(1, *latent_shape, generator=gen)).requires_grad_(True)
+    z = (init_scale * torch.randn(1, *latent_shape, generator=gen)).requires_grad_(True)
     v_coarse = torch.from_numpy(np.clip(coarse, 0, 1).max(axis=2).astype(np.float32))
     v_target = torch.from_numpy(np.clip(target, 0, 1).max(axis=2).astype(np.float32))
     w = torch.from_numpy(np.asarray(weight, dtype=np.float32))
