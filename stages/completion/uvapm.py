@@ -23,11 +23,13 @@ import cv2
 import numpy as np
 import torch
 
-from stages.albedo_fit import AlbedoFitOptions, fit_albedo, reprojection_psnr, texel_normals, texel_shading
+from stages.albedo_fit import (AlbedoFitOptions, fit_albedo, reprojection_psnr, texel_normals, texel_shading,
+                               torch_threads)
 from stages.completion import MIRRORED, MODEL, MODEL_FILES_KEY, VISIBLE, Completion, CompletionMethod, register_method
 from stages.completion.pca import BUILTIN_PCA, load_pca
 from stages.completion.unet import keep_photo_fill_prediction
 from stages.core.errors import MissingArtifactError
+from stages.models.inputs import SEEN_COVERAGE, resize_area, resize_masked
 from stages.unwrap import UnwrapResult
 
 #: A detail decoder: latent ``(1, *latent_shape)`` -> V residual ``(1, 1, S', S')`` (any ``S'``; resized).
@@ -78,26 +80,29 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
     size = coarse.shape[0]
     if decoder is None:
         return np.zeros((size, size), dtype=np.float32)
-    gen = torch.Generator().manual_seed(seed)
-    z = (init_scale * torch.randn(1, *latent_shape, generator=gen)).requires_grad_(True)
-    v_coarse = torch.from_numpy(np.clip(coarse, 0, 1).max(axis=2).astype(np.float32))
-    v_target = torch.from_numpy(np.clip(target, 0, 1).max(axis=2).astype(np.float32))
-    w = torch.from_numpy(np.asarray(weight, dtype=np.float32))
-    optimiser = torch.optim.Adam([z], lr=lr)
-
-    def decode() -> torch.Tensor:
-        residual = decoder(z)
-        return torch.nn.functional.interpolate(residual, size=(size, size), mode="bilinear",
-                                               align_corners=False)[0, 0]
-
-    for _ in range(iterations):
-        optimiser.zero_grad()
-        v = (v_coarse + decode()).clamp(0, 1)
-        loss = (w * (v - v_target).abs()).sum() / w.sum().clamp_min(1.0) + w_prior * (z ** 2).mean()
-        loss.backward()
-        optimiser.step()
-    with torch.no_grad():
-        return decode().numpy().astype(np.float32)
+    with torch_threads(1):     # small convolutions: threads only add synchronisation (see fit_albedo)
+        gen = torch.Generator().manual_seed(seed)
+        z = (init_scale * torch.randn(1, *latent_shape, generator=gen)).requires_grad_(True)
+        with torch.no_grad():
+            out = int(decoder(z).shape[-1])
+        # Fit at the decoder's resolution (the residual has no finer detail); upsample once at the end.
+        seen = np.asarray(weight) > 0
+        v_coarse = torch.from_numpy(resize_area(np.clip(coarse, 0, 1).max(axis=2).astype(np.float32), out))
+        v_target, coverage = resize_masked(np.clip(target, 0, 1).max(axis=2).astype(np.float32), seen, out)
+        w_small, _ = resize_masked(np.asarray(weight, dtype=np.float32), seen, out)
+        v_target = torch.from_numpy(v_target)
+        w = torch.from_numpy(np.where(coverage >= SEEN_COVERAGE, w_small, 0.0).astype(np.float32))
+        optimiser = torch.optim.Adam([z], lr=lr)
+        for _ in range(iterations):
+            optimiser.zero_grad()
+            v = (v_coarse + decoder(z)[0, 0]).clamp(0, 1)
+            loss = (w * (v - v_target).abs()).sum() / w.sum().clamp_min(1.0) + w_prior * (z ** 2).mean()
+            loss.backward()
+            optimiser.step()
+        with torch.no_grad():
+            residual = torch.nn.functional.interpolate(decoder(z), size=(size, size), mode="bilinear",
+                                                       align_corners=False)[0, 0]
+    return residual.numpy().astype(np.float32)
 
 
 @register_method
