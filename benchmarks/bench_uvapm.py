@@ -1,5 +1,5 @@
 """UVAPM benchmark (issue 13): hidden-texel PSNR/SSIM and detail ratio of ``uvapm`` (with and without a
-detail VAE), albedo-space ``mirror`` and today's methods; lighting numbers and fit time of ``uvapm``.
+detail VAE), albedo-space ``mirror`` and today's methods (``mirror``: the plain mirror, ``--no-albedo-space``); lighting numbers and fit time of ``uvapm``.
 
 Per photo set (``bench_completion.py``'s sets and fit/unwrap cache under ``--work``):
 
@@ -47,7 +47,8 @@ def load_methods(names: list[str], model, iterations: int | None, detail_model: 
     from stages.completion import get_method
     from stages.core.checksums import file_sha256
 
-    options = {"mirror-albedo": ("mirror", {"albedo_space": True}), "uvapm": ("uvapm", {"iterations": iterations})}
+    options = {"mirror": ("mirror", {"albedo_space": False}), "mirror-albedo": ("mirror", {"albedo_space": True}),
+               "uvapm": ("uvapm", {"iterations": iterations})}
     methods = {}
     for name in names:
         base, kwargs = options.get(name, (name, {}))

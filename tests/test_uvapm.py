@@ -180,6 +180,21 @@ def test_albedo_space_mirror_is_plain_mirror_under_uniform_light(model, scene):
     assert np.allclose(plain, albedo, atol=1e-6)
 
 
+def test_mirror_is_in_albedo_space_by_default_when_fitted(model, scene):
+    """complete_fitted (what complete/evaluate call) mirrors in albedo space unless told not to; complete
+    (no fit, no light) mirrors plainly, and each says which in its info."""
+    fit = type(scene["fit"])(**{**scene["fit"].__dict__, "lighting": TRUE_LIGHT})
+    unwrap = scene["unwrap"]
+    default = MirrorFill(model).complete_fitted(unwrap, fit)
+    albedo = MirrorFill(model, albedo_space=True).complete_fitted(unwrap, fit)
+    plain = MirrorFill(model, albedo_space=False).complete_fitted(unwrap, fit)
+    assert default.info["albedo_space"] and not plain.info["albedo_space"]
+    assert np.array_equal(default.texture, albedo.texture)
+    assert np.abs(default.texture - plain.texture)[unwrap.layout_mask].max() > 0.02
+    no_fit = MirrorFill(model).complete(unwrap)
+    assert not no_fit.info["albedo_space"] and np.array_equal(no_fit.texture, plain.texture)
+
+
 def test_albedo_space_mirror_removes_a_light_gradient(model, scene):
     """A uniform albedo lit from one side: the plain mirror copies the lit side's shading across, the
     albedo-space mirror gives each texel its own side's shading (the truth)."""
