@@ -18,7 +18,7 @@ Per-photo results are cached under ``--work/results_uvapm/<set>/<method tag>/`` 
 holds its weights' checksum), so an interrupted run resumes.
 
     python benchmarks/bench_uvapm.py [--sets wild london-holdout] [--limit N] [--iterations 40]
-        [--methods mirror mirror-albedo pca unet uvapm] [--detail-model DIR]
+        [--methods mirror mirror-albedo pca unet uvapm] [--detail-model DIR] [--no-lighting]
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=["mirror", "mirror-albedo", "pca", "unet", "uvapm"])
     parser.add_argument("--detail-model", type=Path, help="a detail VAE folder: also score uvapm with it (uvapm+vae)")
+    parser.add_argument("--no-lighting", action="store_true",
+                        help="hidden-texel scores only (no uvapm lighting/reprojection/fit-time record per photo)")
     parser.add_argument("--side-lit", type=float, default=0.08, help="|L_x| / L_0 at or above: side-lit")
     parser.add_argument("--work", type=Path, default=REPO / "bench_out" / "completion")
     parser.add_argument("--json", type=Path)
@@ -85,8 +87,8 @@ def main() -> int:
 
     torch.set_num_threads(2)
     model = load_builtin_face_model()
-    if "uvapm" not in args.methods or "mirror" not in args.methods:
-        parser.error("--methods must include mirror and uvapm (the lighting numbers compare them)")
+    if not args.no_lighting and ("uvapm" not in args.methods or "mirror" not in args.methods):
+        parser.error("--methods must include mirror and uvapm (the lighting numbers compare them), or pass --no-lighting")
     methods = load_methods(args.methods, model, args.iterations, args.detail_model)
     summary = {}
     for set_name, photos in photo_sets(args.sets).items():
@@ -132,8 +134,9 @@ def main() -> int:
                         record[f"lr_difference_{name}"] = float(abs(left - right))
                 return record
 
-            lighting.append(cached("lighting", light_record))
-            print(f"{set_name}/{path.name}: {lighting[-1]}", file=sys.stderr, flush=True)
+            if not args.no_lighting:
+                lighting.append(cached("lighting", light_record))
+                print(f"{set_name}/{path.name}: {lighting[-1]}", file=sys.stderr, flush=True)
             if not is_near_frontal(fit):
                 continue
             for tag, (_, method) in methods.items():
@@ -154,7 +157,7 @@ def main() -> int:
             return statistics.median(values) if values else float("nan")
 
         names = {tag: name for tag, (name, _) in methods.items()}
-        result = {"photos": len(photos), "scored": len(rows["mirror"]),
+        result = {"photos": len(photos), "scored": max(len(rs) for rs in rows.values()),
                   "methods": {names[t]: {k: med([r[k] for r in rs])
                                          for k in ("hidden_psnr", "hidden_ssim", "detail_ratio", "wall_seconds")}
                               for t, rs in rows.items()},
@@ -174,6 +177,8 @@ def main() -> int:
         for m, v in result["methods"].items():
             print(f"| {m} | {v['hidden_psnr']:.2f} | {v['hidden_ssim']:.3f} | {v['detail_ratio']:.3f} "
                   f"| {v['wall_seconds']:.1f} |")
+        if args.no_lighting:
+            continue
         print(f"uvapm fit seconds (median): {result['fit_seconds_median']:.2f}; reprojection PSNR under the fitted "
               f"light (median, visible face): uv_albedo {result['reprojection_psnr_median']:.2f} dB "
               f"(near-frontal {result['reprojection_psnr_near_frontal_median']:.2f}), PCA albedo alone "

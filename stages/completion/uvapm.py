@@ -6,8 +6,8 @@
 2. Detail (§3.4-3.5, stage 3): ``A = HSV(H_c, S_c, V_c + D(z))`` with ``D`` a decoder's residual on
    the V channel and ``z`` optimised with the coarse fit held (:func:`fit_detail`). ``D`` is the
    decoder of a detail VAE (``facetex train detail-vae``, :mod:`stages.models.detail_vae`) given as
-   ``model_path`` (``complete --method uvapm --model DIR``); none ships, so without one the residual
-   is zero and the albedo is the coarse one.
+   ``model_path`` (``complete --method uvapm --model DIR``); none ships (a London-trained one lost
+   hidden-texel PSNR, README), so without one the residual is zero and the albedo is the coarse one.
 3. Outputs: ``uv_albedo.png`` (de-lit: the photo divided by the fitted shading where it was seen, the
    albedo elsewhere, composed seamlessly), ``lighting.json`` (the SH light, camera frame) and
    ``uv_complete.png``: the photo's texels where it saw them and the albedo under the fitted light
@@ -64,8 +64,8 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
     term moves it: the latents under texels the photo saw are fitted, the rest keep their prior sample,
     which is what puts plausible detail where the photo saw nothing. A prior term ``w_prior ||z||^2``
     (default off) would, under Adam (its steps do not shrink with the gradient), pull every
-    unconstrained latent to the mean in a few dozen steps: a smooth fill (measured on the London
-    hold-out: detail ratio 0.21-0.47 with the mean, 0.28-0.83 with the sample; README).
+    unconstrained latent to the mean in a few dozen steps: a smooth fill (on 3 London hold-out photos,
+    with an early checkpoint: detail ratio 0.21-0.47 from the mean, 0.28-0.83 from a sample).
 
     Args:
         coarse: ``(S, S, 3)`` coarse albedo.
