@@ -134,12 +134,14 @@ def fit_shading(model: FaceModel, fit: FitResult, size: int) -> np.ndarray:
     return texel_shading(texel_normals(model, fit.vertices, fit.pose.rotation, size), fit.lighting, normalise=True)
 
 
-def albedo_space_mirror(texture: np.ndarray, shading: np.ndarray) -> np.ndarray:
+def albedo_space_mirror(texture: np.ndarray, shading: np.ndarray, layout) -> np.ndarray:
     """``(S, S, 3)`` what each texel takes from its mirror partner, in albedo space: the partner's colour
-    divided by the partner's shading, times this texel's shading (``texture / shading`` mirrored
-    ``u -> 1 - u``, times ``shading``). Under uniform light this is the plain mirror ``texture[:, ::-1]``."""
+    divided by the partner's shading, times this texel's shading (``layout.mirror(texture / shading) *
+    shading``; ``layout``: the :class:`stages.core.uv.UVLayout`, whose ``mirror`` pairs texels through
+    the 3D mirror on a layout that is not left-right symmetric). Under uniform light this is the plain
+    mirror ``layout.mirror(texture)``."""
     albedo = np.asarray(texture, dtype=np.float32) / shading
-    return np.clip(albedo[:, ::-1] * shading, 0.0, 1.0).astype(np.float32)
+    return np.clip(layout.mirror(albedo) * shading, 0.0, 1.0).astype(np.float32)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from stages.completion.mirror import MirrorFill
 from stages.completion.pca import load_pca
 from stages.completion.uvapm import fit_detail, hsv_compose
 from stages.core.shading import SH_C0
+from stages.core.uv import uv_layout
 from stages.evaluate.detail import detail_ratio
 from stages.render import render_mesh
 from stages.unwrap import unwrap_photo
@@ -174,7 +175,8 @@ def test_albedo_space_mirror_is_plain_mirror_under_uniform_light(model, scene):
     uniform[0] = 2.0
     fit_uniform = type(fit)(**{**fit.__dict__, "lighting": uniform})
     shading = fit_shading(model, fit_uniform, unwrap.size)
-    assert np.allclose(albedo_space_mirror(unwrap.texture, shading), unwrap.texture[:, ::-1], atol=1e-6)
+    assert np.allclose(albedo_space_mirror(unwrap.texture, shading, uv_layout(model, unwrap.size)), unwrap.texture[:, ::-1],
+                       atol=1e-6)
     plain = MirrorFill(model).complete(unwrap).texture
     albedo = MirrorFill(model, albedo_space=True).complete_fitted(unwrap, fit_uniform).texture
     assert np.allclose(plain, albedo, atol=1e-6)
@@ -195,6 +197,20 @@ def test_mirror_is_in_albedo_space_by_default_when_fitted(model, scene):
     assert not no_fit.info["albedo_space"] and np.array_equal(no_fit.texture, plain.texture)
 
 
+def test_albedo_space_mirror_pairs_texels_through_the_layout():
+    """A layout that is not left-right symmetric (ICT) pairs texels through its own mirror, not a flip."""
+    class Shifted:                                      # a stand-in layout whose partner is 3 columns away
+        @staticmethod
+        def mirror(image):
+            return np.roll(image, 3, axis=1)
+
+    rng = np.random.default_rng(1)
+    texture = rng.uniform(0.2, 0.8, (16, 16, 3)).astype(np.float32)
+    shading = rng.uniform(0.5, 1.5, (16, 16, 3)).astype(np.float32)
+    expected = np.clip(np.roll(texture / shading, 3, axis=1) * shading, 0, 1)
+    assert np.allclose(albedo_space_mirror(texture, shading, Shifted()), expected, atol=1e-6)
+
+
 def test_albedo_space_mirror_removes_a_light_gradient(model, scene):
     """A uniform albedo lit from one side: the plain mirror copies the lit side's shading across, the
     albedo-space mirror gives each texel its own side's shading (the truth)."""
@@ -204,7 +220,7 @@ def test_albedo_space_mirror_removes_a_light_gradient(model, scene):
     shading = fit_shading(model, fit, size)
     layout = scene["unwrap"].layout_mask
     plain = truth[:, ::-1]
-    albedo_space = albedo_space_mirror(truth, shading)
+    albedo_space = albedo_space_mirror(truth, shading, uv_layout(model, size))
     plain_err = np.abs(plain - truth)[layout].mean()
     assert plain_err > 0.05
     assert np.abs(albedo_space - truth)[layout].mean() < 0.1 * plain_err

@@ -71,7 +71,8 @@ class MirrorFill(CompletionMethod):
             return self.complete(unwrap)
         from stages.albedo_fit import albedo_space_mirror, fit_shading
 
-        return self.complete(unwrap, albedo_space_mirror(unwrap.texture, fit_shading(self.model, fit, unwrap.size)))
+        shading = fit_shading(self.model, fit, unwrap.size)
+        return self.complete(unwrap, albedo_space_mirror(unwrap.texture, shading, uv_layout(self.model, unwrap.size)))
 
     def complete(self, unwrap: UnwrapResult, tex_mirror: np.ndarray | None = None) -> Completion:
         """``tex_mirror``: ``(S, S, 3)`` what each texel takes from its partner (default the plain mirror:
