@@ -34,8 +34,11 @@ a few dozen iterations enough.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,12 +134,28 @@ def fit_shading(model: FaceModel, fit: FitResult, size: int) -> np.ndarray:
     return texel_shading(texel_normals(model, fit.vertices, fit.pose.rotation, size), fit.lighting, normalise=True)
 
 
-def albedo_space_mirror(texture: np.ndarray, shading: np.ndarray) -> np.ndarray:
+def albedo_space_mirror(texture: np.ndarray, shading: np.ndarray, layout) -> np.ndarray:
     """``(S, S, 3)`` what each texel takes from its mirror partner, in albedo space: the partner's colour
-    divided by the partner's shading, times this texel's shading (``texture / shading`` mirrored
-    ``u -> 1 - u``, times ``shading``). Under uniform light this is the plain mirror ``texture[:, ::-1]``."""
+    divided by the partner's shading, times this texel's shading (``layout.mirror(texture / shading) *
+    shading``; ``layout``: the :class:`stages.core.uv.UVLayout`, whose ``mirror`` pairs texels through
+    the 3D mirror on a layout that is not left-right symmetric). Under uniform light this is the plain
+    mirror ``layout.mirror(texture)``."""
     albedo = np.asarray(texture, dtype=np.float32) / shading
-    return np.clip(albedo[:, ::-1] * shading, 0.0, 1.0).astype(np.float32)
+    return np.clip(layout.mirror(albedo) * shading, 0.0, 1.0).astype(np.float32)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous setting.
+
+    The fit's tensors are small (an ``R x R`` crop, a 64^2 basis), so threads only add
+    synchronisation; on a shared 2-core machine two threads made the fit 10x slower (spinning)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _rodrigues(w: torch.Tensor) -> torch.Tensor:
@@ -176,6 +195,52 @@ def _seen_weight(view, model: FaceModel, texel_weight: np.ndarray | None) -> np.
     return (sample_texture(seen, uv.float())[0, 0].numpy() > 0.5).astype(np.float32)
 
 
+def _fitted_view(photo: np.ndarray, fit: FitResult, model: FaceModel, size: int,
+                 texel_weight: np.ndarray | None):
+    """The photo crop of the fitted face and its per-pixel weight (face mask x skin probability x seen
+    texel). Returns ``(view, weight (R, R) float32, k, offset (2,))`` where crop = ``k * photo + offset``."""
+    from stages.face_view import photo_view
+
+    view = photo_view(fit, model, photo, size)
+    screen = fit.screen_vertices()
+    # photo_view maps screen -> crop by one scale and offset; recover them to go back and forth.
+    k = float(np.std(view.screen[:, 0]) / max(np.std(screen[:, 0]), 1e-9))
+    offset = view.screen[:, :2].mean(axis=0) - k * screen[:, :2].mean(axis=0)
+    weight = view.mask * _seen_weight(view, model, texel_weight)
+    if fit.skin is not None:
+        centres = (np.stack(np.meshgrid(np.arange(size), np.arange(size)), axis=-1) + 0.5 - offset) / k
+        weight = weight * fit.skin.sample(centres)
+    return view, weight.astype(np.float32), k, offset
+
+
+def reprojection_psnr(albedo: np.ndarray, rgb: np.ndarray, fit: FitResult, model: FaceModel, result: AlbedoFit, *,
+                      texel_weight: np.ndarray | None = None, size: int = 256) -> float:
+    """PSNR (dB) of a UV albedo rendered under the fitted light at the refined pose against the photo, on
+    the visible face (face mask x skin probability x seen texels, as the fit's photometric term).
+
+    Args:
+        albedo: ``(S, S, 3)`` float UV albedo in ``[0, 1]`` (``uv_albedo.png``, or the PCA albedo).
+        rgb: ``(H, W, 3)`` the photo, uint8 or float in ``[0, 1]``.
+        fit, model: the photo's fit and face model.
+        result: the :class:`AlbedoFit` (pose, shape, light).
+        texel_weight: ``(S', S')`` which texels were seen (None: all).
+        size: side of the image crop rendered into.
+    """
+    photo = np.asarray(rgb, dtype=np.float32) / (255.0 if rgb.dtype == np.uint8 else 1.0)
+    refined = dataclasses.replace(fit, pose=result.pose, vertices=np.asarray(result.vertices, dtype=np.float64))
+    view, weight, _, _ = _fitted_view(photo, refined, model, size, texel_weight)
+    normals = np.asarray(model.vertex_normals(refined.vertices), dtype=np.float64) @ result.pose.rotation.T
+    texture = torch.from_numpy(np.ascontiguousarray(np.clip(albedo, 0, 1), dtype=np.float32)).permute(2, 0, 1)[None]
+    with torch.no_grad(), torch_threads(1):
+        image, _ = render(torch.from_numpy(view.screen), torch.from_numpy(model.triangles.astype(np.int64)),
+                          torch.from_numpy(model.uv.astype(np.float32)), texture,
+                          torch.from_numpy(view.triangle_id), vert_normals=torch.from_numpy(normals.astype(np.float32)),
+                          sh_coeffs=torch.from_numpy(np.asarray(result.lighting, dtype=np.float32)))
+    error = ((image[0].permute(1, 2, 0).numpy() - view.image) ** 2).mean(axis=2)
+    mse = float((error * weight).sum() / max(float(weight.sum()), 1e-9))
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
 def fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPCA, *,
                texel_weight: np.ndarray | None = None,
                options: AlbedoFitOptions | None = None) -> AlbedoFit:
@@ -193,24 +258,19 @@ def fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPCA
     Returns:
         :class:`AlbedoFit`.
     """
-    from stages.face_view import photo_view
+    with torch_threads(1):
+        return _fit_albedo(rgb, fit, model, pca, texel_weight, options or AlbedoFitOptions())
 
-    opts = options or AlbedoFitOptions()
+
+def _fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPCA, texel_weight: np.ndarray | None,
+                opts: AlbedoFitOptions) -> AlbedoFit:
     start = time.perf_counter()
     torch.manual_seed(opts.seed)
     photo = np.asarray(rgb, dtype=np.float32)
     if rgb.dtype == np.uint8:
         photo = photo / 255.0
     size = opts.render_size
-    view = photo_view(fit, model, photo, size)
-    screen = fit.screen_vertices()
-    # photo_view maps screen -> crop by one scale and offset; recover them to go back and forth.
-    k = float(np.std(view.screen[:, 0]) / max(np.std(screen[:, 0]), 1e-9))
-    offset = view.screen[:, :2].mean(axis=0) - k * screen[:, :2].mean(axis=0)
-    weight = view.mask * _seen_weight(view, model, texel_weight)
-    if fit.skin is not None:
-        centres = (np.stack(np.meshgrid(np.arange(size), np.arange(size)), axis=-1) + 0.5 - offset) / k
-        weight = weight * fit.skin.sample(centres)
+    view, weight, k, offset = _fitted_view(photo, fit, model, size, texel_weight)
     n_fit = float(weight.sum())
     if n_fit < 50:
         raise ValueError(f"only {n_fit:.0f} skin pixels to fit the albedo to")

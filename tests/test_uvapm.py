@@ -15,6 +15,7 @@ from stages.albedo_fit import (
     albedo_space_mirror,
     fit_albedo,
     fit_shading,
+    reprojection_psnr,
     texel_normals,
     texel_shading,
 )
@@ -22,6 +23,7 @@ from stages.completion.mirror import MirrorFill
 from stages.completion.pca import load_pca
 from stages.completion.uvapm import fit_detail, hsv_compose
 from stages.core.shading import SH_C0
+from stages.core.uv import uv_layout
 from stages.evaluate.detail import detail_ratio
 from stages.render import render_mesh
 from stages.unwrap import unwrap_photo
@@ -84,6 +86,25 @@ def test_fit_recovers_known_albedo_and_light(model, pca, scene):
     assert result.info["rotation_refinement_deg"] < 1.0 and abs(result.info["depth_scale"] - 1) < 0.05
 
 
+def test_reprojection_psnr_renders_the_albedo_under_the_light(model, pca, scene):
+    """The true albedo under the true light and pose gives the photo back (high PSNR); a 10 % darker
+    albedo, or the true one without the light's side term, does not."""
+    fit = scene["fit"]
+    truth = AlbedoFit(scene["coeffs"], TRUE_LIGHT, fit.pose, fit.vertices)
+    weight = scene["unwrap"].confidence
+
+    def psnr(albedo, light=TRUE_LIGHT):
+        return reprojection_psnr(albedo, scene["photo"], fit, model, AlbedoFit(scene["coeffs"], light, fit.pose,
+                                                                               fit.vertices), texel_weight=weight)
+
+    good = psnr(scene["albedo"])
+    assert good > 35, good
+    assert psnr(scene["albedo"] * 0.9) < good - 8
+    flat = TRUE_LIGHT.copy()
+    flat[3] = 0
+    assert psnr(truth.albedo(pca, 256), flat) < good - 8
+
+
 def test_fit_uses_only_seen_texels(model, pca, scene):
     """A texel weight of zero everywhere leaves nothing to fit (the hidden-texel test relies on it)."""
     with pytest.raises(ValueError, match="skin pixels"):
@@ -121,6 +142,27 @@ def test_stage3_detail_seam_fits_a_decoder():
     assert np.abs(detail - pattern).mean() < 0.01
 
 
+def test_stage3_keeps_a_prior_sample_where_the_photo_saw_nothing():
+    """Latents under unseen texels keep their prior sample (detail), those under seen texels are fitted."""
+    import torch
+
+    size = 32
+    coarse = np.full((size, size, 3), 0.5, np.float32)
+    target = coarse.copy()
+    target[:, : size // 2] += 0.05                                       # the seen half is brighter
+    weight = np.zeros((size, size), np.float32)
+    weight[:, : size // 2] = 1.0
+
+    def decoder(z):                                                     # one latent per 4 x 4 block
+        return torch.nn.functional.interpolate(z, scale_factor=4, mode="nearest") * 0.05
+
+    detail = fit_detail(coarse, target, weight, decoder, latent_shape=(1, 8, 8), iterations=150)
+    assert np.abs(detail[:, : size // 2] - 0.05).mean() < 0.01          # fitted
+    sample = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert np.allclose(detail[:, size // 2:], decoder(sample)[0, 0, :, size // 2:].numpy(), atol=1e-5)
+    assert detail[:, size // 2:].std() > 0.03                          # a prior sample's detail, not the mean
+
+
 def _half_lit(model, fit, size, light):
     """A texture of a uniform albedo 0.5 shaded by ``light`` (normalised) at the fit's normals."""
     return np.clip(0.5 * fit_shading(model, fit, size) if light is not None else np.full((size, size, 3), 0.5), 0, 1)
@@ -133,10 +175,40 @@ def test_albedo_space_mirror_is_plain_mirror_under_uniform_light(model, scene):
     uniform[0] = 2.0
     fit_uniform = type(fit)(**{**fit.__dict__, "lighting": uniform})
     shading = fit_shading(model, fit_uniform, unwrap.size)
-    assert np.allclose(albedo_space_mirror(unwrap.texture, shading), unwrap.texture[:, ::-1], atol=1e-6)
+    assert np.allclose(albedo_space_mirror(unwrap.texture, shading, uv_layout(model, unwrap.size)), unwrap.texture[:, ::-1],
+                       atol=1e-6)
     plain = MirrorFill(model).complete(unwrap).texture
     albedo = MirrorFill(model, albedo_space=True).complete_fitted(unwrap, fit_uniform).texture
     assert np.allclose(plain, albedo, atol=1e-6)
+
+
+def test_mirror_is_in_albedo_space_by_default_when_fitted(model, scene):
+    """complete_fitted (what complete/evaluate call) mirrors in albedo space unless told not to; complete
+    (no fit, no light) mirrors plainly, and each says which in its info."""
+    fit = type(scene["fit"])(**{**scene["fit"].__dict__, "lighting": TRUE_LIGHT})
+    unwrap = scene["unwrap"]
+    default = MirrorFill(model).complete_fitted(unwrap, fit)
+    albedo = MirrorFill(model, albedo_space=True).complete_fitted(unwrap, fit)
+    plain = MirrorFill(model, albedo_space=False).complete_fitted(unwrap, fit)
+    assert default.info["albedo_space"] and not plain.info["albedo_space"]
+    assert np.array_equal(default.texture, albedo.texture)
+    assert np.abs(default.texture - plain.texture)[unwrap.layout_mask].max() > 0.02
+    no_fit = MirrorFill(model).complete(unwrap)
+    assert not no_fit.info["albedo_space"] and np.array_equal(no_fit.texture, plain.texture)
+
+
+def test_albedo_space_mirror_pairs_texels_through_the_layout():
+    """A layout that is not left-right symmetric (ICT) pairs texels through its own mirror, not a flip."""
+    class Shifted:                                      # a stand-in layout whose partner is 3 columns away
+        @staticmethod
+        def mirror(image):
+            return np.roll(image, 3, axis=1)
+
+    rng = np.random.default_rng(1)
+    texture = rng.uniform(0.2, 0.8, (16, 16, 3)).astype(np.float32)
+    shading = rng.uniform(0.5, 1.5, (16, 16, 3)).astype(np.float32)
+    expected = np.clip(np.roll(texture / shading, 3, axis=1) * shading, 0, 1)
+    assert np.allclose(albedo_space_mirror(texture, shading, Shifted()), expected, atol=1e-6)
 
 
 def test_albedo_space_mirror_removes_a_light_gradient(model, scene):
@@ -148,7 +220,7 @@ def test_albedo_space_mirror_removes_a_light_gradient(model, scene):
     shading = fit_shading(model, fit, size)
     layout = scene["unwrap"].layout_mask
     plain = truth[:, ::-1]
-    albedo_space = albedo_space_mirror(truth, shading)
+    albedo_space = albedo_space_mirror(truth, shading, uv_layout(model, size))
     plain_err = np.abs(plain - truth)[layout].mean()
     assert plain_err > 0.05
     assert np.abs(albedo_space - truth)[layout].mean() < 0.1 * plain_err
@@ -177,6 +249,7 @@ def test_uvapm_writes_albedo_and_lighting(model, scene, tmp_path):
     assert sh.shape == (9, 3) and (sh[3] / sh[0]).min() > 0.03  # 40 iterations: light from +x
     record = json.loads((tmp_path / "complete.json").read_text())
     assert record["completion"]["fit"]["iterations"] == 40
+    assert record["completion"]["reprojection_psnr_256"]["albedo"] > 35   # photo / shading, shaded back
     assert {"uv_albedo.png", "lighting.json"} <= set(COMPLETION_FILES)
 
 
