@@ -1,5 +1,6 @@
 """UVAPM benchmark (issue 13): hidden-texel PSNR/SSIM and detail ratio of ``uvapm`` (with and without a
-detail VAE), albedo-space ``mirror`` and today's methods (``mirror``: the plain mirror, ``--no-albedo-space``); lighting numbers and fit time of ``uvapm``.
+detail VAE), albedo-space ``mirror`` and today's methods (``mirror``: the plain mirror, ``--no-albedo-space``);
+lighting numbers and fit time of ``uvapm``.
 
 Per photo set (``bench_completion.py``'s sets and fit/unwrap cache under ``--work``):
 
@@ -29,6 +30,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,54 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 def luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., :3] @ np.array([0.299, 0.587, 0.114])
 
+
+
+def cached(result_path: Path, compute) -> dict:
+    """The JSON record at ``result_path``, computed by ``compute()`` and written there when missing."""
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    record = compute()
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(record))
+    return record
+
+
+def light_record(methods: dict, unwrap, fit, photo, path: Path, skin: np.ndarray, side_lit: float) -> dict:
+    """uvapm's light, fit time and reprojection on one photo; on a side-lit one (``|L_x| / L_0 >= side_lit``)
+    also the left/right mean-luminance difference of ``uv_albedo.png`` and of the plain mirror's texture."""
+    from stages.evaluate.protocol import is_near_frontal
+
+    full = methods["uvapm"][1].complete_fitted(unwrap, fit, photo)
+    light = np.asarray(full.extra_json["lighting.json"]["lighting_sh"])
+    lum = light @ np.array([0.299, 0.587, 0.114])
+    side = abs(lum[3]) / lum[0]
+    record = {"photo": path.name, "directional_ratio": float(np.linalg.norm(lum[1:4]) / lum[0]),
+              "side_ratio": float(side), "fit_seconds": full.info["fit"]["seconds"],
+              "reprojection_psnr": full.info["reprojection_psnr_256"]["albedo"],
+              "reprojection_psnr_pca_albedo": full.info["reprojection_psnr_256"]["pca_albedo"],
+              "near_frontal": bool(is_near_frontal(fit))}
+    if side >= side_lit:
+        half = unwrap.size // 2
+        plain = methods["mirror"][1].complete_fitted(unwrap, fit, photo).texture
+        for name, tex in (("albedo", full.extra_images["uv_albedo.png"]), ("mirror", plain)):
+            y = luminance(tex)
+            left, right = y[:, :half][skin[:, :half]].mean(), y[:, half:][skin[:, half:]].mean()
+            record[f"lr_difference_{name}"] = float(abs(left - right))
+    return record
+
+
+def hidden_scores(method, unwrap, fit, model, photo, skin: np.ndarray) -> dict:
+    """The hidden-texel protocol of ``method`` on one photo, plus the detail ratio of its yaw+50 completion."""
+    from stages.evaluate.detail import detail_ratio
+    from stages.evaluate.protocol import run_hidden_texel_protocol
+
+    examples: dict = {}
+    start = time.perf_counter()
+    result = run_hidden_texel_protocol(unwrap, fit, model, method, photo=photo, examples=examples)
+    result["wall_seconds"] = time.perf_counter() - start
+    case, completed = examples["yaw+50"]
+    result["detail_ratio"] = detail_ratio(completed, case.kept, case.hidden, skin)
+    return result
 
 def load_methods(names: list[str], model, iterations: int | None, detail_model: Path | None) -> dict:
     """``tag -> (name, CompletionMethod)``; ``uvapm+vae`` (with ``detail_model``) is uvapm with stage 3."""
@@ -79,8 +129,7 @@ def main() -> int:
     from benchmarks.bench_completion import photo_sets
     from stages.core.errors import FacetexError
     from stages.core.face_model import load_builtin_face_model
-    from stages.evaluate.detail import detail_ratio
-    from stages.evaluate.protocol import is_near_frontal, run_hidden_texel_protocol
+    from stages.evaluate.protocol import is_near_frontal
     from stages.evaluate.stage import skin_uv_mask
     from stages.fit import FitResult
     from stages.unwrap import UnwrapResult
@@ -88,7 +137,8 @@ def main() -> int:
     torch.set_num_threads(2)
     model = load_builtin_face_model()
     if not args.no_lighting and ("uvapm" not in args.methods or "mirror" not in args.methods):
-        parser.error("--methods must include mirror and uvapm (the lighting numbers compare them), or pass --no-lighting")
+        parser.error("--methods must include mirror and uvapm (the lighting numbers compare them), "
+                     "or pass --no-lighting")
     methods = load_methods(args.methods, model, args.iterations, args.detail_model)
     summary = {}
     for set_name, photos in photo_sets(args.sets).items():
@@ -106,50 +156,16 @@ def main() -> int:
                 continue
             skin = skin_uv_mask(model, unwrap.size)
 
-            def cached(tag: str, compute) -> dict:
-                result_path = args.work / "results_uvapm" / set_name / tag / f"{path.stem}.json"
-                if result_path.is_file():
-                    return json.loads(result_path.read_text())
-                record = compute()
-                result_path.parent.mkdir(parents=True, exist_ok=True)
-                result_path.write_text(json.dumps(record))
-                return record
-
-            def light_record() -> dict:
-                full = methods["uvapm"][1].complete_fitted(unwrap, fit, photo)
-                light = np.asarray(full.extra_json["lighting.json"]["lighting_sh"])
-                lum = light @ np.array([0.299, 0.587, 0.114])
-                side = abs(lum[3]) / lum[0]
-                record = {"photo": path.name, "directional_ratio": float(np.linalg.norm(lum[1:4]) / lum[0]),
-                          "side_ratio": float(side), "fit_seconds": full.info["fit"]["seconds"],
-                          "reprojection_psnr": full.info["reprojection_psnr_256"]["albedo"],
-                          "reprojection_psnr_pca_albedo": full.info["reprojection_psnr_256"]["pca_albedo"],
-                          "near_frontal": bool(is_near_frontal(fit))}
-                if side >= args.side_lit:
-                    half = unwrap.size // 2
-                    plain = methods["mirror"][1].complete_fitted(unwrap, fit, photo).texture
-                    for name, tex in (("albedo", full.extra_images["uv_albedo.png"]), ("mirror", plain)):
-                        y = luminance(tex)
-                        left, right = y[:, :half][skin[:, :half]].mean(), y[:, half:][skin[:, half:]].mean()
-                        record[f"lr_difference_{name}"] = float(abs(left - right))
-                return record
-
+            results = args.work / "results_uvapm" / set_name
             if not args.no_lighting:
-                lighting.append(cached("lighting", light_record))
+                lighting.append(cached(results / "lighting" / f"{path.stem}.json",
+                                       partial(light_record, methods, unwrap, fit, photo, path, skin, args.side_lit)))
                 print(f"{set_name}/{path.name}: {lighting[-1]}", file=sys.stderr, flush=True)
             if not is_near_frontal(fit):
                 continue
             for tag, (_, method) in methods.items():
-                def scores() -> dict:
-                    examples: dict = {}
-                    start = time.perf_counter()
-                    result = run_hidden_texel_protocol(unwrap, fit, model, method, photo=photo, examples=examples)
-                    result["wall_seconds"] = time.perf_counter() - start
-                    case, completed = examples["yaw+50"]
-                    result["detail_ratio"] = detail_ratio(completed, case.kept, case.hidden, skin)
-                    return result
-
-                rows[tag].append(cached(tag, scores))
+                rows[tag].append(cached(results / tag / f"{path.stem}.json",
+                                        partial(hidden_scores, method, unwrap, fit, model, photo, skin)))
         side_lit = [r for r in lighting if "lr_difference_albedo" in r]
 
         def med(values):

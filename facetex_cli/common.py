@@ -70,8 +70,9 @@ FACE_MODEL_OPTION = typer.Option("mediapipe", "--face-model",
                                  help="Face model: 'mediapipe' (the face mask in the MediaPipe topology), 'ict' "
                                       "(ICT-FaceKit head with ears and neck; texture in ICT's UV layout, tiles "
                                       "1001|1002 side by side), or your own 'bfm' / 'flame' (after `facetex assets "
-                                      "add`; or bfm:PATH, flame:PATH,UV_FILE). Skin only: no eyeball or teeth textures. Morphable "
-                                      "heads are dense already, so --subdivide does not apply. fit, unwrap, complete and render must agree.")
+                                      "add`; or bfm:PATH, flame:PATH,UV_FILE). Skin only: no eyeball or teeth "
+                                      "textures. Morphable heads are dense already, so --subdivide does not apply. "
+                                      "fit, unwrap, complete and render must agree.")
 
 
 def face_model_for(name: str, subdivide: int = 0, debug: bool = False):

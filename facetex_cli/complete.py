@@ -63,8 +63,9 @@ def complete_command(
                                    help="--method uvapm: optimiser steps of the albedo/light fit.", show_default="40"),
     albedo_space: bool = typer.Option(None, "--albedo-space/--no-albedo-space",
                                       help="--method mirror: mirror in albedo space (divide by the fitted "
-                                           "shading, mirror, multiply by the target side's shading).",
-                                      show_default="off"),
+                                           "shading, mirror, multiply by the target side's shading; "
+                                           "--no-albedo-space mirrors the colours as they are).",
+                                      show_default="on"),
     model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
                                                          "unet`) or the appearance model for --method diffusion "
                                                          "(`facetex train diffusion-appearance`) or the detail VAE "

@@ -1,7 +1,8 @@
 """Train every learned model of facetex within one time budget, export them, benchmark them, summarise.
 
     python scripts/gpu_train.py --budget 8m --out gpu_out [--data ../shared/faces/london] [--presets auto|gpu|tiny]
-    python scripts/gpu_train.py --pack gpu_data [--photos ../shared/faces/london]    # data for a machine without MediaPipe
+    # data for a machine without MediaPipe:
+    python scripts/gpu_train.py --pack gpu_data [--photos ../shared/faces/london]
 
 One process, no network (``make gpu-train BUDGET=8m``):
 
@@ -43,7 +44,6 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -337,7 +337,8 @@ def train_one(entry: LearnedModel, kind: str, folders: list[Path], out_dir: Path
     losses = {k: float(v) for k, v in result.items()
               if k not in ("steps", "vae_steps", "seconds", "seconds_per_step") and isinstance(v, (int, float))}
     return {"preset": settings.get("preset"), "settings": {k: v for k, v in settings.items() if k not in entry.needs},
-            "steps": int(result["steps"]), **({"vae_steps": int(result["vae_steps"])} if result.get("vae_steps") else {}),
+            "steps": int(result["steps"]),
+            **({"vae_steps": int(result["vae_steps"])} if result.get("vae_steps") else {}),
             "seconds": round(wall, 1), "time_limit": round(seconds, 1),
             "time_limited": bool(kind == "gpu" or int(result["steps"]) < int(settings.get("steps", 0))),
             "losses": losses}
@@ -417,7 +418,8 @@ def model_card(entry: LearnedModel, record: dict, folder: Path, run: dict, bench
             medians = summary["methods"].get(label)
             if medians:
                 rows.append(f"| {set_name} | {label} | {medians['hidden_psnr']:.2f} | {medians['hidden_ssim']:.3f} |")
-    table = ("\n## Evaluation (hidden-texel protocol, medians)\n\n| set | method | PSNR (dB) | SSIM |\n|---|---|---:|---:|\n"
+    table = ("\n## Evaluation (hidden-texel protocol, medians)\n\n"
+             "| set | method | PSNR (dB) | SSIM |\n|---|---|---:|---:|\n"
              + "\n".join(rows) + "\n") if rows else ""
     losses = ", ".join(f"{k} {v:.4f}" for k, v in record["losses"].items())
     return (f"# `{entry.name}` (trained by `scripts/gpu_train.py`)\n\n"
@@ -446,7 +448,8 @@ def bench_methods(methods: list[str] | None, trained: dict[str, Path]) -> dict[s
     for entry in REGISTRY:
         for label, (method, options, *fixed) in entry.bench.items():
             if method in names and all(row in trained for row in options.values()):
-                out[label] = (method, {**{opt: str(trained[row]) for opt, row in options.items()}, **(fixed or [{}])[0]})
+                paths = {opt: str(trained[row]) for opt, row in options.items()}
+                out[label] = (method, {**paths, **(fixed or [{}])[0]})
     return out
 
 

@@ -181,7 +181,7 @@ def _padded_basis(pca: AlbedoPCA) -> tuple[torch.Tensor, torch.Tensor]:
     return full[:, 0], full[:, 1:]
 
 
-def _seen_weight(view, model: FaceModel, texel_weight: np.ndarray | None) -> np.ndarray:
+def seen_weight(view, model: FaceModel, texel_weight: np.ndarray | None) -> np.ndarray:
     """``(R, R)``: 1 where the pixel's texel was seen (``texel_weight > 0``), by nearest lookup."""
     if texel_weight is None:
         return np.ones(view.triangle_id.shape, dtype=np.float32)
@@ -206,7 +206,7 @@ def _fitted_view(photo: np.ndarray, fit: FitResult, model: FaceModel, size: int,
     # photo_view maps screen -> crop by one scale and offset; recover them to go back and forth.
     k = float(np.std(view.screen[:, 0]) / max(np.std(screen[:, 0]), 1e-9))
     offset = view.screen[:, :2].mean(axis=0) - k * screen[:, :2].mean(axis=0)
-    weight = view.mask * _seen_weight(view, model, texel_weight)
+    weight = view.mask * seen_weight(view, model, texel_weight)
     if fit.skin is not None:
         centres = (np.stack(np.meshgrid(np.arange(size), np.arange(size)), axis=-1) + 0.5 - offset) / k
         weight = weight * fit.skin.sample(centres)

@@ -107,7 +107,8 @@ def test_tiny_run_trains_exports_and_benchmarks_every_model(model, tmp_path):
     with tarfile.open(tmp_path / "pack.tgz", "w:gz") as tar:     # what travels: the .tgz --pack writes
         tar.add(data, arcname="pack")
     out = tmp_path / "out"
-    code = gpu_train.main(["--budget", "10m", "--out", str(out), "--data", str(tmp_path / "pack.tgz"), "--presets", "tiny",
+    code = gpu_train.main(["--budget", "10m", "--out", str(out), "--data", str(tmp_path / "pack.tgz"),
+                           "--presets", "tiny",
                            "--sets", "synthetic", "--methods", "mirror", "unet", "diffusion", "--bench-uv", "256",
                            "--bring-back", str(tmp_path / "back"), "--bring-back-mib", "0.05"])
     assert code == 0
@@ -135,7 +136,8 @@ def test_tiny_run_trains_exports_and_benchmarks_every_model(model, tmp_path):
     assert "| unet (new) |" in (out / "summary.md").read_text()
     # What a device machine returns: the summary and the models that fit the cap, as tar parts.
     back = summary["bring_back"]
-    assert back["archived"] and back["left_out"] and set(back["archived"]) | set(back["left_out"]) == set(summary["models"])
+    assert back["archived"] and back["left_out"]
+    assert set(back["archived"]) | set(back["left_out"]) == set(summary["models"])
     import tarfile
     whole = tmp_path / "whole.tar"
     whole.write_bytes(b"".join(p.read_bytes() for p in sorted((tmp_path / "back").glob("models.tar.*"))))

@@ -175,8 +175,8 @@ def test_albedo_space_mirror_is_plain_mirror_under_uniform_light(model, scene):
     uniform[0] = 2.0
     fit_uniform = type(fit)(**{**fit.__dict__, "lighting": uniform})
     shading = fit_shading(model, fit_uniform, unwrap.size)
-    assert np.allclose(albedo_space_mirror(unwrap.texture, shading, uv_layout(model, unwrap.size)), unwrap.texture[:, ::-1],
-                       atol=1e-6)
+    mirrored = albedo_space_mirror(unwrap.texture, shading, uv_layout(model, unwrap.size))
+    assert np.allclose(mirrored, unwrap.texture[:, ::-1], atol=1e-6)
     plain = MirrorFill(model).complete(unwrap).texture
     albedo = MirrorFill(model, albedo_space=True).complete_fitted(unwrap, fit_uniform).texture
     assert np.allclose(plain, albedo, atol=1e-6)

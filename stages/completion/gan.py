@@ -131,7 +131,7 @@ class GANFill(CompletionMethod):
 
     def invert(self, unwrap: UnwrapResult, fit, photo: np.ndarray) -> tuple[np.ndarray, dict]:
         """``(albedo (S', S', 3) float32 at the generator's size, info)`` fitted to the photo's seen skin."""
-        from stages.albedo_fit import _seen_weight
+        from stages.albedo_fit import seen_weight
         from stages.face_view import photo_view
         from stages.render import normalised_light
 
@@ -139,7 +139,7 @@ class GANFill(CompletionMethod):
         rgb = np.asarray(photo, dtype=np.float32) / (255.0 if photo.dtype == np.uint8 else 1.0)
         skin = fit.skin.prob if fit.skin is not None else None
         view = photo_view(fit, self.model, rgb, self.render_size, skin=skin)
-        weight = view.mask * _seen_weight(view, self.model, unwrap.confidence)
+        weight = view.mask * seen_weight(view, self.model, unwrap.confidence)
         if weight.sum() < 50:
             raise MissingArtifactError(fit.fit_path or unwrap.stem, f"--method gan: only {weight.sum():.0f} seen "
                                                                     "skin pixels to invert the generator on")

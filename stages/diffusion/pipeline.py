@@ -94,7 +94,10 @@ def sample(*, vae, unet, controlnet, extractor, source: torch.Tensor, control: t
         timesteps = timesteps[start:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start * int(getattr(scheduler, "order", 1)))
-        latents = scheduler.add_noise(known, noise, timesteps[:1]) if strength < 1.0 else noise * scheduler.init_noise_sigma
+        if strength < 1.0:
+            latents = scheduler.add_noise(known, noise, timesteps[:1])
+        else:
+            latents = noise * scheduler.init_noise_sigma
         if keep is not None:
             keep = torch.nn.functional.interpolate(keep.to(device, dtype), size=latents.shape[-2:], mode="area")
     tokens = extractor(source)
@@ -249,7 +252,8 @@ class CrossAssemblyPipeline:
         for start in range(0, source.shape[0], batch_size):
             src = torch.from_numpy(source[start:start + batch_size]).to(self.device, self.dtype)
             ctl = torch.from_numpy(position[start:start + batch_size]).to(self.device, self.dtype)
-            part = {name: None if a is None else torch.from_numpy(a[start:start + batch_size]).to(self.device, self.dtype)
+            part = {name: None if a is None
+                    else torch.from_numpy(a[start:start + batch_size]).to(self.device, self.dtype)
                     for name, a in (("init", init), ("keep", keep))}
             images = sample(vae=self.vae, unet=self.unet, controlnet=self.controlnet, extractor=self.extractor,
                             source=src, control=ctl, scheduler=make_scheduler(scheduler, self.scheduler_config),
