@@ -255,6 +255,63 @@ class TexelVisibility:
     face_width_px: float
 
 
+def erode_ellipse(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2r+1, 2r+1)))``, the same
+    result (outside the image counts as set, as there) in time independent of the radius.
+
+    Every offset of that kernel lies within ``r + 0.5`` of its centre and every offset within ``r``
+    is in it, so a pixel whose exact Euclidean distance to the nearest unset pixel exceeds
+    ``r + 1`` survives and one within ``r - 0.5`` does not; only the thin band between is tested
+    against the kernel itself, row by row, through each row's distance to its nearest unset pixel.
+
+    Args:
+        mask: ``(H, W)`` uint8 0/1.
+        radius: ``r >= 1`` pixels.
+
+    Returns:
+        ``(H, W)`` uint8 0/1.
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    half = ((kernel.sum(axis=1) - 1) // 2).astype(np.int64)   # (2r+1,) each row's run: centre +- half
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    out = np.empty_like(mask)
+    _erode_band(mask, dist, half, radius, out)
+    return out
+
+
+@njit(cache=True)
+def _erode_band(mask, dist, half, radius, out):
+    height, width = mask.shape
+    far = height + width + radius  # "no unset pixel in this row"
+    row_dist = np.empty((height, width), dtype=np.int64)  # distance to the nearest unset pixel in the row
+    for y in range(height):
+        last = -far
+        for x in range(width):
+            if mask[y, x] == 0:
+                last = x
+            row_dist[y, x] = x - last
+        last = width + far
+        for x in range(width - 1, -1, -1):
+            if mask[y, x] == 0:
+                last = x
+            row_dist[y, x] = min(row_dist[y, x], last - x)
+    for y in range(height):
+        for x in range(width):
+            d = dist[y, x]
+            if d > radius + 1.0:
+                out[y, x] = 1
+            elif d <= radius - 0.5:
+                out[y, x] = 0
+            else:
+                keep = 1
+                for dy in range(-radius, radius + 1):
+                    yy = y + dy
+                    if 0 <= yy < height and row_dist[yy, x] <= half[dy + radius]:
+                        keep = 0
+                        break
+                out[y, x] = keep
+
+
 @njit(cache=True)
 def _lookup_maps(texel_screen, texels, factor, maps):
     """``maps[:, i]`` = the cv2.remap source position (pixel centres at integers) of ``texels[i]``."""
@@ -313,8 +370,7 @@ def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height:
             # (the erosion radius follows the face, which may be far larger than the photo).
             region = np.full_like(region, int(region.size > 0 and region.all()))
         elif radius > 0:
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-            region = cv2.erode(region, kernel)
+            region = erode_ellipse(region, radius)
     planes, edge_on = triangle_planes(screen - offset, model.triangles)
     texel_tri = layout.triangle_id.reshape(-1)[layout.texels]
     # One pass over the layout texels (the float32/float64 steps of the numpy formulation this
