@@ -35,7 +35,7 @@ from stages.core.errors import MissingArtifactError, NoFaceError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import Photo, load_texture, save_png
 from stages.core.lighting import shading_normalised
-from stages.core.raster import crop_window, rasterize
+from stages.core.raster import crop_window, rasterize, run_split
 from stages.core.uv import uv_layout
 from stages.fit import FitResult
 from stages.occlusion import OCCLUDED_FILE, apply_skin_mask
@@ -192,14 +192,15 @@ def triangle_planes(screen: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarr
     return np.ascontiguousarray(np.stack([a, b, c], axis=1)), edge_on
 
 
-@njit(cache=True)
-def _texel_visibility_kernel(texels, corners, bary, texel_tri, screen, normals, offset, front_id, front_z, region,
-                             planes, edge_on, tolerance, min_confidence, out_screen, out_normal, out_confidence):
+@njit(cache=True, nogil=True)
+def _texel_visibility_kernel(lo, hi, texels, corners, bary, texel_tri, screen, normals, offset, front_id, front_z,
+                             region, planes, edge_on, tolerance, min_confidence, out_screen, out_normal,
+                             out_confidence):
     """Per layout texel ``t`` (flat index ``texels[t]``): screen position and unit normal
     (barycentric interpolation in float64, stored float32, normalised in float32) and the
-    confidence of :func:`texel_visibility` (0 unless visible)."""
+    confidence of :func:`texel_visibility` (0 unless visible); texels ``lo <= t < hi`` only."""
     height, width = front_id.shape
-    for t in range(texels.shape[0]):
+    for t in range(lo, hi):
         row = texels[t]
         for c in range(3):
             acc_s = 0.0
@@ -375,10 +376,10 @@ def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height:
     texel_tri = layout.triangle_id.reshape(-1)[layout.texels]
     # One pass over the layout texels (the float32/float64 steps of the numpy formulation this
     # replaced, so the result is the same; tests/test_unwrap_render.py compares the two).
-    _texel_visibility_kernel(layout.texels, layout.corners, layout.corner_bary, texel_tri, screen,
-                             pose.rotate_normals(model.vertex_normals(vertices)), offset.astype(np.float32),
-                             front_id, front_z, region, planes, edge_on, float(tolerance),
-                             np.float32(min_confidence), texel_screen, texel_normal, confidence)
+    run_split(_texel_visibility_kernel, len(layout.texels), layout.texels, layout.corners, layout.corner_bary,
+              texel_tri, screen, pose.rotate_normals(model.vertex_normals(vertices)), offset.astype(np.float32),
+              front_id, front_z, region, planes, edge_on, float(tolerance), np.float32(min_confidence),
+              texel_screen, texel_normal, confidence, min_part=4096)
     return TexelVisibility(confidence=confidence.reshape(size, size),
                            texel_screen=texel_screen.reshape(size, size, 3),
                            normal=texel_normal.reshape(size, size, 3), erosion_px=radius,

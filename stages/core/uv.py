@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from stages.core.face_model import FaceModel
+from stages.core.raster import run_split
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class UVLayout:
         values = np.asarray(per_vertex, dtype=np.float64)
         flat = np.ascontiguousarray(values.reshape(values.shape[0], -1))
         out = np.zeros((self.size * self.size, flat.shape[1]), dtype=np.float32)
-        _interpolate_kernel(self.texels, self.corners, self.corner_bary, flat, out)
+        run_split(_interpolate_kernel, len(self.texels), self.texels, self.corners, self.corner_bary, flat, out,
+                  min_part=4096)
         return out.reshape(self.size, self.size, *values.shape[1:])
 
     def mirror(self, uv_image: np.ndarray) -> np.ndarray:
@@ -70,12 +72,12 @@ class UVLayout:
         return out.reshape(uv_image.shape)
 
 
-@njit(cache=True)
-def _interpolate_kernel(texels, corners, bary, values, out):
-    """``out[texels[t], c] = sum_k bary[t, k] * values[corners[t, k], c]``, summed in float64 in
-    the corners' order (ascending vertex index, as a sparse matrix product would) and stored as
-    ``out``'s dtype."""
-    for t in range(texels.shape[0]):
+@njit(cache=True, nogil=True)
+def _interpolate_kernel(lo, hi, texels, corners, bary, values, out):
+    """``out[texels[t], c] = sum_k bary[t, k] * values[corners[t, k], c]`` for ``lo <= t < hi``,
+    summed in float64 in the corners' order (ascending vertex index, as a sparse matrix product
+    would) and stored as ``out``'s dtype."""
+    for t in range(lo, hi):
         row = texels[t]
         for c in range(values.shape[1]):
             acc = 0.0
