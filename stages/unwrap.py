@@ -215,6 +215,9 @@ def _texel_visibility_kernel(lo, hi, texels, corners, bary, texel_tri, screen, n
                          + out_normal[row, 2] * out_normal[row, 2]) + np.float32(1e-12)
         for c in range(3):
             out_normal[row, c] = out_normal[row, c] / length
+        facing = min(max(out_normal[row, 2], np.float32(0.0)), np.float32(1.0))
+        if facing < min_confidence:  # turned away: unseen whatever the z-buffer says
+            continue
         # Where the texel lands in the window; the front triangle there and its plane's depth.
         x = out_screen[row, 0] - offset[0]
         y = out_screen[row, 1] - offset[1]
@@ -230,9 +233,7 @@ def _texel_visibility_kernel(lo, hi, texels, corners, bary, texel_tri, screen, n
                 planes[front, 0] * np.float64(x) + planes[front, 1] * np.float64(y) + planes[front, 2])
             if not np.float64(out_screen[row, 2]) <= depth + tolerance:
                 continue
-        facing = min(max(out_normal[row, 2], np.float32(0.0)), np.float32(1.0))
-        if facing >= min_confidence:
-            out_confidence[row] = facing
+        out_confidence[row] = facing
 
 
 @dataclass
@@ -452,8 +453,8 @@ def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel 
     texture = texture.reshape(uv_size, uv_size, 3)
 
     position = layout.interpolate(fit.vertices)
-    n_layout = int(layout.mask.sum())
-    coverage = float((confidence > 0).sum()) / max(1, n_layout)
+    n_layout = len(layout.texels)
+    coverage = n_seen / max(1, n_layout)
     if coverage < MIN_COVERAGE:
         raise NoFaceError(photo.path if isinstance(photo, Photo) else fit.source,
                           f"only {coverage:.1%} of the UV layout is visible (need {MIN_COVERAGE:.0%}): "
@@ -468,7 +469,7 @@ def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel 
         "occlusion_mask": occluded is not None,
         "occluded_fraction": round(float(occluded.sum()) / max(1, n_layout), 4) if occluded is not None else 0.0,
         "coverage": round(coverage, 4),
-        "mean_confidence": round(float(confidence[confidence > 0].mean()) if (confidence > 0).any() else 0.0, 4),
+        "mean_confidence": round(float(confidence.reshape(-1)[seen_texels].mean()) if n_seen else 0.0, 4),
     }
     return UnwrapResult(texture=texture, confidence=confidence, position=position,
                         layout_mask=layout.mask.copy(), stem=fit.stem, info=info, occluded=occluded)
