@@ -66,8 +66,10 @@ def main() -> int:
 
     t = time.perf_counter()
     with quiet_native_stderr():
-        completer = Completer(CompleteOptions(method=args.method, uv_size=args.uv_size),
-                              model=load_face_model(args.face_model))
+        model = load_face_model(args.face_model)
+        subdivide = 0 if model.landmark_embedding is not None else CompleteOptions.subdivide  # as the CLI does
+        completer = Completer(CompleteOptions(method=args.method, uv_size=args.uv_size, subdivide=subdivide),
+                              model=model)
         # Warm up JIT caches and lazy initialisation on the first photo (not timed).
         with tempfile.TemporaryDirectory() as tmp:
             completer.run(photos[0], tmp)
