@@ -493,7 +493,9 @@ def estimate_lighting(rgb: np.ndarray, screen_vertices: np.ndarray, normals_cam:
     skin = np.zeros(model.n_vertices, dtype=bool)
     skin[model.regions["skin"]] = True
     skin_tris = np.flatnonzero(skin[model.triangles].all(axis=1))
-    x0, y0, x1, y1 = crop_window(screen_vertices, height, width)
+    # Skin pixels lie within the skin triangles' window: rasterizing (all triangles, as occluders)
+    # only there gives the same skin pixels in the same order (a whole head's window is ~2x larger).
+    x0, y0, x1, y1 = crop_window(screen_vertices[model.triangles[skin_tris].ravel()], height, width)
     frags = rasterize(screen_vertices - np.array([x0, y0, 0.0]), model.triangles, y1 - y0, x1 - x0,
                       cull_backfaces=True)
     ids = frags.triangle_id

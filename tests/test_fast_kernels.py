@@ -188,3 +188,34 @@ def test_thread_split_does_not_change_results(ict):
         numba.set_num_threads(threads)
     for a, b in zip(*outputs, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_estimate_lighting_equals_the_whole_window_numpy_reference(ict):
+    """The skin-only window and the numba sample gather leave the SH estimate unchanged."""
+    from stages.core.lighting import fit_sh_lighting
+    from stages.fit import LIGHTING_SAMPLES, estimate_lighting
+
+    size = 500
+    vertices, pose = _posed(ict, 25.0, size)
+    screen = pose.to_screen(vertices)
+    normals_cam = pose.rotate_normals(ict.vertex_normals(vertices))
+    rng = np.random.default_rng(3)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (0, 0), 3)
+
+    skin = np.zeros(ict.n_vertices, dtype=bool)
+    skin[ict.regions["skin"]] = True
+    x0, y0, x1, y1 = crop_window(screen, size, size)
+    frags = rasterize(screen - np.array([x0, y0, 0.0]), ict.triangles, y1 - y0, x1 - x0, cull_backfaces=True)
+    on_skin = np.zeros(len(ict.triangles) + 1, dtype=bool)
+    on_skin[np.flatnonzero(skin[ict.triangles].all(axis=1))] = True
+    rows, cols = np.nonzero(on_skin[frags.triangle_id])
+    assert len(rows) > LIGHTING_SAMPLES  # the random subset is drawn
+    pick = np.random.default_rng(0).choice(len(rows), LIGHTING_SAMPLES, replace=False)
+    rows, cols = rows[pick], cols[pick]
+    normals = (normals_cam[ict.triangles[frags.triangle_id[rows, cols]]] * frags.bary[rows, cols][..., None]).sum(1)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+    expected = fit_sh_lighting(rgb[rows + y0, cols + x0].astype(np.float64) / 255.0, normals)
+
+    coeffs, info = estimate_lighting(rgb, screen, normals_cam, ict, np.random.default_rng(0))
+    np.testing.assert_array_equal(coeffs, expected[0])
+    assert info == expected[1]
