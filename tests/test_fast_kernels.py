@@ -10,7 +10,6 @@ lighting samples, and the row/texel split across threads.
 from __future__ import annotations
 
 import cv2
-import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -173,21 +172,37 @@ def test_lighting_samples_equal_the_numpy_gather(model):
     np.testing.assert_array_equal(colors, rgb[rows + 7, cols + 11].astype(np.float64) / 255.0)
 
 
-def test_thread_split_does_not_change_results(ict):
+def test_thread_split_does_not_change_results(ict, monkeypatch):
     """Rasterizer rows and texel ranges split over threads give the same bits as one thread."""
+    import stages.core.raster as raster
+
     vertices, pose = _posed(ict, 30.0, 400)
-    threads = numba.get_num_threads()
     outputs = []
-    try:
-        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(n)
-            frags = rasterize(pose.to_screen(vertices), ict.triangles, 400, 400)
-            seen = texel_visibility(ict, vertices, pose, 400, 400, 512)
-            outputs.append((frags.triangle_id, frags.bary, frags.depth, seen.confidence, seen.texel_screen))
-    finally:
-        numba.set_num_threads(threads)
-    for a, b in zip(*outputs, strict=True):
-        np.testing.assert_array_equal(a, b)
+    for n in (1, 2, 3):
+        monkeypatch.setattr(raster, "kernel_threads", lambda n=n: n)
+        frags = rasterize(pose.to_screen(vertices), ict.triangles, 400, 400)
+        seen = texel_visibility(ict, vertices, pose, 400, 400, 512)
+        outputs.append((frags.triangle_id, frags.bary, frags.depth, seen.confidence, seen.texel_screen))
+    for other in outputs[1:]:
+        for a, b in zip(outputs[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_kernel_threads_leave_torch_threads_alone():
+    """Splitting work must not start numba's OpenMP layer, which raises torch's thread count."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, torch\n"
+            "from stages.core.raster import rasterize, kernel_threads\n"
+            "assert kernel_threads() == 2, kernel_threads()\n"
+            "rng = np.random.default_rng(0)\n"
+            "rasterize(rng.random((50, 3)) * 300, rng.integers(0, 50, (80, 3)), 300, 300)\n"
+            "print(torch.get_num_threads())\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
 
 
 def test_estimate_lighting_equals_the_whole_window_numpy_reference(ict):

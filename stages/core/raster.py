@@ -222,17 +222,31 @@ MIN_SPLIT = 64
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (owning process id, threads, pool)
 
 
+def kernel_threads() -> int:
+    """Threads :func:`run_split` uses: numba's thread count (``NUMBA_NUM_THREADS``, default the
+    CPU count; the batch runner lowers it per worker, also through ``numba.set_num_threads``).
+
+    Read without starting numba's threading layer: ``numba.get_num_threads()`` starts it, and its
+    OpenMP layer then raises the calling thread's OpenMP thread count, torch's included.
+    """
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", False):
+        return numba.get_num_threads()
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
 def run_split(kernel, n: int, *args, min_part: int = MIN_SPLIT) -> None:
-    """Run ``kernel(lo, hi, *args)`` over ``[0, n)`` cut into ``numba.get_num_threads()`` parts
-    (``NUMBA_NUM_THREADS``; the batch runner lowers it per worker), one thread each.
+    """Run ``kernel(lo, hi, *args)`` over ``[0, n)`` cut into :func:`kernel_threads` parts, one
+    thread each.
 
     ``kernel`` is a ``nogil`` numba function whose parts write disjoint outputs, so the result
     does not depend on the split. Plain threads rather than numba's ``parallel=True``: callable
-    from any thread (numba's default workqueue layer is not thread-safe), and a process forked
-    after a run gets its own pool.
+    from any thread (numba's workqueue layer is not thread-safe), no threading layer to start,
+    and a process forked after a run gets its own pool.
     """
     global _pool
-    parts = max(1, min(numba.get_num_threads(), n // max(1, min_part)))
+    parts = max(1, min(kernel_threads(), n // max(1, min_part)))
     if parts == 1:
         kernel(0, n, *args)
         return
