@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from stages.core.atomic import write_json
 from stages.core.camera import Pose, fit_pose, fit_pose_2d, screen_to_model
@@ -492,22 +493,43 @@ def estimate_lighting(rgb: np.ndarray, screen_vertices: np.ndarray, normals_cam:
     skin = np.zeros(model.n_vertices, dtype=bool)
     skin[model.regions["skin"]] = True
     skin_tris = np.flatnonzero(skin[model.triangles].all(axis=1))
-    x0, y0, x1, y1 = crop_window(screen_vertices, height, width)
+    # Skin pixels lie within the skin triangles' window: rasterizing (all triangles, as occluders)
+    # only there gives the same skin pixels in the same order (a whole head's window is ~2x larger).
+    x0, y0, x1, y1 = crop_window(screen_vertices[model.triangles[skin_tris].ravel()], height, width)
     frags = rasterize(screen_vertices - np.array([x0, y0, 0.0]), model.triangles, y1 - y0, x1 - x0,
                       cull_backfaces=True)
     ids = frags.triangle_id
     on_skin = np.zeros(len(model.triangles) + 1, dtype=bool)
     on_skin[skin_tris] = True
-    rows, cols = np.nonzero(on_skin[ids])  # ids == -1 indexes the trailing False
-    if len(rows) > LIGHTING_SAMPLES:
-        pick = rng.choice(len(rows), LIGHTING_SAMPLES, replace=False)
-        rows, cols = rows[pick], cols[pick]
-    tri = model.triangles[ids[rows, cols]]
-    bary = frags.bary[rows, cols]
-    normals = (normals_cam[tri] * bary[..., None]).sum(axis=1)
-    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
-    colors = rgb[rows + y0, cols + x0].astype(np.float64) / 255.0
+    pixels = np.flatnonzero(on_skin[ids].reshape(-1))  # ids == -1 indexes the trailing False
+    if len(pixels) > LIGHTING_SAMPLES:
+        pixels = pixels[rng.choice(len(pixels), LIGHTING_SAMPLES, replace=False)]
+    normals = np.empty((len(pixels), 3))
+    colors = np.empty((len(pixels), 3))
+    _skin_samples(pixels, ids, frags.bary, model.triangles, np.ascontiguousarray(normals_cam, dtype=np.float64),
+                  rgb, y0, x0, normals, colors)
     return fit_sh_lighting(colors, normals)
+
+
+@njit(cache=True)
+def _skin_samples(pixels, ids, bary, triangles, normals_cam, rgb, y0, x0, normals, colors):
+    """For each window pixel ``pixels[i]`` (flat index into ``ids``): the unit camera-space normal
+    interpolated at it (float64, corners summed in order) and the photo's colour in ``[0, 1]``."""
+    width = ids.shape[1]
+    for i in range(pixels.shape[0]):
+        r = pixels[i] // width
+        c = pixels[i] - r * width
+        f = ids[r, c]
+        for a in range(3):
+            acc = 0.0
+            for k in range(3):
+                acc += normals_cam[triangles[f, k], a] * np.float64(bary[r, c, k])
+            normals[i, a] = acc
+        length = np.sqrt(normals[i, 0] * normals[i, 0] + normals[i, 1] * normals[i, 1]
+                         + normals[i, 2] * normals[i, 2]) + 1e-12
+        for a in range(3):
+            normals[i, a] /= length
+            colors[i, a] = rgb[r + y0, c + x0, a] / 255.0
 
 
 def _fit_sparse68(points: np.ndarray, model: FaceModel, path: Path):

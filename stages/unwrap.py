@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from numba import njit
 
 from stages.core.atomic import write_json, write_npy
 from stages.core.camera import Pose
@@ -34,7 +35,7 @@ from stages.core.errors import MissingArtifactError, NoFaceError
 from stages.core.face_model import FaceModel, load_builtin_face_model
 from stages.core.image_io import Photo, load_texture, save_png
 from stages.core.lighting import shading_normalised
-from stages.core.raster import crop_window, rasterize
+from stages.core.raster import crop_window, rasterize, run_split
 from stages.core.uv import uv_layout
 from stages.fit import FitResult
 from stages.occlusion import OCCLUDED_FILE, apply_skin_mask
@@ -51,6 +52,8 @@ MIN_CONFIDENCE = 0.05
 #: (nearly) the whole face, e.g. an all-black texture from an all-zero alpha. A fitted face in its
 #: own photo shows far more (near-frontal ~0.6, a profile ~0.3).
 MIN_COVERAGE = 0.02
+#: Row length of the colour lookup's remap maps (cv2.remap allows fewer than 32767 columns).
+REMAP_ROW = 4096
 
 
 @dataclass
@@ -169,19 +172,16 @@ def _prefilter(rgb: np.ndarray, texel_px: float) -> tuple[np.ndarray, float]:
     return small, small.shape[1] / w
 
 
-def triangle_plane_depth(screen: np.ndarray, triangles: np.ndarray, triangle_id: np.ndarray, x: np.ndarray,
-                         y: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Depth of each given triangle's plane at screen points ``(x, y)``.
+def triangle_planes(screen: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each triangle's plane in screen space as ``depth = a * x + b * y + c``.
 
     Args:
         screen: ``(V, 3)`` screen-space vertices.
         triangles: ``(F, 3)``.
-        triangle_id: ``(...)`` triangle per query (-1 = none).
-        x, y: ``(...)`` continuous pixel coordinates of the queries.
-        fallback: ``(...)`` depth used where the triangle is missing or seen edge-on.
 
     Returns:
-        ``(...)`` float depth.
+        ``(abc (F, 3) float64, edge_on (F,) bool)``: triangles seen edge-on have no plane (their
+        depth is taken from the z-buffer instead).
     """
     p0, p1, p2 = (screen[triangles[:, k]] for k in range(3))
     normal = np.cross(p1 - p0, p2 - p0)                       # (F, 3)
@@ -189,9 +189,51 @@ def triangle_plane_depth(screen: np.ndarray, triangles: np.ndarray, triangle_id:
     nz = np.where(edge_on, 1.0, normal[:, 2])
     a, b = -normal[:, 0] / nz, -normal[:, 1] / nz
     c = p0[:, 2] - a * p0[:, 0] - b * p0[:, 1]
-    ids = np.where(triangle_id >= 0, triangle_id, 0)
-    depth = a[ids] * x + b[ids] * y + c[ids]
-    return np.where((triangle_id >= 0) & ~edge_on[ids], depth, fallback)
+    return np.ascontiguousarray(np.stack([a, b, c], axis=1)), edge_on
+
+
+@njit(cache=True, nogil=True)
+def _texel_visibility_kernel(lo, hi, texels, corners, bary, texel_tri, screen, normals, offset, front_id, front_z,
+                             region, planes, edge_on, tolerance, min_confidence, out_screen, out_normal,
+                             out_confidence):
+    """Per layout texel ``t`` (flat index ``texels[t]``): screen position and unit normal
+    (barycentric interpolation in float64, stored float32, normalised in float32) and the
+    confidence of :func:`texel_visibility` (0 unless visible); texels ``lo <= t < hi`` only."""
+    height, width = front_id.shape
+    for t in range(lo, hi):
+        row = texels[t]
+        for c in range(3):
+            acc_s = 0.0
+            acc_n = 0.0
+            for k in range(3):
+                w = np.float64(bary[t, k])
+                acc_s += w * screen[corners[t, k], c]
+                acc_n += w * normals[corners[t, k], c]
+            out_screen[row, c] = acc_s
+            out_normal[row, c] = acc_n
+        length = np.sqrt(out_normal[row, 0] * out_normal[row, 0] + out_normal[row, 1] * out_normal[row, 1]
+                         + out_normal[row, 2] * out_normal[row, 2]) + np.float32(1e-12)
+        for c in range(3):
+            out_normal[row, c] = out_normal[row, c] / length
+        facing = min(max(out_normal[row, 2], np.float32(0.0)), np.float32(1.0))
+        if facing < min_confidence:  # turned away: unseen whatever the z-buffer says
+            continue
+        # Where the texel lands in the window; the front triangle there and its plane's depth.
+        x = out_screen[row, 0] - offset[0]
+        y = out_screen[row, 1] - offset[1]
+        if not (x >= 0 and x < width and y >= 0 and y < height):
+            continue
+        px = min(max(int(np.floor(x)), 0), width - 1)
+        py = min(max(int(np.floor(y)), 0), height - 1)
+        front = front_id[py, px]
+        if front < 0 or region[py, px] == 0:
+            continue
+        if front != texel_tri[t]:
+            depth = np.float64(front_z[py, px]) if edge_on[front] else (
+                planes[front, 0] * np.float64(x) + planes[front, 1] * np.float64(y) + planes[front, 2])
+            if not np.float64(out_screen[row, 2]) <= depth + tolerance:
+                continue
+        out_confidence[row] = facing
 
 
 @dataclass
@@ -215,6 +257,79 @@ class TexelVisibility:
     face_width_px: float
 
 
+def erode_ellipse(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2r+1, 2r+1)))``, the same
+    result (outside the image counts as set, as there) in time independent of the radius.
+
+    Every offset of that kernel lies within ``r + 0.5`` of its centre and every offset within ``r``
+    is in it, so a pixel whose exact Euclidean distance to the nearest unset pixel exceeds
+    ``r + 1`` survives and one within ``r - 0.5`` does not; only the thin band between is tested
+    against the kernel itself, row by row, through each row's distance to its nearest unset pixel.
+
+    Args:
+        mask: ``(H, W)`` uint8 0/1.
+        radius: ``r >= 1`` pixels.
+
+    Returns:
+        ``(H, W)`` uint8 0/1.
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    half = ((kernel.sum(axis=1) - 1) // 2).astype(np.int64)   # (2r+1,) each row's run: centre +- half
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    out = np.empty_like(mask)
+    _erode_band(mask, dist, half, radius, out)
+    return out
+
+
+@njit(cache=True)
+def _erode_band(mask, dist, half, radius, out):
+    height, width = mask.shape
+    far = height + width + radius  # "no unset pixel in this row"
+    row_dist = np.empty((height, width), dtype=np.int64)  # distance to the nearest unset pixel in the row
+    for y in range(height):
+        last = -far
+        for x in range(width):
+            if mask[y, x] == 0:
+                last = x
+            row_dist[y, x] = x - last
+        last = width + far
+        for x in range(width - 1, -1, -1):
+            if mask[y, x] == 0:
+                last = x
+            row_dist[y, x] = min(row_dist[y, x], last - x)
+    for y in range(height):
+        for x in range(width):
+            d = dist[y, x]
+            if d > radius + 1.0:
+                out[y, x] = 1
+            elif d <= radius - 0.5:
+                out[y, x] = 0
+            else:
+                keep = 1
+                for dy in range(-radius, radius + 1):
+                    yy = y + dy
+                    if 0 <= yy < height and row_dist[yy, x] <= half[dy + radius]:
+                        keep = 0
+                        break
+                out[y, x] = keep
+
+
+@njit(cache=True)
+def _lookup_maps(texel_screen, texels, factor, maps):
+    """``maps[:, i]`` = the cv2.remap source position (pixel centres at integers) of ``texels[i]``."""
+    for i in range(texels.shape[0]):
+        maps[0, i] = texel_screen[texels[i], 0] * factor - np.float32(0.5)
+        maps[1, i] = texel_screen[texels[i], 1] * factor - np.float32(0.5)
+
+
+@njit(cache=True)
+def _scatter_colour(colour, texels, texture):
+    """``texture[texels[i]] = colour[i] / 255`` (uint8 -> float32 in ``[0, 1]``)."""
+    for i in range(texels.shape[0]):
+        for c in range(3):
+            texture[texels[i], c] = np.float32(colour[i, c]) / np.float32(255.0)
+
+
 def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height: int, width: int, uv_size: int, *,
                      erosion: float = EROSION_FRACTION, depth_tolerance: float = DEPTH_TOLERANCE,
                      min_confidence: float = MIN_CONFIDENCE) -> TexelVisibility:
@@ -232,56 +347,43 @@ def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height:
         erosion, depth_tolerance, min_confidence: as :func:`unwrap_photo`.
     """
     layout = uv_layout(model, uv_size)
-    tris = model.triangles
     screen = pose.to_screen(vertices)
-
-    # Per-texel screen position and camera-space normal.
-    texel_screen = layout.interpolate(screen)                                    # (S, S, 3)
-    texel_normal = layout.interpolate(pose.rotate_normals(model.vertex_normals(vertices)))
-    texel_normal /= np.linalg.norm(texel_normal, axis=2, keepdims=True) + 1e-12
-    facing = np.clip(texel_normal[..., 2], 0.0, 1.0)
+    size = layout.size
+    face_width = float(np.ptp(screen[:, 0]))
+    radius = round(erosion * face_width)
+    tolerance = depth_tolerance * pose.scale
+    texel_screen = np.zeros((size * size, 3), dtype=np.float32)
+    texel_normal = np.zeros((size * size, 3), dtype=np.float32)
+    confidence = np.zeros(size * size, dtype=np.float32)
 
     # Image-space z-buffer of the same mesh and the eroded face-region mask, computed in a window
     # around the face (same result as the whole image, much less work for large photos).
-    face_width = float(np.ptp(screen[:, 0]))
-    radius = round(erosion * face_width)
     x0, y0, x1, y1 = crop_window(screen, height, width, margin=radius + 2)  # clipped to the image
     offset = np.array([x0, y0, 0.0])
     if x1 <= x0 or y1 <= y0:  # the face lies entirely outside the image: nothing is seen
-        return TexelVisibility(confidence=np.zeros(layout.mask.shape, np.float32),
-                               texel_screen=texel_screen.astype(np.float32), normal=texel_normal.astype(np.float32),
-                               erosion_px=radius, depth_tolerance_px=float(depth_tolerance * pose.scale),
-                               face_width_px=face_width)
-    frags = rasterize(screen - offset, tris, y1 - y0, x1 - x0)
-    region = frags.mask.astype(np.uint8)
-    if radius > 0 and radius >= np.hypot(*region.shape):
-        # A kernel covering the whole window from any pixel: same result, no kernel allocated
-        # (the erosion radius follows the face, which may be far larger than the photo).
-        region = np.full_like(region, int(region.size > 0 and region.all()))
-    elif radius > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        region = cv2.erode(region, kernel)
-
-    local = texel_screen - offset.astype(np.float32)
-    inside = ((local[..., 0] >= 0) & (local[..., 0] < x1 - x0) & (local[..., 1] >= 0) & (local[..., 1] < y1 - y0))
-    px = np.clip(np.floor(local[..., 0]).astype(np.int64), 0, max(0, x1 - x0 - 1))
-    py = np.clip(np.floor(local[..., 1]).astype(np.int64), 0, max(0, y1 - y0 - 1))
-    tolerance = depth_tolerance * pose.scale
-    if frags.triangle_id.size:
-        front = np.where(inside, frags.triangle_id[py, px], -1)
-        front_depth = triangle_plane_depth(screen - offset, tris, front, local[..., 0], local[..., 1],
-                                           fallback=frags.depth[py, px])
-        in_region = region[py, px] > 0
-    else:  # the face lies entirely outside the image
-        front = np.full(layout.mask.shape, -1)
-        front_depth = np.full(layout.mask.shape, np.inf)
-        in_region = np.zeros(layout.mask.shape, dtype=bool)
-    unoccluded = (front == layout.triangle_id) | (texel_screen[..., 2] <= front_depth + tolerance)
-    visible = layout.mask & inside & in_region & (front >= 0) & unoccluded
-
-    confidence = np.where(visible, facing, 0.0).astype(np.float32)
-    confidence[confidence < min_confidence] = 0.0
-    return TexelVisibility(confidence=confidence, texel_screen=texel_screen, normal=texel_normal, erosion_px=radius,
+        front_id, front_z = np.full((1, 1), -1, np.int32), np.full((1, 1), np.inf, np.float32)
+        region = np.zeros((1, 1), np.uint8)
+    else:
+        frags = rasterize(screen - offset, model.triangles, y1 - y0, x1 - x0)
+        front_id, front_z = frags.triangle_id, frags.depth
+        region = frags.mask.astype(np.uint8)
+        if radius > 0 and radius >= np.hypot(*region.shape):
+            # A kernel covering the whole window from any pixel: same result, no kernel allocated
+            # (the erosion radius follows the face, which may be far larger than the photo).
+            region = np.full_like(region, int(region.size > 0 and region.all()))
+        elif radius > 0:
+            region = erode_ellipse(region, radius)
+    planes, edge_on = triangle_planes(screen - offset, model.triangles)
+    texel_tri = layout.triangle_id.reshape(-1)[layout.texels]
+    # One pass over the layout texels (the float32/float64 steps of the numpy formulation this
+    # replaced, so the result is the same; tests/test_unwrap_render.py compares the two).
+    run_split(_texel_visibility_kernel, len(layout.texels), layout.texels, layout.corners, layout.corner_bary,
+              texel_tri, screen, pose.rotate_normals(model.vertex_normals(vertices)), offset.astype(np.float32),
+              front_id, front_z, region, planes, edge_on, float(tolerance), np.float32(min_confidence),
+              texel_screen, texel_normal, confidence, min_part=4096)
+    return TexelVisibility(confidence=confidence.reshape(size, size),
+                           texel_screen=texel_screen.reshape(size, size, 3),
+                           normal=texel_normal.reshape(size, size, 3), erosion_px=radius,
                            depth_tolerance_px=float(tolerance), face_width_px=face_width)
 
 
@@ -326,26 +428,33 @@ def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel 
     confidence, texel_screen = seen.confidence, seen.texel_screen
     occluded = None
     if occlusion_mask and fit.skin is not None:  # the mask is at the fit's photo size
-        confidence, occluded = apply_skin_mask(confidence, texel_screen[..., :2] * (fit.image_size[0] / width),
+        to_fit = fit.image_size[0] / width
+        confidence, occluded = apply_skin_mask(confidence, texel_screen if to_fit == 1 else texel_screen * to_fit,
                                                fit.skin, min_confidence)
     layout = uv_layout(model, uv_size)
 
     # Colour, with the photo pre-filtered to about one pixel per texel.
     texel_px = seen.face_width_px / max(1.0, np.ptp(model.uv[:, 0]) * uv_size)
     source, factor = _prefilter(rgb, texel_px)
-    map_x = (texel_screen[..., 0] * factor - 0.5).astype(np.float32)  # cv2.remap: pixel centres at integers
-    map_y = (texel_screen[..., 1] * factor - 0.5).astype(np.float32)
-    colour = cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    texture = colour.astype(np.float32) / 255.0
+    # Only the seen texels are looked up; the rest of the texture stays 0. cv2.remap takes at most
+    # 32767 columns, so the N lookups are laid out as rows of REMAP_ROW (the last one padded).
+    seen_texels = np.flatnonzero(confidence.reshape(-1) > 0)                # (N,) flat indices
+    n_seen, row = len(seen_texels), REMAP_ROW
+    maps = np.zeros((2, -(-n_seen // row) * row), dtype=np.float32)
+    _lookup_maps(texel_screen.reshape(-1, 3), seen_texels, np.float32(factor), maps)
+    texture = np.zeros((uv_size * uv_size, 3), dtype=np.float32)
+    if n_seen:
+        colour = cv2.remap(source, maps[0].reshape(-1, row), maps[1].reshape(-1, row), cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        _scatter_colour(colour.reshape(-1, 3), seen_texels, texture)
     if delight:
-        seen_texels = confidence > 0
-        shade = shading_normalised(seen.normal[seen_texels].astype(np.float64), np.asarray(fit.lighting))
+        shade = shading_normalised(seen.normal.reshape(-1, 3)[seen_texels].astype(np.float64), np.asarray(fit.lighting))
         texture[seen_texels] = np.clip(texture[seen_texels] / np.clip(shade, 0.2, None), 0.0, 1.0)
-    texture[confidence <= 0] = 0.0
+    texture = texture.reshape(uv_size, uv_size, 3)
 
     position = layout.interpolate(fit.vertices)
-    n_layout = int(layout.mask.sum())
-    coverage = float((confidence > 0).sum()) / max(1, n_layout)
+    n_layout = len(layout.texels)
+    coverage = n_seen / max(1, n_layout)
     if coverage < MIN_COVERAGE:
         raise NoFaceError(photo.path if isinstance(photo, Photo) else fit.source,
                           f"only {coverage:.1%} of the UV layout is visible (need {MIN_COVERAGE:.0%}): "
@@ -360,7 +469,7 @@ def unwrap_photo(photo: Photo | np.ndarray, fit: FitResult, *, model: FaceModel 
         "occlusion_mask": occluded is not None,
         "occluded_fraction": round(float(occluded.sum()) / max(1, n_layout), 4) if occluded is not None else 0.0,
         "coverage": round(coverage, 4),
-        "mean_confidence": round(float(confidence[confidence > 0].mean()) if (confidence > 0).any() else 0.0, 4),
+        "mean_confidence": round(float(confidence.reshape(-1)[seen_texels].mean()) if n_seen else 0.0, 4),
     }
     return UnwrapResult(texture=texture, confidence=confidence, position=position,
                         layout_mask=layout.mask.copy(), stem=fit.stem, info=info, occluded=occluded)

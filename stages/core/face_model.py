@@ -753,10 +753,15 @@ class FaceModel:
                              f"got {x.shape}")
         t = self.triangles
         xb = x.reshape(-1, self.n_vertices, 3)
-        fn = np.cross(xb[:, t[:, 1]] - xb[:, t[:, 0]], xb[:, t[:, 2]] - xb[:, t[:, 0]])
-        n = np.zeros_like(xb)  # (B, V, 3); |fn| = 2 * area, so the sum is area-weighted
-        for k in range(3):
-            np.add.at(n, (slice(None), t[:, k]), fn)
+        fn = np.cross(xb[:, t[:, 1]] - xb[:, t[:, 0]], xb[:, t[:, 2]] - xb[:, t[:, 0]])  # (B, F, 3)
+        # Each face's normal added to its three corners (|fn| = 2 * area, so the sum is
+        # area-weighted): one bincount per batch item and axis over the corners in (corner, face)
+        # order, the summation order of the np.add.at loop this replaced.
+        corners = t.T.reshape(-1)                                                         # (3F,)
+        n = np.empty_like(xb)                                                             # (B, V, 3)
+        for b in range(xb.shape[0]):
+            for c in range(3):
+                n[b, :, c] = np.bincount(corners, weights=np.tile(fn[b, :, c], 3), minlength=self.n_vertices)
         n = n.reshape(x.shape)
         length = np.linalg.norm(n, axis=-1, keepdims=True)
         out = np.where(length > 1e-30, n / np.maximum(length, 1e-30), np.array([0.0, 0.0, 1.0]))

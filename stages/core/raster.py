@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -121,9 +122,12 @@ def _is_top_left(px, py, qx, qy, sgn):
     return nx > 0.0 or (nx == 0.0 and ny > 0.0)
 
 
-@njit(cache=True)
-def _rasterize_kernel(verts, tris, height, width, cull, tri_id, bary, depth):
-    zbuf = np.full((height, width), np.inf)
+@njit(cache=True, nogil=True)
+def _rasterize_kernel(row_lo, row_hi, verts, tris, height, width, cull, tri_id, bary, depth):
+    """Rasterize every triangle into image rows ``row_lo <= i < row_hi`` only (a band: bands are
+    independent, each pixel sees the triangles in the same order, so any split gives the same
+    image)."""
+    zbuf = np.full((row_hi - row_lo, width), np.inf)
     n_tris = tris.shape[0]
     n_verts = verts.shape[0]
     for f in range(n_tris):
@@ -160,8 +164,8 @@ def _rasterize_kernel(verts, tris, height, width, cull, tri_id, bary, depth):
         ymax = max(y0, max(y1, y2))
         jlo = max(np.ceil(xmin - 0.5), 0.0)
         jhi = min(np.floor(xmax - 0.5), width - 1.0)
-        ilo = max(np.ceil(ymin - 0.5), 0.0)
-        ihi = min(np.floor(ymax - 0.5), height - 1.0)
+        ilo = max(np.ceil(ymin - 0.5), float(row_lo))
+        ihi = min(np.floor(ymax - 0.5), row_hi - 1.0)
         if jlo > jhi or ilo > ihi:
             continue
 
@@ -204,13 +208,54 @@ def _rasterize_kernel(verts, tris, height, width, cull, tri_id, bary, depth):
                 w1 = (sgn * e1) / area2
                 w2 = (sgn * e2) / area2
                 z = w0 * z0 + w1 * z1 + w2 * z2
-                if z < zbuf[i, j]:
-                    zbuf[i, j] = z
+                if z < zbuf[i - row_lo, j]:
+                    zbuf[i - row_lo, j] = z
                     tri_id[i, j] = f
                     bary[i, j, 0] = w0
                     bary[i, j, 1] = w1
                     bary[i, j, 2] = w2
                     depth[i, j] = z
+
+
+#: Below this many items (rows, texels) per thread a kernel runs in the calling thread.
+MIN_SPLIT = 64
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (owning process id, threads, pool)
+
+
+def kernel_threads() -> int:
+    """Threads :func:`run_split` uses: numba's thread count (``NUMBA_NUM_THREADS``, default the
+    CPU count; the batch runner lowers it per worker, also through ``numba.set_num_threads``).
+
+    Read without starting numba's threading layer: ``numba.get_num_threads()`` starts it, and its
+    OpenMP layer then raises the calling thread's OpenMP thread count, torch's included.
+    """
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", False):
+        return numba.get_num_threads()
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def run_split(kernel, n: int, *args, min_part: int = MIN_SPLIT) -> None:
+    """Run ``kernel(lo, hi, *args)`` over ``[0, n)`` cut into :func:`kernel_threads` parts, one
+    thread each.
+
+    ``kernel`` is a ``nogil`` numba function whose parts write disjoint outputs, so the result
+    does not depend on the split. Plain threads rather than numba's ``parallel=True``: callable
+    from any thread (numba's workqueue layer is not thread-safe), no threading layer to start,
+    and a process forked after a run gets its own pool.
+    """
+    global _pool
+    parts = max(1, min(kernel_threads(), n // max(1, min_part)))
+    if parts == 1:
+        kernel(0, n, *args)
+        return
+    if _pool is None or _pool[0] != os.getpid() or _pool[1] < parts:
+        _pool = (os.getpid(), parts, ThreadPoolExecutor(max_workers=parts, thread_name_prefix="facetex-kernel"))
+    bounds = np.linspace(0, n, parts + 1).round().astype(np.int64)
+    futures = [_pool[2].submit(kernel, int(lo), int(hi), *args) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    for future in futures:
+        future.result()
 
 
 def _prepare(verts_screen, triangles, height, width):
@@ -283,8 +328,8 @@ def rasterize(verts_screen: np.ndarray, triangles: np.ndarray, height: int, widt
     out = _empty(height, width)
     if tris.shape[0] == 0:
         return out
-    _rasterize_kernel(verts, tris, height, width, bool(cull_backfaces),
-                      out.triangle_id, out.bary, out.depth)
+    run_split(_rasterize_kernel, height, verts, tris, height, width, bool(cull_backfaces),
+              out.triangle_id, out.bary, out.depth)
     return out
 
 

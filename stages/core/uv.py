@@ -2,7 +2,8 @@
 
 A :class:`UVLayout` is computed once per (model, size) and cached: for every texel it knows which
 model triangle covers it and the barycentrics of the texel centre, so any per-vertex quantity
-(screen position, normal, model position) becomes a UV map by one gather and a weighted sum.
+(screen position, normal, model position) becomes a UV map by one gather and a weighted sum over
+the layout's texels only (a numba kernel; the empty part of the square is never visited).
 Texel ``(i, j)`` sits at ``u = (j + 0.5) / S``, ``v = 1 - (i + 0.5) / S`` (v up).
 """
 
@@ -12,9 +13,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import scipy.sparse as sp
+from numba import njit
 
 from stages.core.face_model import FaceModel
+from stages.core.raster import run_split
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,13 @@ class UVLayout:
     triangle_id: np.ndarray
     bary: np.ndarray
     mask: np.ndarray
-    #: ``(S*S, V)`` sparse barycentric weights: ``uv_map.reshape(S*S, C) = weights @ per_vertex``.
-    weights: sp.csr_matrix = field(repr=False, default=None)
+    #: ``(T,)`` int64 flat index (``row * S + col``) of each of the ``T`` layout texels, ascending.
+    texels: np.ndarray = field(repr=False, default=None)
+    #: ``(T, 3)`` int32 vertices of each layout texel's triangle, ascending per row, and
+    #: ``(T, 3)`` float32 the texel centre's barycentrics in that order:
+    #: ``uv_map.flat[texels[t]] = sum_k corner_bary[t, k] * per_vertex[corners[t, k]]``.
+    corners: np.ndarray = field(repr=False, default=None)
+    corner_bary: np.ndarray = field(repr=False, default=None)
     #: ``(S*S,)`` int64 flat index of each texel's mirror partner (-1: none, outside the layout or
     #: mapped outside it), or None for a layout symmetric under ``u -> 1 - u``.
     mirror_texel: np.ndarray | None = field(repr=False, default=None)
@@ -47,8 +54,11 @@ class UVLayout:
     def interpolate(self, per_vertex: np.ndarray) -> np.ndarray:
         """Per-vertex ``(V, C)`` values of the layout's model -> ``(S, S, C)`` float32 UV map (zeros outside)."""
         values = np.asarray(per_vertex, dtype=np.float64)
-        out = self.weights @ values.reshape(values.shape[0], -1)
-        return out.reshape(self.size, self.size, *values.shape[1:]).astype(np.float32)
+        flat = np.ascontiguousarray(values.reshape(values.shape[0], -1))
+        out = np.zeros((self.size * self.size, flat.shape[1]), dtype=np.float32)
+        run_split(_interpolate_kernel, len(self.texels), self.texels, self.corners, self.corner_bary, flat, out,
+                  min_part=4096)
+        return out.reshape(self.size, self.size, *values.shape[1:])
 
     def mirror(self, uv_image: np.ndarray) -> np.ndarray:
         """The left-right mirror of a ``(S, S, ...)`` UV map: column flip for a symmetric layout,
@@ -60,6 +70,20 @@ class UVLayout:
         out = np.zeros_like(flat)
         out[ok] = flat[self.mirror_texel[ok]]
         return out.reshape(uv_image.shape)
+
+
+@njit(cache=True, nogil=True)
+def _interpolate_kernel(lo, hi, texels, corners, bary, values, out):
+    """``out[texels[t], c] = sum_k bary[t, k] * values[corners[t, k], c]`` for ``lo <= t < hi``,
+    summed in float64 in the corners' order (ascending vertex index, as a sparse matrix product
+    would) and stored as ``out``'s dtype."""
+    for t in range(lo, hi):
+        row = texels[t]
+        for c in range(values.shape[1]):
+            acc = 0.0
+            for k in range(3):
+                acc += np.float64(bary[t, k]) * values[corners[t, k], c]
+            out[row, c] = acc
 
 
 def _texel_mirror(triangle_id: np.ndarray, bary: np.ndarray, uv: np.ndarray, tris: np.ndarray,
@@ -91,15 +115,19 @@ def _layout_cached(model_key: tuple, size: int, uv_bytes: bytes, tri_bytes: byte
     mask = frags.triangle_id >= 0
     texel = np.flatnonzero(mask.ravel())
     corners = tris[frags.triangle_id.ravel()[texel]]                          # (T, 3)
-    weights = sp.csr_matrix((frags.bary.reshape(-1, 3)[texel].ravel().astype(np.float64),
-                             (np.repeat(texel, 3), corners.ravel())), shape=(size * size, len(uv)))
+    order = np.argsort(corners, axis=1, kind="stable")
+    corners = np.ascontiguousarray(np.take_along_axis(corners, order, axis=1), dtype=np.int32)
+    corner_bary = np.ascontiguousarray(np.take_along_axis(frags.bary.reshape(-1, 3)[texel], order, axis=1),
+                                       dtype=np.float32)
     mirror_texel = None
     if mirror_bytes is not None:
         mirror_texel = _texel_mirror(frags.triangle_id, frags.bary.astype(np.float64), uv.astype(np.float64),
                                      tris, np.frombuffer(mirror_bytes, dtype=np.int32))
     layout = UVLayout(size=size, triangle_id=frags.triangle_id, bary=frags.bary.astype(np.float32),
-                      mask=mask, weights=weights, mirror_texel=mirror_texel)
-    for arr in (layout.triangle_id, layout.bary, layout.mask) + (() if mirror_texel is None else (mirror_texel,)):
+                      mask=mask, texels=texel.astype(np.int64), corners=corners, corner_bary=corner_bary,
+                      mirror_texel=mirror_texel)
+    for arr in (layout.triangle_id, layout.bary, layout.mask, layout.texels, layout.corners, layout.corner_bary) + (
+            () if mirror_texel is None else (mirror_texel,)):
         arr.setflags(write=False)
     return layout
 
