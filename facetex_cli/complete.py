@@ -94,7 +94,8 @@ def complete_command(
                                   help="Loop subdivision levels of the exported mesh."),
     glb: bool = typer.Option(DEFAULTS.glb, "--glb/--no-glb", help="Also export textured.glb."),
     previews: bool = typer.Option(DEFAULTS.previews, "--previews/--no-previews",
-                                  help="Write render_fitted.png and views.png."),
+                                  help="Write the preview pictures: render_fitted.png, views.png, fit_overlay.png, "
+                                       "skin_overlay.png, uv_position.png (no later stage reads them)."),
     max_side: int = typer.Option(DEFAULTS.max_side, "--max-side", min=256, help=MAX_SIDE_HELP),
     device: str = DEVICE_OPTION,
     recursive: bool = RECURSIVE_OPTION,

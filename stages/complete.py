@@ -4,12 +4,12 @@
 the completion method and its weights) and runs fit -> unwrap -> fill -> export + previews for
 each photo, writing every intermediate artifact into ``OUT/<stem>/`` so a person can inspect it:
 
-    fit.json, fit_overlay.png                      (fit)
-    uv_texture.png, uv_mask.png, uv_position.*     (unwrap)
+    fit.json, skin_mask.png                        (fit; previews: fit_overlay.png, skin_overlay.png)
+    uv_texture.png, uv_mask.png, uv_position.npy   (unwrap; preview: uv_position.png)
     uv_complete.png, uv_provenance.png             (completion; provenance: green visible,
                                                     blue mirrored, orange smooth-filled)
     textured.obj/.mtl (+ .glb)                     (mesh with the completed texture)
-    render_fitted.png, views.png                   (previews)
+    render_fitted.png, views.png                   (previews; --no-previews writes no preview)
     complete.json                                  (settings and numbers; written last)
 """
 
@@ -120,8 +120,8 @@ class Completer:
             face_timings["unwrap"] = time.perf_counter() - t
             # The whole folder is written aside and swapped in: it never mixes two runs' files.
             with staged_folder(out_dirs[-1]) as out_dir:
-                save_fit(fit, photo.rgb, out_dir, self.model)
-                unwrap.save(out_dir)
+                save_fit(fit, photo.rgb, out_dir, self.model, previews=opts.previews)
+                unwrap.save(out_dir, previews=opts.previews)
                 self._complete_face(photo.rgb, fit, unwrap, out_dir, face_timings)
         return out_dirs
 

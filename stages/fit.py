@@ -739,11 +739,17 @@ def draw_overlay(rgb: np.ndarray, fit: FitResult, model: FaceModel, max_side: in
     return canvas
 
 
-def save_fit(fit: FitResult, rgb: np.ndarray, out_dir: str | Path, model: FaceModel) -> list[Path]:
-    """Write ``fit.json`` and ``fit_overlay.png`` (drawn on ``rgb``), and the skin mask if any, into ``out_dir``."""
+def save_fit(fit: FitResult, rgb: np.ndarray, out_dir: str | Path, model: FaceModel,
+             previews: bool = True) -> list[Path]:
+    """Write ``fit.json`` and the skin mask if any into ``out_dir``, and with ``previews`` the pictures no
+    later stage reads: ``fit_overlay.png`` and ``skin_overlay.png`` (drawn on ``rgb``)."""
     out_dir = Path(out_dir)
-    save_png(out_dir / "fit_overlay.png", draw_overlay(rgb, fit, model))
-    save_skin_mask(fit.skin, out_dir, rgb)  # skin_mask.png + skin_overlay.png (or removes stale ones)
+    if previews:
+        save_png(out_dir / "fit_overlay.png", draw_overlay(rgb, fit, model))
+    else:
+        (out_dir / "fit_overlay.png").unlink(missing_ok=True)
+    save_skin_mask(fit.skin, out_dir, rgb, overlay=previews)  # skin_mask.png (+ overlay), or removes stale ones
     fit.save(out_dir / "fit.json")  # last: its presence marks the stage as done
-    return [out_dir / "fit.json", out_dir / "fit_overlay.png"] + (
-        [out_dir / "skin_mask.png", out_dir / "skin_overlay.png"] if fit.skin is not None else [])
+    return [out_dir / "fit.json"] + ([out_dir / "fit_overlay.png"] if previews else []) + (
+        [out_dir / "skin_mask.png"] + ([out_dir / "skin_overlay.png"] if previews else [])
+        if fit.skin is not None else [])

@@ -110,14 +110,18 @@ class SkinMask:
         map_y = (xy[..., 1] - 0.5).astype(np.float32)
         return cv2.remap(self.prob, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
-    def save(self, out_dir: str | Path, rgb: np.ndarray) -> list[Path]:
-        """Write ``skin_mask.png`` (8-bit probability) and ``skin_overlay.png`` (drawn on ``rgb``)."""
+    def save(self, out_dir: str | Path, rgb: np.ndarray, overlay: bool = True) -> list[Path]:
+        """Write ``skin_mask.png`` (8-bit probability) and, with ``overlay``, ``skin_overlay.png`` (drawn on
+        ``rgb``; a preview, which no later stage reads)."""
         from stages.core.image_io import save_png
 
         out_dir = Path(out_dir)
-        save_png(out_dir / OVERLAY_FILE, skin_overlay(rgb, self.prob))
+        if overlay:
+            save_png(out_dir / OVERLAY_FILE, skin_overlay(rgb, self.prob))
+        else:
+            (out_dir / OVERLAY_FILE).unlink(missing_ok=True)
         save_png(out_dir / MASK_FILE, self.prob)
-        return [out_dir / MASK_FILE, out_dir / OVERLAY_FILE]
+        return [out_dir / MASK_FILE] + ([out_dir / OVERLAY_FILE] if overlay else [])
 
     @classmethod
     def load_beside(cls, fit_path: str | Path, image_size: tuple[int, int]) -> SkinMask | None:
@@ -138,11 +142,12 @@ class SkinMask:
         return cls(prob=mask.astype(np.float32) / 255.0)
 
 
-def save_skin_mask(skin: SkinMask | None, out_dir: str | Path, rgb: np.ndarray) -> None:
-    """Write ``skin``'s files into ``out_dir``; with None, remove any left by an earlier fit (a stale
-    mask next to a new ``fit.json`` would otherwise be used by ``unwrap``)."""
+def save_skin_mask(skin: SkinMask | None, out_dir: str | Path, rgb: np.ndarray, overlay: bool = True) -> None:
+    """Write ``skin``'s files into ``out_dir`` (``skin_overlay.png`` only with ``overlay``); with None,
+    remove any left by an earlier fit (a stale mask next to a new ``fit.json`` would otherwise be used by
+    ``unwrap``)."""
     if skin is not None:
-        skin.save(out_dir, rgb)
+        skin.save(out_dir, rgb, overlay=overlay)
         return
     for name in (MASK_FILE, OVERLAY_FILE):
         (Path(out_dir) / name).unlink(missing_ok=True)

@@ -88,8 +88,9 @@ class UnwrapResult:
         """``(S, S)`` bool: texels with usable colour."""
         return self.confidence > 0
 
-    def save(self, out_dir: str | Path) -> list[Path]:
-        """Write the unwrap artifacts into ``out_dir``; ``unwrap.json`` last (marks completion)."""
+    def save(self, out_dir: str | Path, previews: bool = True) -> list[Path]:
+        """Write the unwrap artifacts into ``out_dir``; ``unwrap.json`` last (marks completion). ``previews``:
+        also ``uv_position.png`` (a picture of ``uv_position.npy``, which no later stage reads)."""
         out_dir = Path(out_dir)
         rgba = np.concatenate([self.texture, self.confidence[..., None]], axis=2)
         save_png(out_dir / "uv_texture.png", rgba)
@@ -99,11 +100,14 @@ class UnwrapResult:
         else:
             (out_dir / OCCLUDED_FILE).unlink(missing_ok=True)
         write_npy(out_dir / "uv_position.npy", self.position.astype(np.float32))
-        save_png(out_dir / "uv_position.png", position_preview(self.position, self.layout_mask))
+        if previews:
+            save_png(out_dir / "uv_position.png", position_preview(self.position, self.layout_mask))
+        else:
+            (out_dir / "uv_position.png").unlink(missing_ok=True)
         write_json(out_dir / "unwrap.json", {"schema": "facetex.unwrap", "schema_version": SCHEMA_VERSION,
                                               "stem": self.stem, **self.info})
-        return [out_dir / n for n in ("uv_texture.png", "uv_mask.png", "uv_position.npy",
-                                      "uv_position.png", "unwrap.json")] + (
+        return [out_dir / n for n in ("uv_texture.png", "uv_mask.png", "uv_position.npy", "unwrap.json")] + (
+            [out_dir / "uv_position.png"] if previews else []) + (
             [out_dir / OCCLUDED_FILE] if self.occluded is not None else [])
 
     @classmethod

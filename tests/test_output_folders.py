@@ -153,3 +153,23 @@ def test_face_all_counts_faces_and_names_folders(astronaut_path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out / 'pair_face0'}" in proc.stderr and f"wrote {out / 'pair_face1'}" in proc.stderr
     assert "complete: 1 ok, 0 skipped, 0 failed; 2 output folders written" in proc.stderr
+
+
+def test_no_previews_writes_every_artifact_a_later_stage_reads_and_no_picture(astronaut_path, tmp_path):
+    """``--no-previews`` leaves out exactly the pictures no stage reads; the rest of the pipeline still runs."""
+    from facetex_cli.main import app
+    from typer.testing import CliRunner
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["complete", str(astronaut_path), "-o", str(out), "--uv-size", "256",
+                                      "--workers", "1", *FAST])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in (out / "astronaut").iterdir()}
+    previews = {"fit_overlay.png", "skin_overlay.png", "uv_position.png", "render_fitted.png", "views.png"}
+    assert not names & previews, names & previews
+    assert {"fit.json", "skin_mask.png", "uv_texture.png", "uv_position.npy", "uv_complete.png",
+            "textured.obj", "complete.json"} <= names
+    rendered = CliRunner().invoke(app, ["render", str(out / "astronaut" / "uv_complete.png"),
+                                        str(out / "astronaut" / "fit.json"), "-o", str(tmp_path / "r"),
+                                        "--size", "64", "--yaws", "0", "--no-glb"])
+    assert rendered.exit_code == 0, rendered.output
