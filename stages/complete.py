@@ -32,6 +32,8 @@ from stages.occlusion import default_segmenter
 from stages.unwrap import UnwrapResult, unwrap_photo
 
 DEFAULT_METHOD = "mirror"
+#: Longest side of render_fitted.png (a preview: the photo's full resolution costs several times more).
+PREVIEW_SIDE = 640
 #: What a completion writes into a folder (``complete`` on an unwrap folder replaces exactly these).
 #: ``uv_albedo.png`` and ``lighting.json`` are the extra outputs of ``--method uvapm`` (Completion.extra_*).
 COMPLETION_FILES = ("uv_complete.png", "uv_provenance.png", "textured.obj", "textured.mtl", "textured.glb",
@@ -189,7 +191,8 @@ class Completer:
             t = time.perf_counter()
             if rgb is not None:
                 save_png(out_dir / "render_fitted.png",
-                         render_on_photo(rgb, completion.texture, fit, self.model, subdivide=opts.subdivide))
+                         render_on_photo(rgb, completion.texture, fit, self.model, subdivide=opts.subdivide,
+                                         max_side=PREVIEW_SIDE))
             yaws = DEFAULT_YAWS if opts.yaws is None else opts.yaws
             views = render_views(completion.texture, fit, self.model, yaws=yaws, size=opts.view_size,
                                  subdivide=opts.subdivide)

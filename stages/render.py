@@ -17,6 +17,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -100,12 +101,15 @@ def _posed(fit: FitResult, model: FaceModel, subdivide: int) -> tuple[FaceModel,
 
 def render_on_photo(photo_rgb: np.ndarray, texture: np.ndarray, fit: FitResult, model: FaceModel, *,
                     sh: np.ndarray | None = None, subdivide: int = 1, margin: float = 0.3,
-                    crop: bool = True, device: torch.device | str = "cpu") -> np.ndarray:
+                    crop: bool = True, max_side: int | None = None,
+                    device: torch.device | str = "cpu") -> np.ndarray:
     """The textured face rendered at the fitted pose over the photo.
 
     Args:
         margin: with ``crop``, context kept around the face, as a fraction of the face size.
         crop: return only the face window (cheaper and easier to inspect) instead of the full photo.
+        max_side: when the window is larger, render it scaled down to this longest side (a preview
+            costs a fraction of a full-resolution render); None: the photo's own resolution.
 
     Returns:
         ``(H', W', 3)`` uint8: the face window of the photo (or the whole photo) with the render on it.
@@ -117,9 +121,15 @@ def render_on_photo(photo_rgb: np.ndarray, texture: np.ndarray, fit: FitResult, 
     if crop:
         x0, y0, x1, y1 = crop_window(screen, height, width, margin=margin * np.ptp(screen[:, :2], axis=0).max())
     normals = fit.pose.rotate_normals(fine.vertex_normals(vertices)) if sh is not None else None
-    rgb, mask = render_mesh(texture, screen - np.array([x0, y0, 0.0]), fine, y1 - y0, x1 - x0,
+    window = photo_rgb[y0:y1, x0:x1]
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(y1 - y0, x1 - x0))
+    if scale < 1.0:
+        size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+        window = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
+    local = (screen - np.array([x0, y0, 0.0])) * scale   # depth scales too: only its order matters
+    rgb, mask = render_mesh(texture, local, fine, window.shape[0], window.shape[1],
                             normals_cam=normals, sh=sh, device=device)
-    out = photo_rgb[y0:y1, x0:x1].astype(np.float32) / 255.0
+    out = window.astype(np.float32) / 255.0
     out[mask] = rgb[mask]
     return to_uint8(out)
 

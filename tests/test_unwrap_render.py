@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -190,6 +191,16 @@ def test_render_on_photo_puts_the_texture_on_the_face_only(model):
     x0, y0, x1, y1 = crop_window(fit.screen_vertices(), size, size, margin=0.1 * np.ptp(fit.screen_vertices()[:, :2],
                                                                                         axis=0).max())
     assert np.array_equal(window, out[y0:y1, x0:x1])
+    # max_side: the same window rendered smaller; the face keeps its colour, the rest is the photo scaled down.
+    small = render_on_photo(photo, texture, fit, model, subdivide=0, crop=False, max_side=80)
+    assert small.shape == (80, 80, 3)
+    small_face = cv2.resize(face.astype(np.uint8), (80, 80), interpolation=cv2.INTER_AREA) > 0
+    inner = cv2.erode(small_face.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert abs(int(small_face.sum()) - int(face.sum()) // 4) < 0.1 * face.sum() / 4
+    assert (small[inner] == np.round(FLAT * 255).astype(np.uint8)).all()
+    outer = ~(cv2.dilate(small_face.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    photo_small = cv2.resize(photo, (80, 80), interpolation=cv2.INTER_AREA)
+    assert (small[outer] == photo_small[outer]).all()
 
 
 def _left_centre_right(image: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
