@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 
 from stages.completion import (
-    MIRRORED, MODEL, MODEL_FILES_KEY, OUTSIDE, VISIBLE, Completion, CompletionMethod, register_method,
+    MODEL, MODEL_FILES_KEY, OUTSIDE, Completion, CompletionMethod, register_method,
 )
 from stages.core.errors import MissingArtifactError
+from stages.core.provenance import provenance_fractions
 from stages.models.device import resolve_device
 from stages.unwrap import UnwrapResult
 
@@ -147,10 +148,6 @@ class DiffusionFill(CompletionMethod):
         else:
             texture = base.astype(np.float32)
             provenance = np.where(unwrap.layout_mask, MODEL, OUTSIDE).astype(np.uint8)
-        n = max(1, int(unwrap.layout_mask.sum()))
-
-        def fraction(code: int) -> float:
-            return round(float((provenance == code).sum()) / n, 4)
 
         return Completion(texture=texture, provenance=provenance,
                           info={"method": self.name, "steps": self.steps, "guidance": self.guidance,
@@ -158,8 +155,8 @@ class DiffusionFill(CompletionMethod):
                                 "init": self.init, "strength": self.strength, "keep_seen": self.keep_seen,
                                 "residual": self.residual,
                                 "network_uv_size": self.pipeline.uv_size, **self.pipeline.info,
-                                "visible_fraction": fraction(VISIBLE), "mirrored_fraction": fraction(MIRRORED),
-                                "smooth_fraction": fraction(MODEL), MODEL_FILES_KEY: self.model_files})
+                                **provenance_fractions(provenance, unwrap.layout_mask),
+                                MODEL_FILES_KEY: self.model_files})
 
     def complete_batch(self, unwraps: list[UnwrapResult]) -> list[Completion]:
         """Complete several unwraps with batched sampling (each as :meth:`complete` would)."""

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stages.completion import MIRRORED, MODEL, MODEL_FILES_KEY, VISIBLE, Completion, CompletionMethod, register_method
+from stages.completion import MODEL_FILES_KEY, Completion, CompletionMethod, register_method
 from stages.completion.unet import keep_photo_fill_prediction
 from stages.core.errors import MissingArtifactError
+from stages.core.provenance import provenance_fractions
 from stages.core.pyramid import laplacian_pyramid_l1
 from stages.core.shading import render
 from stages.models.device import resolve_device
@@ -173,12 +174,7 @@ class GANFill(CompletionMethod):
         albedo = np.clip(cv2.resize(albedo, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1)
         prediction = np.clip(albedo * fit_shading(self.model, fit, size), 0, 1)
         texture, provenance = keep_photo_fill_prediction(prediction, unwrap)
-        n = max(1, int(unwrap.layout_mask.sum()))
-
-        def fraction(code: int) -> float:
-            return round(float((provenance == code).sum()) / n, 4)
 
         return Completion(texture=texture, provenance=provenance,
-                          info={"method": self.name, "visible_fraction": fraction(VISIBLE),
-                                "mirrored_fraction": fraction(MIRRORED), "smooth_fraction": fraction(MODEL),
+                          info={"method": self.name, **provenance_fractions(provenance, unwrap.layout_mask),
                                 "inversion": inversion, MODEL_FILES_KEY: self.model_files})

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from stages.completion import (
-    MIRRORED, MODEL, MODEL_FILES_KEY, VISIBLE, Completion, CompletionMethod, provenance_map, register_method,
+    MODEL_FILES_KEY, Completion, CompletionMethod, provenance_map, register_method,
 )
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
 from stages.core.errors import MissingArtifactError
-from stages.core.provenance import KEEP_CONFIDENCE, seen_or_mirrored
+from stages.core.provenance import KEEP_CONFIDENCE, provenance_fractions, seen_or_mirrored
 from stages.models import uv_generator
 from stages.models.device import resolve_device
 from stages.models.inputs import POSITION_SCALE, resize_unwrap
@@ -140,12 +140,7 @@ class UNetFill(CompletionMethod):
             texture, provenance = blend_into(base, unwrap, mirror=self.mirror)
         else:
             texture, provenance = keep_photo_fill_prediction(base, unwrap, mirror=self.mirror)
-        n = max(1, int(unwrap.layout_mask.sum()))
-
-        def fraction(code: int) -> float:
-            return round(float((provenance == code).sum()) / n, 4)
 
         return Completion(texture=texture, provenance=provenance,
-                          info={"method": self.name, "visible_fraction": fraction(VISIBLE),
-                                "mirrored_fraction": fraction(MIRRORED), "smooth_fraction": fraction(MODEL),
+                          info={"method": self.name, **provenance_fractions(provenance, unwrap.layout_mask),
                                 "mirror": self.mirror, "compose": self.compose, MODEL_FILES_KEY: self.model_files})

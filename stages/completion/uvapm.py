@@ -25,10 +25,11 @@ import torch
 
 from stages.albedo_fit import (AlbedoFitOptions, fit_albedo, reprojection_psnr, texel_normals, texel_shading,
                                torch_threads)
-from stages.completion import MIRRORED, MODEL, MODEL_FILES_KEY, VISIBLE, Completion, CompletionMethod, register_method
+from stages.completion import MODEL_FILES_KEY, Completion, CompletionMethod, register_method
 from stages.completion.pca import BUILTIN_PCA, load_pca
 from stages.completion.unet import keep_photo_fill_prediction
 from stages.core.errors import MissingArtifactError
+from stages.core.provenance import provenance_fractions
 from stages.models.inputs import SEEN_COVERAGE, resize_area, resize_masked
 from stages.unwrap import UnwrapResult
 
@@ -158,22 +159,17 @@ class UVAPMFill(CompletionMethod):
         # The photo where it was seen, the model elsewhere: in albedo space and under the fitted light.
         albedo, _ = keep_photo_fill_prediction(albedo_model, dataclasses.replace(unwrap, texture=delit))
         texture, provenance = keep_photo_fill_prediction(np.clip(albedo_model * shade, 0, 1), unwrap)
-        n = max(1, int(unwrap.layout_mask.sum()))
         # The check of the de-lit albedo: rendered back under the fitted light, does it give the photo?
         reprojection = {name: round(reprojection_psnr(image, photo, fit, self.model, coarse_fit,
                                                       texel_weight=unwrap.confidence), 3)
                         for name, image in (("albedo", albedo), ("pca_albedo", coarse))}
-
-        def fraction(code: int) -> float:
-            return round(float((provenance == code).sum()) / n, 4)
 
         lighting = {"schema": "facetex.lighting", "schema_version": 1, "frame": "camera (x right, y up, z to camera)",
                     "lighting_sh": np.asarray(coarse_fit.lighting, dtype=float).round(6).tolist(),
                     "albedo": "uv_albedo.png",
                     "note": "absolute SH light of uv_albedo.png (shading = sh_basis(n) @ lighting_sh)",
                     "pose": coarse_fit.pose.to_dict()}
-        info = {"method": self.name, "visible_fraction": fraction(VISIBLE), "mirrored_fraction": fraction(MIRRORED),
-                "smooth_fraction": fraction(MODEL), "fit": coarse_fit.info,
+        info = {"method": self.name, **provenance_fractions(provenance, unwrap.layout_mask), "fit": coarse_fit.info,
                 "reprojection_psnr_256": reprojection,
                 "detail": "none (no detail decoder)" if self.detail_decoder is None else "detail VAE (model_path)",
                 MODEL_FILES_KEY: self.model_files}

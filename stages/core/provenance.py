@@ -62,3 +62,11 @@ def provenance_image(provenance: np.ndarray) -> np.ndarray:
     for code, colour in PROVENANCE_COLOURS.items():
         out[provenance == code] = colour
     return out
+
+
+def provenance_fractions(provenance: np.ndarray, layout: np.ndarray) -> dict[str, float]:
+    """``visible_fraction``, ``mirrored_fraction``, ``smooth_fraction``: shares of the layout's texels
+    (``(S, S)`` bool) whose ``provenance`` code is VISIBLE, MIRRORED or MODEL, rounded to 4 places."""
+    n = max(1, int(layout.sum()))
+    return {f"{name}_fraction": round(float((provenance == code).sum()) / n, 4)
+            for name, code in (("visible", VISIBLE), ("mirrored", MIRRORED), ("smooth", MODEL))}
