@@ -25,10 +25,13 @@ from facetex_cli.common import (
 from stages.complete import renamed
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import fit_photo, make_landmarker, save_fit
-from stages.occlusion import default_segmenter
+from stages.models.skin_parser import load_skin_parser
+from stages.occlusion import default_segmenter, set_default_parser
 
 FACE_HELP = "Which face to fit: 'largest', 'all' (writes OUT/<stem>_face<i>/), or an index (0 = largest)."
 MAX_SIDE_HELP = "Photos whose long side exceeds this are downscaled on load."
+SKIN_PARSER_HELP = ("A learned skin parser model folder (`facetex train parser`): its skin probability caps the "
+                    "classical mask's (the minimum of the two).")
 
 
 def fit_command(
@@ -42,6 +45,7 @@ def fit_command(
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
     face_model: FaceModelChoice = FACE_MODEL_OPTION,
+    skin_parser: Path | None = typer.Option(None, "--skin-parser", help=SKIN_PARSER_HELP),
 ) -> None:
     """Detect face landmarks (MediaPipe, offline) and fit pose, shape and lighting.
 
@@ -56,6 +60,8 @@ def fit_command(
     landmarker = build_or_exit(lambda: make_landmarker(landmarks), debug)
     if occlusion_mask:
         build_or_exit(default_segmenter, debug)
+        if skin_parser is not None:
+            build_or_exit(lambda: set_default_parser(load_skin_parser(skin_parser)), debug)
 
     def process(path: Path) -> Done:
         photo = load_photo(path, max_side=max_side)

@@ -109,3 +109,4 @@ def train_unet_command(**options) -> None:
 from facetex_cli import train_sampler  # noqa: E402,F401  (registers its commands)
 from facetex_cli import train_diffusion  # noqa: E402,F401  (registers its commands)
 from facetex_cli import train_detail_vae  # noqa: E402,F401  (registers its commands)
+from facetex_cli import train_parser  # noqa: E402,F401  (registers its commands)
