@@ -12,7 +12,7 @@ eyes, lips, nostrils; :data:`stages.occlusion.KEEP_REGIONS`). Output ``(B, 1, S,
 :func:`parse_skin` runs it on a photo and returns the skin probability on the photo's pixels.
 
 Model folders: :mod:`stages.models.folder`, ``model_type = "skin_parser"``, one network ``parser``.
-Presets: ``tiny`` (tests, 32^2), ``small`` (CPU, 128^2, ~0.1 M parameters).
+Presets: ``tiny`` (tests, 32^2), ``small`` (CPU, 96^2, ~0.1 M parameters).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class SkinParserConfig:
         channels: channels per U-Net level.
     """
 
-    size: int = 128
-    channels: tuple[int, ...] = (12, 24, 48)
+    size: int = 96
+    channels: tuple[int, ...] = (8, 16, 32, 64)
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -69,7 +69,7 @@ class SkinParserConfig:
 
 PRESETS: dict[str, SkinParserConfig] = {
     "tiny": SkinParserConfig(size=32, channels=(4, 8)),
-    "small": SkinParserConfig(size=128, channels=(12, 24, 48)),
+    "small": SkinParserConfig(size=96, channels=(8, 16, 32, 64)),
 }
 
 

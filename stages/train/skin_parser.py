@@ -240,7 +240,7 @@ class SkinParserSet(torch.utils.data.Dataset):
 class SkinParserTrainConfig(RunConfig):
     """Every training knob of the skin parser (saved in ``config.json``)."""
 
-    preset: str = run_field("small", "Network size: tiny (tests, 32^2), small (CPU, 128^2).", choices=tuple(PRESETS))
+    preset: str = run_field("small", "Network size: tiny (tests, 32^2), small (CPU, 96^2).", choices=tuple(PRESETS))
     steps: int = run_field(1500, "Training steps.", min=1)
     batch_size: int = run_field(8, "Samples per step.", min=1)
     lr: float = run_field(2e-3, "Adam learning rate.", min=0.0)
