@@ -444,8 +444,8 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     if parser is not None:  # the learned parser rejects what it sees as not skin (a hand's outline)
         from stages.models.skin_parser import parse_skin
 
-        learned = parse_skin(parser, rgb, landmarks)
-        np.minimum(prob_full, learned, out=prob_full)
+        window = prob_full[y0:y1, x0:x1]
+        np.minimum(window, parse_skin(parser, rgb, landmarks, (x0, y0, x1, y1)), out=window)
         prob = cv2.resize(prob_full[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA)
     rejected = float((prob[oval] < REJECT_BELOW).mean()) if oval.any() else 0.0
     info = {"parser": getattr(parser, "source", "given") if parser is not None else None, "window": [x0, y0, x1, y1], "hands": len(hands), "person_mask_used": person_used,

@@ -149,21 +149,26 @@ def network_input(crop: np.ndarray, priors: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def parse_skin(parser: SkinParser, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Skin probability of the face ``landmarks`` on every pixel of ``rgb``.
+def parse_skin(parser: SkinParser, rgb: np.ndarray, landmarks: np.ndarray,
+               window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Skin probability of the face ``landmarks`` on the pixels of ``rgb`` (or of its ``window``).
 
     Args:
         parser: a loaded network (eval mode).
         rgb: ``(H, W, 3)`` uint8 photo; landmarks: ``(478, 3)`` MediaPipe points, pixel ``x, y``.
+        window: ``(x0, y0, x1, y1)``: only these pixels (default: the whole photo).
 
     Returns:
-        ``(H, W)`` float32 in ``[0, 1]``; 0 outside the crop.
+        ``(y1 - y0, x1 - x0)`` (default ``(H, W)``) float32 in ``[0, 1]``; 0 outside the crop.
     """
     size = parser.size
+    x0, y0, x1, y1 = window or (0, 0, rgb.shape[1], rgb.shape[0])
     matrix = crop_matrix(landmarks, size)
     x = network_input(crop_photo(rgb, matrix, size), prior_channels(landmarks, matrix, size))
     prob = torch.sigmoid(parser(torch.from_numpy(x)[None]))[0, 0].numpy()
-    return cv2.warpAffine(prob, matrix, (rgb.shape[1], rgb.shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    to_window = matrix.copy()
+    to_window[:, 2] += matrix[:, :2] @ [x0, y0]   # crop pixel of window pixel (0, 0)
+    return cv2.warpAffine(prob, to_window, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 

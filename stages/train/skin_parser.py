@@ -4,8 +4,8 @@
 dropped by the CLI), the classical mask :func:`stages.occlusion.segment_skin` is computed once on
 the clean photo (where it is good: nothing covers the face) and warped to the parser's crop. Each
 sample then pastes 0-3 synthetic occluders (:func:`paste_occluders`) on the crop; their pixels are
-labelled not-skin: ``target = classical * (1 - occluder)``. Left-right flips and colour jitter
-(brightness, contrast, per-channel gain) are applied to the pasted crop.
+labelled not-skin: ``target = classical * (1 - occluder)``. Left-right flips, colour jitter
+(brightness, contrast, per-channel gain), a blur (30 %) and noise are applied to the pasted crop.
 
 **Occluders** (own generator, deliberately unlike the protocol's :mod:`stages.evaluate.occlusion`,
 so the benchmark does not test on the training shapes): seeded per ``(seed, epoch, index)``;
@@ -15,9 +15,10 @@ so the benchmark does not test on the training shapes): seeded per ``(seed, epoc
   blonde, red, grey) rather than from a palette, each strand jittered in tone;
 - ``hand``: a rotated rounded palm plus 2-5 capsule fingers at random angles entering from the
   bottom, left or right (the protocol: an upright ellipse with four vertical fingers, a palette
-  tone), *textured with the face's own skin*: the crop's pixels from a random shift of the central
-  face, multiplied by a shading that darkens towards the outline and along a random direction, so
-  its colour and shading match the face and only its shape tells it apart;
+  tone), *re-toned to the face's own skin*: the face's colour and low-frequency shading (a
+  normalised blur of its skin pixels) and its fine detail, both taken from a random shift of the
+  central face, times a shading that darkens towards the outline and along a random direction, so
+  its colour, texture and shading match the face and only its shape tells it apart;
 - ``bar``: straight bars at any angle, thick or thin, dark or any colour, or a pair of rectangular
   frame outlines (glasses);
 - ``cloth``: a polygon rising from the bottom with a wavy top edge, plain, noisy or checked;
@@ -109,7 +110,7 @@ def paste_occluder(crop: np.ndarray, face: np.ndarray, kind: str, rng: np.random
             tip = base + tilt / np.linalg.norm(tilt) * rng.uniform(0.15, 0.35) * size
             _poly(alpha, [base, tip], closed=False, thickness=rng.uniform(0.05, 0.08) * size)
         # The face's own skin colour and low-frequency shading (a normalised blur of the face's skin
-        # pixels, shifted to the palm) plus fine noise: only the shape tells it from the face.
+        # pixels, shifted to the palm): only the shape tells it from the face.
         sigma = 0.06 * size
         weight = cv2.GaussianBlur(face.astype(np.float32), (0, 0), sigma)
         if weight.max() > 0:
@@ -121,7 +122,11 @@ def paste_occluder(crop: np.ndarray, face: np.ndarray, kind: str, rng: np.random
                                   borderMode=cv2.BORDER_REPLICATE)
         else:
             skin = np.broadcast_to(crop.reshape(-1, 3).mean(axis=0), crop.shape).copy()
-        skin = skin * (1 + rng.uniform(0.0, 0.04) * rng.normal(0, 1, (size, size, 1)))
+        # Real skin detail (pores, JPEG noise) of the face at the same shift, so the hand is not
+        # smoother than the face: the parser must not learn "smooth = hand".
+        detail = (crop - cv2.GaussianBlur(crop, (0, 0), 2.0)) * face[..., None]
+        skin = skin + cv2.warpAffine(detail, np.array([[1, 0, shift[0]], [0, 1, shift[1]]], np.float32),
+                                     (size, size), borderMode=cv2.BORDER_REFLECT) if weight.max() > 0 else skin
         inner = cv2.GaussianBlur(alpha, (0, 0), 0.03 * size)
         gradient = ((np.indices((size, size))[::-1].transpose(1, 2, 0) - centre) @ rng.normal(0, 1, 2)) / size
         shade = (rng.uniform(0.6, 0.85) + (1 - 0.75) * np.clip(inner * 1.5, 0, 1) + 0.15 * gradient)[..., None]
@@ -225,7 +230,9 @@ class SkinParserSet(torch.utils.data.Dataset):
         # Colour jitter: brightness, contrast, per-channel gain (white balance).
         mean = crop.mean(axis=(0, 1))
         crop = (crop - mean) * rng.uniform(0.8, 1.2) + mean * rng.uniform(0.75, 1.25) * rng.uniform(0.92, 1.08, 3)
-        crop = np.clip(crop + rng.normal(0, 2.0, crop.shape), 0, 255)
+        if rng.random() < 0.3:  # soft or low-resolution photos (wild): smoothness is no cue for an occluder
+            crop = cv2.GaussianBlur(crop.astype(np.float32), (0, 0), rng.uniform(0.4, 1.2))
+        crop = np.clip(crop + rng.normal(0, rng.uniform(0.5, 3.0), crop.shape), 0, 255)
         priors = s["priors"]
         if rng.random() < self.flip:
             crop, target, priors, occluder = crop[:, ::-1], target[:, ::-1], priors[:, :, ::-1], occluder[:, ::-1]
