@@ -45,7 +45,8 @@ def fit_command(
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
     face_model: FaceModelChoice = FACE_MODEL_OPTION,
-    skin_parser: Path | None = typer.Option(None, "--skin-parser", help=SKIN_PARSER_HELP),
+    skin_parser: Path | None = typer.Option(None, "--skin-parser", help=SKIN_PARSER_HELP,
+                                            show_default="none: the classical mask alone"),
 ) -> None:
     """Detect face landmarks (MediaPipe, offline) and fit pose, shape and lighting.
 
