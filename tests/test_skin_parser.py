@@ -155,3 +155,23 @@ def test_train_parser_cli_is_registered():
 
     result = CliRunner().invoke(app, ["train", "parser", "--help"])
     assert result.exit_code == 0 and "--w-occluder" in result.output and "--preset" in result.output
+
+
+def test_fit_cli_uses_the_given_parser(tmp_path, astronaut_path):
+    """`fit --skin-parser DIR`: the parser caps the mask (here one that calls nothing skin) and the
+    folder is recorded in fit.json."""
+    from typer.testing import CliRunner
+
+    from facetex_cli.main import app
+    from stages.occlusion import set_default_parser
+
+    _saved_parser(tmp_path / "p", bias=-20.0)
+    try:
+        result = CliRunner().invoke(app, ["fit", str(astronaut_path), "-o", str(tmp_path / "out"),
+                                          "--skin-parser", str(tmp_path / "p")])
+    finally:
+        set_default_parser(None)   # the CLI sets the process-wide default; later tests must not see it
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out" / astronaut_path.stem
+    assert json.loads((folder / "fit.json").read_text())["quality"]["skin"]["parser"] == str(tmp_path / "p")
+    assert cv2.imread(str(folder / "skin_mask.png"), cv2.IMREAD_UNCHANGED).max() <= 2
