@@ -29,10 +29,12 @@ from facetex_cli.common import (
 )
 from stages.core.image_io import DEFAULT_MAX_SIDE, load_photo
 from stages.fit import fit_photo, make_landmarker, save_fit
-from stages.occlusion import default_segmenter
+from stages.occlusion import default_segmenter, set_default_parser
 
 FACE_HELP = "Which face to fit: 'largest', 'all' (writes OUT/<stem>_face<i>/), or an index (0 = largest)."
 MAX_SIDE_HELP = "Photos whose long side exceeds this are downscaled on load."
+SKIN_PARSER_HELP = ("A learned skin parser model folder (`facetex train parser`): its skin probability caps the "
+                    "classical mask's (the minimum of the two).")
 
 
 def fit_command(
@@ -46,6 +48,8 @@ def fit_command(
     skip_existing: bool = SKIP_OPTION,
     debug: bool = DEBUG_OPTION,
     face_model: FaceModelChoice = FACE_MODEL_OPTION,
+    skin_parser: Path | None = typer.Option(None, "--skin-parser", help=SKIN_PARSER_HELP,
+                                            show_default="none: the classical mask alone"),
     workers: int = WORKERS_OPTION,
     shard: str = SHARD_OPTION,
     executor: ExecutorChoice = EXECUTOR_OPTION,
@@ -62,7 +66,8 @@ def fit_command(
     names = output_names(inputs.files)
     report_renames(names)
     job = Job(fit_job, {"out": out, "face": face, "landmarks": landmarks, "max_side": max_side,
-                        "occlusion_mask": occlusion_mask, "face_model": face_model, "names": names})
+                        "occlusion_mask": occlusion_mask, "face_model": face_model, "names": names,
+                        "skin_parser": skin_parser})
     results = run_batch(inputs.files, job, name_of=lambda p: p.name, shard_key=names.get, inputs=inputs,
                         skip=(lambda p: outputs_exist(out, names[p], "fit.json")) if skip_existing else None,
                         description="fit", debug=debug, settings=settings)
@@ -70,15 +75,19 @@ def fit_command(
 
 
 def fit_job(out: Path, face: str, landmarks: str, max_side: int, occlusion_mask: bool, face_model: str,
-            names: dict[Path, str]):
+            names: dict[Path, str], skin_parser: Path | None = None):
     """The per-photo function of ``fit`` (a :class:`~facetex_cli.batch.Job` factory): the face model,
-    the landmark detector and the skin segmenter load here, once per process."""
+    the landmark detector, the skin segmenter and the skin parser (if given) load here, once per process."""
     from stages.complete import renamed
 
     model, _ = face_model_for(face_model)
     landmarker = make_landmarker(landmarks)
     if occlusion_mask:
         default_segmenter()
+        if skin_parser is not None:
+            from stages.models.skin_parser import load_skin_parser   # torch: only when a parser is given
+
+            set_default_parser(load_skin_parser(skin_parser))
 
     def process(path: Path) -> Done:
         photo = load_photo(path, max_side=max_side)

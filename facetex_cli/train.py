@@ -110,3 +110,4 @@ from facetex_cli import train_sampler  # noqa: E402,F401  (registers its command
 from facetex_cli import train_diffusion  # noqa: E402,F401  (registers its commands)
 from facetex_cli import train_detail_vae  # noqa: E402,F401  (registers its commands)
 from facetex_cli import train_texture_gan  # noqa: E402,F401  (registers its commands)
+from facetex_cli import train_parser  # noqa: E402,F401  (registers its commands)

@@ -344,13 +344,33 @@ def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), disc).astype(bool)
 
 
-def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmenter | None = None) -> SkinMask:
+_DEFAULT_PARSER = None
+
+
+def set_default_parser(parser) -> None:
+    """Make ``parser`` (a loaded :class:`stages.models.skin_parser.SkinParser`, or None) the learned
+    skin parser every :func:`segment_skin` call without an explicit ``parser`` uses (``fit
+    --skin-parser DIR``; the occlusion protocol's unwraps then use it too)."""
+    global _DEFAULT_PARSER
+    _DEFAULT_PARSER = parser
+
+
+def default_parser():
+    """The learned skin parser :func:`segment_skin` uses by default (None: the classical mask alone)."""
+    return _DEFAULT_PARSER
+
+
+def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmenter | None = None,
+                 parser="default") -> SkinMask:
     """Skin probability of the face given by ``landmarks`` (see the module docstring for the steps).
 
     Args:
         rgb: ``(H, W, 3)`` uint8 photo.
         landmarks: ``(478, 3)`` (or ``(468+, 3)``) MediaPipe face-mesh points, pixel ``x, y``.
         segmenter: the MediaPipe graphs (default: :func:`default_segmenter`).
+        parser: a learned skin parser (:mod:`stages.models.skin_parser`) whose probability caps the
+            classical one (the minimum of the two), None for the classical mask alone, or
+            ``"default"``: :func:`default_parser`.
 
     Returns:
         A :class:`SkinMask` of the photo's size.
@@ -424,8 +444,17 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     prob = cv2.GaussianBlur(prob, (0, 0), 0.8)
     np.clip(prob, 0.0, 1.0, out=prob)  # (bilinear upsampling stays inside [0, 1])
     prob_full[y0:y1, x0:x1] = cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    if isinstance(parser, str):
+        parser = default_parser()
+    if parser is not None:  # the learned parser rejects what it sees as not skin (a hand's outline)
+        from stages.models.skin_parser import parse_skin
+
+        window = prob_full[y0:y1, x0:x1]
+        np.minimum(window, parse_skin(parser, rgb, landmarks, (x0, y0, x1, y1)), out=window)
+        prob = cv2.resize(prob_full[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA)
     rejected = float((prob[oval] < REJECT_BELOW).mean()) if oval.any() else 0.0
-    info = {"window": [x0, y0, x1, y1], "hands": len(hands), "person_mask_used": person_used,
+    info = {"parser": getattr(parser, "source", "given") if parser is not None else None,
+            "window": [x0, y0, x1, y1], "hands": len(hands), "person_mask_used": person_used,
             "kept_regions": kept, "covered_regions": covered,
             "skin_lab_mean": [round(float(v), 2) for v in mean], "rejected_face_fraction": round(rejected, 4)}
     return SkinMask(prob=prob_full, info=info)
