@@ -525,6 +525,11 @@ def limit_threads(threads: int) -> None:
     not yet imported; the runtime setters for torch, numba and OpenCV if already imported) and numpy's
     BLAS to one thread (:func:`single_thread_blas`)."""
     for variable in THREAD_VARIABLES:
+        # Once numba is imported its NUMBA_NUM_THREADS is fixed: a changed variable makes the next
+        # compilation (numba re-reads its config then) fail, after its threads started, with "Cannot set
+        # NUMBA_NUM_THREADS to a different value". numba.set_num_threads below lowers it instead.
+        if variable == "NUMBA_NUM_THREADS" and "numba" in sys.modules:
+            continue
         os.environ[variable] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)

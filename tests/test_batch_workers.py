@@ -258,3 +258,22 @@ def test_runs_sharing_the_output_with_other_machines_keep_foreign_temporaries(tm
     assert result.exit_code == 1 and foreign.is_dir()
     result = invoke("fit", str(tmp_path / "missing.jpg"), "-o", str(out))
     assert result.exit_code == 1 and not foreign.exists() and "removed 1 temporary" in result.output
+
+
+def test_limit_threads_after_numba_started_keeps_compiling():
+    """A worker that imported numba (and started its threads) before ``limit_threads`` must still be able
+    to compile a new kernel: numba re-reads NUMBA_NUM_THREADS at every compilation and refuses a changed
+    value once its threads run (a 16-bit PNG, a new dtype specialisation, failed so in a batch). Needs more
+    than one CPU to mean anything (numba's default thread count must differ from 1)."""
+    code = (
+        "import numba, numpy as np\n"
+        "numba.set_num_threads(1)\n"              # starts numba's threading layer at the default size
+        "from facetex_cli.batch import limit_threads\n"
+        "limit_threads(1)\n"
+        "f = numba.njit(lambda a: a.sum())\n"
+        "print(f(np.arange(4, dtype=np.uint16)), numba.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["6", "1"]
