@@ -170,7 +170,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--unet-model", type=Path, help="model folder from `facetex train unet` for the unet method")
     parser.add_argument("--gan-model", type=Path, help="model folder from `facetex train texture-gan` for the gan "
-                                                       "method (none ships: without it gan is skipped)")
+                                                       "method (default: the shipped one)")
     parser.add_argument("--limit", type=int, help="score at most N near-frontal photos per set")
     args = parser.parse_args()
 
@@ -192,7 +192,9 @@ def main() -> int:
 
         result_tags["unet"] = weights_tag("unet", (args.unet_model or SHIPPED_GENERATOR) / "weights.safetensors")
     if "gan" in fills:
-        result_tags["gan"] = weights_tag("gan", args.gan_model / "weights.safetensors")
+        from stages.completion.gan import SHIPPED_TEXTURE_GAN
+
+        result_tags["gan"] = weights_tag("gan", (args.gan_model or SHIPPED_TEXTURE_GAN) / "weights.safetensors")
     landmarker = [None]
     summary: dict[str, dict] = {}
     for set_name, photos in photo_sets(args.sets).items():

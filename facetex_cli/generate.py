@@ -19,7 +19,8 @@ def generate_command(
     truncation: float = typer.Option(_D.truncation, "--truncation", min=0.01, max=2.0,
                                      help="Truncation psi of latent and shape (1: untruncated)."),
     out: Path = typer.Option(Path("facetex_generated"), "--out", "-o", help="Output folder."),
-    model: Path = typer.Option(..., "--model", help="Model folder of `facetex train texture-gan`."),
+    model: Path = typer.Option(None, "--model", help="Model folder of `facetex train texture-gan`.",
+                               show_default="the shipped London-trained generator"),
     shape_model: Path = typer.Option(None, "--shape-model",
                                      help="Shape PCA of `facetex build-pca --shape` (default: the face model's "
                                           "mean shape for every face).",
@@ -35,7 +36,9 @@ def generate_command(
 
     prepare_output_root(out)
     options = GenerateOptions(n=n, seed=seed, truncation=truncation, view_size=view_size, device=device)
-    record = build_or_exit(lambda: generate_faces(model, out, load_builtin_face_model(),
+    from stages.completion.gan import shipped_texture_gan
+
+    record = build_or_exit(lambda: generate_faces(model or shipped_texture_gan(), out, load_builtin_face_model(),
                                                   shape_model_path=shape_model, options=options), debug)
     console.print(f"generated {record['n']} faces ({record['geometry']}) in {record['seconds']:.1f} s -> {out} "
                   f"(contact_sheet.png)", markup=False)

@@ -57,7 +57,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 DEFAULT_DATA = REPO.parent / "shared" / "faces" / "london"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 #: Not in the default benchmark: uvapm fits by Adam per view (seconds each), too slow for a budget of minutes.
-SLOW_METHODS = ("uvapm",)
+SLOW_METHODS = ("uvapm", "gan")
 UNLIMITED_STEPS = 10 ** 9   # gpu presets: the time limit ends the run
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -228,8 +229,9 @@ def test_bad_model_folders_are_one_line(trained, tmp_path, astronaut_path):
 
     result = CliRunner().invoke(app, ["generate", "-n", "1", "--model", str(broken), "-o", str(tmp_path / "g")])
     assert result.exit_code == 2 and "corrupt weights" in result.output and "Traceback" not in result.output
-    result = CliRunner().invoke(app, ["complete", str(astronaut_path), "--method", "gan", "-o", str(tmp_path / "c")])
-    assert result.exit_code == 2 and "needs --model DIR" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["complete", str(astronaut_path), "--method", "gan", "--model", str(broken),
+                                      "-o", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "corrupt weights" in result.output and "Traceback" not in result.output
 
 
 # ---------------------------------------------------------------- shape model and generate
@@ -333,3 +335,32 @@ def test_complete_gan_keeps_the_photo_texels(trained, gan_folders, model):
     assert result.info["inversion"]["loss_end"] < result.info["inversion"]["loss_start"]
     assert result.info["model_files"]["model_path"]["sha256"]
     assert np.isfinite(result.texture).all() and result.texture.shape == unwrap.texture.shape
+
+
+def test_shipped_texture_gan_loads_matches_its_card_and_is_the_default(tmp_path, monkeypatch):
+    """The shipped generator loads, its weights are the ones the model card names, it was trained on
+    London training people only, ``complete --method gan`` and ``generate`` use it without ``--model``,
+    and a missing one is a one-line error."""
+    import hashlib
+    import re
+
+    from stages.completion import gan
+    from stages.core.face_model import load_builtin_face_model
+    from stages.core.splits import london_split
+
+    folder = gan.SHIPPED_TEXTURE_GAN
+    card = (folder / "README.md").read_text()
+    digest = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
+    assert f"sha256: `{digest}`" in card
+    config = json.loads((folder / "config.json").read_text())
+    assert config["data"] and all(london_split(Path(d).name + ".jpg") == "train" for d in config["data"])
+    assert not any(d.startswith("/") for d in config["data"])        # no local paths shipped
+    fill = gan.GANFill(load_builtin_face_model())
+    assert fill.model_files["model_path"]["path"] == str(folder.resolve())   # recorded for evaluate
+    generator, _ = load_texture_generator(folder)
+    assert generator.config.uv_size == 128
+    monkeypatch.setattr(gan, "SHIPPED_TEXTURE_GAN", tmp_path / "absent")
+    with pytest.raises(MissingArtifactError, match="shipped texture GAN is missing") as info:
+        gan.GANFill(load_builtin_face_model())
+    assert "\n" not in str(info.value)
+    assert re.search(r"texture_gan_london_v1", card)

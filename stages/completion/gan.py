@@ -19,6 +19,7 @@ ship, so ``model_path`` (``--model DIR``) is required.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -97,9 +98,26 @@ def invert_texture(generator, target: Tensor, weight: Tensor, geometry: dict, *,
     return albedo.detach(), history
 
 
+#: The texture GAN shipped with facetex (``small`` preset, London training people; its README is the card).
+SHIPPED_TEXTURE_GAN = Path(__file__).resolve().parents[1] / "assets" / "texture_gan_london_v1"
+
+
+def shipped_texture_gan() -> Path:
+    """The shipped texture GAN's folder (the default of ``complete --method gan`` and ``generate``).
+
+    Raises:
+        MissingArtifactError: the install lacks it (one line).
+    """
+    if not (SHIPPED_TEXTURE_GAN / "weights.safetensors").is_file():
+        raise MissingArtifactError(SHIPPED_TEXTURE_GAN, "the shipped texture GAN is missing from this install: "
+                                                        "reinstall facetex, or pass --model DIR")
+    return SHIPPED_TEXTURE_GAN
+
+
 @register_method
 class GANFill(CompletionMethod):
-    """Options: ``model_path`` (a ``facetex train texture-gan`` folder; required: none ships),
+    """Options: ``model_path`` (a ``facetex train texture-gan`` folder; default: the shipped London-trained
+    ``small`` generator, :data:`SHIPPED_TEXTURE_GAN`),
     ``iterations`` (Adam steps of the inversion, default 100), ``render_size`` (side of the image crop the
     render is compared in, default 96), ``seed``, ``device``. Needs the photo and its fit."""
 
@@ -111,9 +129,7 @@ class GANFill(CompletionMethod):
         super().__init__(model)
         from stages.models.texture_gan import load_texture_generator
 
-        if model_path is None:
-            raise MissingArtifactError(None, "--method gan needs --model DIR (a folder of `facetex train "
-                                             "texture-gan`; no texture GAN ships)")
+        model_path = shipped_texture_gan() if model_path is None else model_path
         self.device = resolve_device(device)
         self.generator, config = load_texture_generator(model_path, map_location=self.device)
         if config.get("face_model", model.name) != model.name:
