@@ -75,6 +75,15 @@ def split_run_options(options: dict) -> dict:
     return {p.name: options.pop(p.name) for p in RUN_PARAMETERS}
 
 
+def training_inputs(options: dict, marker: str, make_it: str) -> tuple[dict, list, Path]:
+    """Remove the runner's options and ``--data`` / ``--out`` from ``options``; returns ``(runner options,
+    the training folders under --data holding ``marker`` (one line and exit 2 if none; hold-out people
+    skipped), the output folder)``. ``make_it``: the command that writes ``marker``."""
+    run = split_run_options(options)
+    folders = training_folders_or_exit(options.pop("data"), marker, make_it)
+    return run, folders, options.pop("out")
+
+
 @train_app.command("unet")
 @with_parameters(data_parameters("Output folders (or their root) holding fit.json, the unwrap and uv_pseudo.png "
                                  "(run fit, unwrap, pseudo-gt first).")
@@ -93,9 +102,7 @@ def train_unet_command(**options) -> None:
     from stages.core.face_model import load_builtin_face_model
     from stages.train.trainer import train_uv_generator
 
-    run = split_run_options(options)
-    data, out = options.pop("data"), options.pop("out")
-    folders = training_folders_or_exit(data, "uv_pseudo.png", "run `facetex pseudo-gt`")
+    run, folders, out = training_inputs(options, "uv_pseudo.png", "run `facetex pseudo-gt`")
     identity, augment = options.pop("identity_model"), options.pop("augment")
     config = config_or_exit(TrainConfig, **options, identity_model=str(identity) if identity is not None else None,
                             augment={} if augment else {"probability": 0.0})

@@ -8,9 +8,9 @@ options from :class:`stages.train.detail_vae.DetailVAETrainConfig`'s fields.
 from __future__ import annotations
 
 from facetex_cli.batch import console
-from facetex_cli.common import config_parameters, training_folders_or_exit, with_parameters
-from facetex_cli.train import (RUN_PARAMETERS, config_or_exit, data_parameters, run_training, split_run_options,
-                               train_app)
+from facetex_cli.common import config_parameters, with_parameters
+from facetex_cli.train import (RUN_PARAMETERS, config_or_exit, data_parameters, run_training, train_app,
+                               training_inputs)
 from stages.train.detail_vae import DetailVAETrainConfig
 
 
@@ -27,9 +27,7 @@ def train_detail_vae_command(**options) -> None:
     from stages.core.face_model import load_builtin_face_model
     from stages.train.detail_vae import train_detail_vae
 
-    run = split_run_options(options)
-    data, out = options.pop("data"), options.pop("out")
-    folders = training_folders_or_exit(data, "unwrap.json", "run `facetex unwrap`")
+    run, folders, out = training_inputs(options, "unwrap.json", "run `facetex unwrap`")
     pca = options.pop("pca")
     config = config_or_exit(DetailVAETrainConfig, **options, pca=None if pca is None else str(pca))
     model = load_builtin_face_model()

@@ -8,9 +8,9 @@ options from :class:`stages.train.skin_parser.SkinParserTrainConfig`'s fields.
 from __future__ import annotations
 
 from facetex_cli.batch import console, quiet_native_stderr
-from facetex_cli.common import config_parameters, training_folders_or_exit, with_parameters
-from facetex_cli.train import (RUN_PARAMETERS, config_or_exit, data_parameters, run_training, split_run_options,
-                               train_app)
+from facetex_cli.common import config_parameters, with_parameters
+from facetex_cli.train import (RUN_PARAMETERS, config_or_exit, data_parameters, run_training, train_app,
+                               training_inputs)
 from stages.train.skin_parser import SkinParserTrainConfig
 
 
@@ -26,9 +26,7 @@ def train_parser_command(**options) -> None:
     """
     from stages.train.skin_parser import train_skin_parser
 
-    run = split_run_options(options)
-    data, out = options.pop("data"), options.pop("out")
-    folders = training_folders_or_exit(data, "fit.json", "run `facetex fit`")
+    run, folders, out = training_inputs(options, "fit.json", "run `facetex fit`")
     config = config_or_exit(SkinParserTrainConfig, **options)
 
     def train(**kw):

@@ -4,9 +4,9 @@ fit at inference)."""
 from __future__ import annotations
 
 from facetex_cli.batch import console
-from facetex_cli.common import config_parameters, training_folders_or_exit, with_parameters
-from facetex_cli.train import (RUN_PARAMETERS, config_or_exit, data_parameters, run_training, split_run_options,
-                               train_app)
+from facetex_cli.common import config_parameters, with_parameters
+from facetex_cli.train import (RUN_PARAMETERS, config_or_exit, data_parameters, run_training, train_app,
+                               training_inputs)
 from stages.train.sampler import SamplerTrainConfig
 
 
@@ -25,9 +25,7 @@ def train_sampler_command(**options) -> None:
     from stages.core.face_model import load_builtin_face_model
     from stages.train.sampler import train_uv_sampler
 
-    run = split_run_options(options)
-    data, out = options.pop("data"), options.pop("out")
-    folders = training_folders_or_exit(data, "unwrap.json", "run `facetex fit` and `facetex unwrap`")
+    run, folders, out = training_inputs(options, "unwrap.json", "run `facetex fit` and `facetex unwrap`")
     config = config_or_exit(SamplerTrainConfig, **options)
     model = load_builtin_face_model()
     result = run_training("train sampler", config.steps,

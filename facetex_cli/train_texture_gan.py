@@ -8,9 +8,9 @@ options from :class:`stages.train.texture_gan.TextureGANTrainConfig`'s fields.
 from __future__ import annotations
 
 from facetex_cli.batch import console
-from facetex_cli.common import config_parameters, training_folders_or_exit, with_parameters
-from facetex_cli.train import (RUN_PARAMETERS, config_or_exit, data_parameters, run_training, split_run_options,
-                               train_app)
+from facetex_cli.common import config_parameters, with_parameters
+from facetex_cli.train import (RUN_PARAMETERS, config_or_exit, data_parameters, run_training, train_app,
+                               training_inputs)
 from stages.train.texture_gan import TextureGANTrainConfig
 
 
@@ -30,9 +30,7 @@ def train_texture_gan_command(**options) -> None:
     from stages.core.face_model import load_builtin_face_model
     from stages.train.texture_gan import train_texture_gan
 
-    run = split_run_options(options)
-    data, out = options.pop("data"), options.pop("out")
-    folders = training_folders_or_exit(data, "fit.json", "run `facetex fit`")
+    run, folders, out = training_inputs(options, "fit.json", "run `facetex fit`")
     config = config_or_exit(TextureGANTrainConfig, **options)
     model = load_builtin_face_model()
     result = run_training("train texture-gan", config.steps,
