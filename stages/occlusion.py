@@ -481,13 +481,51 @@ def apply_skin_mask(confidence: np.ndarray, texel_screen: np.ndarray, skin: Skin
         ``(confidence (S, S) float32, occluded (S, S) bool)``: the new confidence and the texels
         seen geometrically that the mask removed.
     """
-    p = skin.sample(texel_screen)
-    seen = confidence > 0
-    rejected = seen & (p < REJECT_BELOW)
     size = confidence.shape[0]
     feather = max(1.0, FEATHER_FRACTION * size)
+    # Only the seen texels are sampled and weighed (a head's layout is mostly unseen; the rest stays 0).
+    seen = np.flatnonzero(confidence.reshape(-1) > 0)                       # (N,) flat indices
+    out_full = np.zeros(size * size, np.float32)
+    occluded = np.zeros(size * size, bool)
+    if not len(seen):
+        return out_full.reshape(confidence.shape), occluded.reshape(confidence.shape)
+    conf = confidence.reshape(-1)[seen]
+    # cv2.remap takes maps under 32767 on each side: the N positions as rows of 4096, the last padded.
+    channels = texel_screen.shape[-1]
+    xy = np.zeros((-(-len(seen) // 4096) * 4096, channels), texel_screen.dtype)
+    np.take(texel_screen.reshape(-1, channels), seen, axis=0, out=xy[:len(seen)])
+    p = skin.sample(xy.reshape(-1, 4096, channels)).reshape(-1)[:len(seen)]
+    rejected = p < REJECT_BELOW
     if rejected.any():
-        dist = cv2.distanceTransform((~rejected).astype(np.uint8), cv2.DIST_L2, 3)
+        keep = np.ones(size * size, np.uint8)
+        keep[seen[rejected]] = 0
+        # The whole layout: OpenCV's IPP path gives float distances that depend on the image's extent
+        # (a few ulp), so a crop would change the outputs' bits.
+        dist = cv2.distanceTransform(keep.reshape(confidence.shape), cv2.DIST_L2, 3).reshape(-1)[seen]
+        # The first ``feather`` texels are dropped too (an occluder's soft edge, blurred by
+        # resampling, is not skin either), then the confidence ramps up over another ``feather``.
+        ramp = np.clip(dist / feather - 1.0, 0.0, 1.0)
+    else:
+        ramp = np.ones_like(conf)
+    # Skin probability 0.5 -> 0 ... 0.8 -> 1 (smoothstep): clear skin keeps its confidence unchanged.
+    t = np.clip((p - REJECT_BELOW) / 0.3, 0.0, 1.0)
+    out = np.where(rejected, 0.0, conf * t * t * (3 - 2 * t) * ramp).astype(np.float32)
+    out[out < min_confidence] = 0.0
+    out_full[seen] = out
+    occluded[seen[out <= 0]] = True
+    return out_full.reshape(confidence.shape), occluded.reshape(confidence.shape)
+    # Only the seen texels' bounding box is sampled and weighed (a head's layout is mostly unseen):
+    # outside it the result is 0 anyway. The distance transform still runs on the whole layout:
+    # OpenCV's IPP path gives float results that depend on the image's extent (a few ulp), and
+    # cropping it would change the mediapipe outputs' bits.
+    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    confidence, seen = confidence[box], seen_full[box]
+    p = skin.sample(texel_screen[box])
+    rejected = seen & (p < REJECT_BELOW)
+    if rejected.any():
+        keep = np.ones(out_full.shape, np.uint8)
+        keep[box] = ~rejected
+        dist = cv2.distanceTransform(keep, cv2.DIST_L2, 3)[box]
         # The first ``feather`` texels are dropped too (an occluder's soft edge, blurred by
         # resampling, is not skin either), then the confidence ramps up over another ``feather``.
         ramp = np.clip(dist / feather - 1.0, 0.0, 1.0)
@@ -497,4 +535,6 @@ def apply_skin_mask(confidence: np.ndarray, texel_screen: np.ndarray, skin: Skin
     t = np.clip((p - REJECT_BELOW) / 0.3, 0.0, 1.0)
     out = np.where(rejected, 0.0, confidence * t * t * (3 - 2 * t) * ramp).astype(np.float32)
     out[out < min_confidence] = 0.0
-    return out, seen & (out <= 0)
+    out_full[box] = out
+    occluded[box] = seen & (out <= 0)
+    return out_full, occluded
