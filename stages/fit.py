@@ -12,7 +12,8 @@ Pipeline for one photo:
 3. The per-image shape: the landmark-derived vertices mapped back into model space. Texture sampling uses the
    detected geometry itself, which aligns with the photo better than any mean shape could.
 4. Second-order SH lighting (9 x 3) fitted to the visible skin pixels (eyes, brows and lips
-   excluded, robust to hair and highlights).
+   excluded, robust to hair and highlights). A morphable head (ICT) takes the lighting of the
+   built-in model's fit to the same points, which also scores the fit.
 
 The result is a :class:`FitResult`, saved as ``fit.json`` (schema-versioned) plus
 ``fit_overlay.png`` (landmarks and mesh wireframe on the photo).
@@ -566,12 +567,16 @@ def fit_dense_shape(model: FaceModel, points: np.ndarray) -> tuple[Pose, np.ndar
     return pose, vertices, residual
 
 
+def _fit_shape(photo: Photo, points: np.ndarray, model: FaceModel, kind: str):
+    """``(pose, vertices (V, 3), residual (N,) pixels)`` of ``model`` for one face's detector points."""
+    if kind == "ibug68":
+        return _fit_sparse68(points, model, photo.path)
+    return fit_dense_shape(model, points)
+
+
 def _fit_points(photo: Photo, points: np.ndarray, model: FaceModel, kind: str, seed: int) -> dict:
     """Pose, per-image shape and lighting for one face's detector points; also the fit score."""
-    if kind == "ibug68":
-        pose, vertices, residual = _fit_sparse68(points, model, photo.path)
-    else:
-        pose, vertices, residual = fit_dense_shape(model, points)
+    pose, vertices, residual = _fit_shape(photo, points, model, kind)
     normals_cam = pose.rotate_normals(model.vertex_normals(vertices))
     lighting, light_info = estimate_lighting(
         photo.rgb, pose.to_screen(vertices), normals_cam, model, np.random.default_rng(seed))
@@ -671,8 +676,11 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
         fitted = _fit_points(photo, faces[index], reference, kind, seed)
         fitted, rotated = _fit_upside_down_if_better(photo, fitted, landmarker, reference, kind, seed)
         if reference is not model:
-            fitted = {**_fit_points(photo, fitted["points"], model, kind, seed),
-                      "score": fitted["score"], "rms_rel": fitted["rms_rel"]}
+            # The head takes the reference's lighting, estimated once: both are SH fits to the face's
+            # skin pixels in the camera frame, and the reference's detected mesh follows the photo
+            # closer (README "A full head": delighting the head with either leaves the same spread).
+            pose, vertices, residual = _fit_shape(photo, fitted["points"], model, kind)
+            fitted = {**fitted, "pose": pose, "vertices": vertices, "residual": residual}
         points, pose, residual = fitted["points"], fitted["pose"], fitted["residual"]
         box = face_box(points)
         stem = photo.path.stem if face != "all" else f"{photo.path.stem}_face{index}"

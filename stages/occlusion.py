@@ -46,6 +46,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from numba import njit
 
 from stages.core.errors import MissingArtifactError
 
@@ -481,20 +482,57 @@ def apply_skin_mask(confidence: np.ndarray, texel_screen: np.ndarray, skin: Skin
         ``(confidence (S, S) float32, occluded (S, S) bool)``: the new confidence and the texels
         seen geometrically that the mask removed.
     """
-    p = skin.sample(texel_screen)
-    seen = confidence > 0
-    rejected = seen & (p < REJECT_BELOW)
     size = confidence.shape[0]
     feather = max(1.0, FEATHER_FRACTION * size)
-    if rejected.any():
-        dist = cv2.distanceTransform((~rejected).astype(np.uint8), cv2.DIST_L2, 3)
-        # The first ``feather`` texels are dropped too (an occluder's soft edge, blurred by
-        # resampling, is not skin either), then the confidence ramps up over another ``feather``.
-        ramp = np.clip(dist / feather - 1.0, 0.0, 1.0)
-    else:
-        ramp = np.ones_like(confidence)
-    # Skin probability 0.5 -> 0 ... 0.8 -> 1 (smoothstep): clear skin keeps its confidence unchanged.
-    t = np.clip((p - REJECT_BELOW) / 0.3, 0.0, 1.0)
-    out = np.where(rejected, 0.0, confidence * t * t * (3 - 2 * t) * ramp).astype(np.float32)
-    out[out < min_confidence] = 0.0
-    return out, seen & (out <= 0)
+    # Only the seen texels are sampled and weighed (a head's layout is mostly unseen; the rest stays 0).
+    seen = np.flatnonzero(confidence.reshape(-1) > 0)                       # (N,) flat indices
+    out = np.zeros(size * size, np.float32)
+    occluded = np.zeros(size * size, bool)
+    if len(seen):
+        # cv2.remap takes maps under 32767 a side: the N positions as rows of 4096, the last padded.
+        xy = np.zeros((-(-len(seen) // 4096) * 4096, 2), texel_screen.dtype)
+        _gather_xy(texel_screen.reshape(-1, texel_screen.shape[-1]), seen, xy)
+        p = skin.sample(xy.reshape(-1, 4096, 2)).reshape(-1)[:len(seen)]
+        dist = None
+        if (p < REJECT_BELOW).any():
+            keep = np.ones(size * size, np.uint8)
+            keep[seen[p < REJECT_BELOW]] = 0
+            # Over the whole layout: OpenCV's (IPP) float distances differ by a few ulp with the
+            # image's extent, so a crop would change the outputs' bits.
+            dist = cv2.distanceTransform(keep.reshape(confidence.shape), cv2.DIST_L2, 3).reshape(-1)
+        _weigh_seen(confidence.reshape(-1), seen, p, dist, np.float32(feather), np.float32(REJECT_BELOW),
+                    np.float32(min_confidence), out, occluded)
+    return out.reshape(confidence.shape), occluded.reshape(confidence.shape)
+
+
+@njit(cache=True)
+def _gather_xy(texel_screen, seen, xy):
+    """``xy[i] = texel_screen[seen[i], :2]``."""
+    for i in range(seen.shape[0]):
+        xy[i, 0] = texel_screen[seen[i], 0]
+        xy[i, 1] = texel_screen[seen[i], 1]
+
+
+@njit(cache=True)
+def _weigh_seen(confidence, seen, p, dist, feather, reject_below, min_confidence, out, occluded):
+    """:func:`apply_skin_mask`'s weighting of the seen texels ``seen`` (flat indices), in float32 with
+    the numpy formulation's operations in its order (the same bits): ``p`` their skin probability,
+    ``dist`` the layout's distance to the nearest rejected texel (None: none rejected)."""
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for i in range(seen.shape[0]):
+        k = seen[i]
+        if p[i] < reject_below:  # rejected
+            occluded[k] = True
+            continue
+        # The first ``feather`` texels next to a rejected one are dropped too (an occluder's soft
+        # edge, blurred by resampling, is not skin either), then the confidence ramps up over another.
+        ramp = one
+        if dist is not None:
+            ramp = min(max(dist[k] / feather - one, zero), one)
+        # Skin probability 0.5 -> 0 ... 0.8 -> 1 (smoothstep): clear skin keeps its confidence.
+        t = min(max((p[i] - reject_below) / np.float32(0.3), zero), one)
+        value = confidence[k] * t * t * (np.float32(3.0) - np.float32(2.0) * t) * ramp
+        if value < min_confidence or not value > zero:
+            occluded[k] = True
+        else:
+            out[k] = value

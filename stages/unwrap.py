@@ -368,7 +368,7 @@ def texel_visibility(model: FaceModel, vertices: np.ndarray, pose: Pose, height:
         front_id, front_z = np.full((1, 1), -1, np.int32), np.full((1, 1), np.inf, np.float32)
         region = np.zeros((1, 1), np.uint8)
     else:
-        frags = rasterize(screen - offset, model.triangles, y1 - y0, x1 - x0)
+        frags = rasterize(screen - offset, model.triangles, y1 - y0, x1 - x0, barycentrics=False)
         front_id, front_z = frags.triangle_id, frags.depth
         region = frags.mask.astype(np.uint8)
         if radius > 0 and radius >= np.hypot(*region.shape):

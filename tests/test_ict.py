@@ -186,6 +186,28 @@ def test_ict_fit_of_a_real_photo_keeps_it_upright(ict, landmarker, astronaut_pat
     assert fit.vertices.shape == (ict.n_vertices, 3)
 
 
+def test_ict_fit_estimates_the_lighting_once(ict, landmarker, astronaut_path, monkeypatch):
+    """The head takes the SH lighting (and the fit score) of the built-in model's fit to the same
+    landmarks: one lighting estimate per photo, the built-in fit's, bit for bit."""
+    import stages.fit as fit_module
+    from stages.core.image_io import load_photo
+
+    photo = load_photo(astronaut_path)
+    calls = []
+    estimate = fit_module.estimate_lighting
+    monkeypatch.setattr(fit_module, "estimate_lighting",
+                        lambda rgb, screen, normals, model, rng: calls.append(model.name) or
+                        estimate(rgb, screen, normals, model, rng))
+    builtin = fit_module.fit_photo(photo, landmarker)[0]
+    builtin_calls, calls[:] = list(calls), []
+    fit = fit_module.fit_photo(photo, landmarker, model=ict)[0]
+    # The same estimates as the built-in fit (its orientation check included), none on the head.
+    assert calls == builtin_calls and set(calls) == {builtin.model_id} and fit.model_id == ict.name
+    assert np.array_equal(fit.lighting, builtin.lighting)
+    assert fit.quality["fit_score"] == builtin.quality["fit_score"]
+    assert fit.quality["lighting"] == builtin.quality["lighting"]
+
+
 def test_evaluate_scores_an_ict_result_with_the_ict_model(ict, astronaut_path, tmp_path):
     """`evaluate` reads the face model from fit.json (no option to disagree with the files); the
     symmetry score pairs texels through the 3D mirror; a stage given the wrong model refuses in one line."""

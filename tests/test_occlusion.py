@@ -305,3 +305,54 @@ def test_skin_toned_hand_is_cut_off_by_its_outline(shared_faces, landmarker, mod
     monkeypatch.setattr(occlusion, "_edge_cut", lambda lab, prob, *a: (np.zeros(prob.shape, bool),) * 2)
     colour_only = segment_skin(image, fit.landmarks, no_detector)
     assert (colour_only.prob[hand] >= REJECT_BELOW).mean() > 0.5
+
+
+def _apply_skin_mask_numpy(confidence, texel_screen, skin, min_confidence):
+    """apply_skin_mask's whole-layout numpy formulation, which the seen-texel kernel replaced."""
+    import cv2
+
+    from stages.occlusion import FEATHER_FRACTION, REJECT_BELOW
+
+    p = skin.sample(texel_screen)
+    seen = confidence > 0
+    rejected = seen & (p < REJECT_BELOW)
+    feather = max(1.0, FEATHER_FRACTION * confidence.shape[0])
+    ramp = np.ones_like(confidence)
+    if rejected.any():
+        ramp = np.clip(cv2.distanceTransform((~rejected).astype(np.uint8), cv2.DIST_L2, 3) / feather - 1.0, 0.0, 1.0)
+    t = np.clip((p - REJECT_BELOW) / 0.3, 0.0, 1.0)
+    out = np.where(rejected, 0.0, confidence * t * t * (3 - 2 * t) * ramp).astype(np.float32)
+    out[out < min_confidence] = 0.0
+    return out, seen & (out <= 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_apply_skin_mask_same_bits_as_the_whole_layout_formulation(dtype):
+    """Only the seen texels are sampled and weighed now: the same confidence bits and occluded texels
+    as the whole-layout numpy formulation, with rejections, feathering, the threshold and texels
+    landing outside the photo."""
+    rng = np.random.default_rng(3)
+    for trial in range(6):
+        size = 128 if trial % 2 else 200
+        confidence = np.zeros((size, size), np.float32)
+        confidence[10:110, 20:120] = rng.uniform(0.0, 1.0, (100, 100)) * (rng.uniform(size=(100, 100)) < 0.8)
+        texel_screen = rng.uniform(-4.0, 70.0, (size, size, 3)).astype(dtype)
+        prob = cv2_blur(rng.uniform(0.0, 1.0, (64, 64)).astype(np.float32))
+        skin = SkinMask(prob=prob)
+        want = _apply_skin_mask_numpy(confidence, texel_screen, skin, 0.05 * trial)
+        got = apply_skin_mask(confidence, texel_screen, skin, 0.05 * trial)
+        assert want[1].any() and not want[1].all()
+        assert got[0].dtype == np.float32 and np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    # Clear skin keeps a confidence exactly at the threshold (only below it is unseen).
+    at = np.full((64, 64), 0.2, np.float32)
+    at[:, :8] = 0.1
+    kept, dropped = apply_skin_mask(at, np.full((64, 64, 3), 8.0, dtype), SkinMask(prob=np.ones((16, 16), np.float32)), 0.2)
+    assert (kept[:, 8:] == np.float32(0.2)).all() and not kept[:, :8].any() and dropped[:, :8].all()
+    empty = apply_skin_mask(np.zeros((64, 64), np.float32), np.zeros((64, 64, 3), dtype), skin, 0.1)
+    assert not empty[0].any() and not empty[1].any()
+
+
+def cv2_blur(image):
+    import cv2
+
+    return cv2.GaussianBlur(image, (0, 0), 2.0) * 1.6 - 0.3

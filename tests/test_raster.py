@@ -83,6 +83,18 @@ def test_matches_bruteforce_reference(seed, cull):
     assert np.isinf(got.depth[empty]).all() and (got.bary[empty] == 0).all()
 
 
+@pytest.mark.parametrize("cull", [False, True])
+def test_without_barycentrics_same_ids_and_depths(cull):
+    """``barycentrics=False`` (the unwrap's z-buffer) leaves ``bary`` out and changes nothing else."""
+    rng = np.random.default_rng(5)
+    verts, tris = _random_mesh(rng)
+    full = rasterize(verts, tris, H, W, cull_backfaces=cull)
+    lean = rasterize(verts, tris, H, W, cull_backfaces=cull, barycentrics=False)
+    assert lean.bary is None and full.mask.sum() > 100
+    np.testing.assert_array_equal(lean.triangle_id, full.triangle_id)
+    np.testing.assert_array_equal(lean.depth, full.depth)
+
+
 def test_matches_reference_on_snapped_mesh_with_edges_through_centres():
     # Coordinates on a 0.5 lattice: many edges and vertices pass exactly through pixel centres.
     rng = np.random.default_rng(11)

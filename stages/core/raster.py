@@ -58,7 +58,8 @@ class Fragments:
         triangle_id: ``(H, W)`` int32, index into ``triangles`` of the visible triangle, ``-1``
             where no triangle covers the pixel centre.
         bary: ``(H, W, 3)`` float32 barycentrics of the pixel centre w.r.t. the visible
-            triangle's three vertices in order (``0`` where empty).
+            triangle's three vertices in order (``0`` where empty); None when rasterized with
+            ``barycentrics=False``.
         depth: ``(H, W)`` float32 interpolated depth (smaller = closer), ``+inf`` where empty.
     """
 
@@ -123,10 +124,10 @@ def _is_top_left(px, py, qx, qy, sgn):
 
 
 @njit(cache=True, nogil=True)
-def _rasterize_kernel(row_lo, row_hi, verts, tris, height, width, cull, tri_id, bary, depth):
+def _rasterize_kernel(row_lo, row_hi, verts, tris, height, width, cull, tri_id, bary, depth, with_bary):
     """Rasterize every triangle into image rows ``row_lo <= i < row_hi`` only (a band: bands are
     independent, each pixel sees the triangles in the same order, so any split gives the same
-    image)."""
+    image). ``bary`` is written only ``with_bary``."""
     zbuf = np.full((row_hi - row_lo, width), np.inf)
     n_tris = tris.shape[0]
     n_verts = verts.shape[0]
@@ -211,9 +212,10 @@ def _rasterize_kernel(row_lo, row_hi, verts, tris, height, width, cull, tri_id, 
                 if z < zbuf[i - row_lo, j]:
                     zbuf[i - row_lo, j] = z
                     tri_id[i, j] = f
-                    bary[i, j, 0] = w0
-                    bary[i, j, 1] = w1
-                    bary[i, j, 2] = w2
+                    if with_bary:
+                        bary[i, j, 0] = w0
+                        bary[i, j, 1] = w1
+                        bary[i, j, 2] = w2
                     depth[i, j] = z
 
 
@@ -274,10 +276,10 @@ def _prepare(verts_screen, triangles, height, width):
     return verts, tris, height, width
 
 
-def _empty(height, width):
+def _empty(height, width, barycentrics=True):
     return Fragments(
         triangle_id=np.full((height, width), -1, dtype=np.int32),
-        bary=np.zeros((height, width, 3), dtype=np.float32),
+        bary=np.zeros((height, width, 3), dtype=np.float32) if barycentrics else None,
         depth=np.full((height, width), np.inf, dtype=np.float32),
     )
 
@@ -295,7 +297,7 @@ def default_backend() -> str:
 
 
 def rasterize(verts_screen: np.ndarray, triangles: np.ndarray, height: int, width: int, *,
-              cull_backfaces: bool = False, backend: str | None = None) -> Fragments:
+              cull_backfaces: bool = False, backend: str | None = None, barycentrics: bool = True) -> Fragments:
     """Rasterize a triangle mesh given in screen space with a z-buffer.
 
     The numba kernel (single thread, CPU) is the reference and the default; ``backend="pytorch3d"``
@@ -315,6 +317,8 @@ def rasterize(verts_screen: np.ndarray, triangles: np.ndarray, height: int, widt
             ``0.5 * ((x1-x0)(y2-y0) - (x2-x0)(y1-y0)) > 0`` in image coordinates (y down).
             Front faces (counter-clockwise as seen in the image = CCW in a y-up view) have a
             negative signed area and are kept. See :func:`signed_area`.
+        barycentrics: False leaves ``bary`` out (None): a third less work for a z-buffer that
+            needs only triangle ids and depths (the same ids and depths).
 
     Returns:
         :class:`Fragments` with ``triangle_id`` ``(H, W)`` int32 (-1 empty), ``bary``
@@ -325,11 +329,12 @@ def rasterize(verts_screen: np.ndarray, triangles: np.ndarray, height: int, widt
     if (backend or default_backend()) == "pytorch3d":
         return rasterize_pytorch3d(verts_screen, triangles, height, width, cull_backfaces=cull_backfaces)
     verts, tris, height, width = _prepare(verts_screen, triangles, height, width)
-    out = _empty(height, width)
+    out = _empty(height, width, barycentrics)
     if tris.shape[0] == 0:
         return out
     run_split(_rasterize_kernel, height, verts, tris, height, width, bool(cull_backfaces),
-              out.triangle_id, out.bary, out.depth)
+              out.triangle_id, np.zeros((1, 1, 3), np.float32) if out.bary is None else out.bary, out.depth,
+              barycentrics)
     return out
 
 
