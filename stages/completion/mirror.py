@@ -57,7 +57,6 @@ class MirrorFill(CompletionMethod):
     """
 
     name = "mirror"
-    description = "mirror from the symmetric side, smooth-fill the rest, seams blended (no model)"
 
     def __init__(self, model, keep_confidence: float = KEEP_CONFIDENCE, solve_size: int | None = 128,
                  albedo_space: bool = True):
