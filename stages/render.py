@@ -226,6 +226,13 @@ def mesh_label(stem: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.-]", "_", stem) or "face"
 
 
+def _lines(template: str, rows: np.ndarray) -> str:
+    """``template % row`` for every row of ``rows`` ``(N, K)``, joined: one ``%`` over the whole block
+    (a third of the time of an f-string per row, the same text)."""
+    values = np.asarray(rows).tolist()
+    return (template * len(values)) % tuple(v for row in values for v in row)
+
+
 def export_textured_mesh(out_dir: str | Path, texture: np.ndarray, vertices: np.ndarray, model: FaceModel, *,
                          label: str, name: str = "textured", subdivide: int = 1, glb: bool = True,
                          texture_file: str | None = None) -> list[Path]:
@@ -272,15 +279,13 @@ def export_textured_mesh(out_dir: str | Path, texture: np.ndarray, vertices: np.
     with atomic_path(out_dir / f"{name}.mtl") as tmp:
         tmp.write_text(f"# facetex material\nnewmtl {material_name}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 1\nd 1\n"
                        f"illum 1\nmap_Kd {tex_name}\n")
-    lines = [f"# facetex textured face ({fine.name}); metres, y up, z towards the viewer",
-             f"mtllib {name}.mtl", f"o {label}"]
-    lines += [f"v {x:.7f} {y:.7f} {z:.7f}" for x, y, z in verts]
-    lines += [f"vt {u:.6f} {v:.6f}" for u, v in fine.uv]
-    lines += [f"vn {x:.5f} {y:.5f} {z:.5f}" for x, y, z in normals]
-    lines += [f"usemtl {material_name}", "s 1"]
-    lines += [f"f {a}/{a}/{a} {b}/{b}/{b} {c}/{c}/{c}" for a, b, c in fine.triangles + 1]
+    text = (f"# facetex textured face ({fine.name}); metres, y up, z towards the viewer\n"
+            f"mtllib {name}.mtl\no {label}\n"
+            + _lines("v %.7f %.7f %.7f\n", verts) + _lines("vt %.6f %.6f\n", fine.uv)
+            + _lines("vn %.5f %.5f %.5f\n", normals) + f"usemtl {material_name}\ns 1\n"
+            + _lines("f %d/%d/%d %d/%d/%d %d/%d/%d\n", np.repeat(np.asarray(fine.triangles) + 1, 3, axis=1)))
     with atomic_path(out_dir / f"{name}.obj") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(text)
     written = [out_dir / f"{name}.obj", out_dir / f"{name}.mtl", out_dir / tex_name]
     if glb:
         import trimesh
