@@ -20,6 +20,7 @@ The result is a :class:`FitResult`, saved as ``fit.json`` (schema-versioned) plu
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -707,6 +708,13 @@ def fit_photo(photo: Photo, landmarker: MediaPipeLandmarker, *, model: FaceModel
 OVERLAY_MAX_SIDE = 1024
 
 
+@functools.lru_cache(maxsize=4)
+def _mesh_edges(model: FaceModel) -> np.ndarray:
+    """``(E, 2)`` the mesh's edges, each once (the overlay's wireframe; worked out once per model)."""
+    edges = np.concatenate([model.triangles[:, [0, 1]], model.triangles[:, [1, 2]], model.triangles[:, [2, 0]]])
+    return np.unique(np.sort(edges, axis=1), axis=0)
+
+
 def draw_overlay(rgb: np.ndarray, fit: FitResult, model: FaceModel, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
     """The photo with the fitted mesh wireframe, iris points, face box and pose drawn on it.
 
@@ -723,10 +731,8 @@ def draw_overlay(rgb: np.ndarray, fit: FitResult, model: FaceModel, max_side: in
     thick = max(1, round(size / 400))
     shift = 4  # sub-pixel precision for cv2 drawing
     pts = np.round((fit.screen_vertices()[:, :2] * factor - 0.5) * (1 << shift)).astype(np.int32)
-    edges = np.concatenate([model.triangles[:, [0, 1]], model.triangles[:, [1, 2]], model.triangles[:, [2, 0]]])
-    edges = np.unique(np.sort(edges, axis=1), axis=0)
     lines = canvas.copy()
-    cv2.polylines(lines, [pts[e] for e in edges], False, (90, 220, 255), thick, cv2.LINE_AA, shift)
+    cv2.polylines(lines, list(pts[_mesh_edges(model)]), False, (90, 220, 255), thick, cv2.LINE_AA, shift)
     canvas = cv2.addWeighted(lines, 0.5, canvas, 0.5, 0)
     for p in np.round((fit.landmarks[model.n_landmarks:, :2] * factor - 0.5) * (1 << shift)).astype(np.int32):
         cv2.circle(canvas, tuple(int(v) for v in p), (thick + 1) << shift, (255, 80, 80), -1, cv2.LINE_AA, shift)

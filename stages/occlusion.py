@@ -159,14 +159,14 @@ def skin_overlay(rgb: np.ndarray, prob: np.ndarray, max_side: int = 640) -> np.n
     size = (round(rgb.shape[1] * factor), round(rgb.shape[0] * factor))
     canvas = rgb if factor == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     p = prob if factor == 1.0 else cv2.resize(prob, size, interpolation=cv2.INTER_AREA)
-    window = p > 0
-    if window.any():  # the window the mask covers: rejected = inside the face window and not skin
-        ys, xs = np.nonzero(window)
-        window[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
-    rejected = (window & (p < REJECT_BELOW)).astype(np.float32)[..., None]
-    tint = np.array([255, 0, 200], np.float32)
-    out = canvas.astype(np.float32) * (1 - 0.55 * rejected) + tint * 0.55 * rejected
-    out = np.clip(out, 0, 255).astype(np.uint8)
+    out = canvas.copy()
+    rows, cols = np.flatnonzero((p > 0).any(axis=1)), np.flatnonzero((p > 0).any(axis=0))
+    if rows.size:  # the window the mask covers: rejected = inside the face window and not skin (tinted there only)
+        window = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        rejected = (p[window] < REJECT_BELOW).astype(np.float32)[..., None]
+        tint = np.array([255, 0, 200], np.float32)
+        out[window] = np.clip(canvas[window].astype(np.float32) * (1 - 0.55 * rejected) + tint * 0.55 * rejected,
+                              0, 255).astype(np.uint8)
     contours, _ = cv2.findContours((p >= REJECT_BELOW).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, (60, 255, 120), max(1, round(max(size) / 600)), cv2.LINE_AA)
     return out

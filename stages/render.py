@@ -159,9 +159,9 @@ def render_on_photo(photo_rgb: np.ndarray, texture: np.ndarray, fit: FitResult, 
         window = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
     local = (screen - np.array([x0, y0, 0.0])) * scale   # depth scales too: only its order matters
     rgb, mask = render_mesh(texture, local, fine, window.shape[0], window.shape[1], normals_cam=normals, sh=sh)
-    out = window.astype(np.float32) / 255.0
-    out[mask] = rgb[mask]
-    return to_uint8(out)
+    out = window.copy()  # composited in 8 bits: the photo's pixels as they are, the render rounded
+    out[mask] = to_uint8(rgb[mask])
+    return out
 
 
 def view_pose(vertices: np.ndarray, yaw: float, pitch: float, size: int, fill: float = 0.8) -> Pose:
