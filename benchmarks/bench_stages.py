@@ -117,7 +117,8 @@ def main() -> int:
     n = len(times["complete"])
     print(f"\nfacetex stage timings: {n} photos from {args.photos} (failures: {failures}), UV {args.uv_size}, "
           f"--face-model {args.face_model}, method {args.method}, {os.cpu_count()} CPUs, torch threads "
-          f"{__import__('torch').get_num_threads()}, numba threads {__import__('numba').get_num_threads()}, "
+          f"{sys.modules['torch'].get_num_threads() if 'torch' in sys.modules else '(torch not loaded)'}, "
+          f"numba threads {__import__('numba').get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}\n")
     print("| stage | median ms | p90 ms | CPU median ms |")
     print("|---|---:|---:|---:|")

@@ -33,18 +33,17 @@ from facetex_cli.common import (
 )
 from facetex_cli.fit import FACE_HELP, MAX_SIDE_HELP
 from stages.complete import CompleteOptions, Completer
-from stages.completion import available_methods
+from stages.completion import METHODS, method_names
 from stages.completion.diffusion import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from stages.unwrap import UV_SIZE_RANGE
 
 DEFAULTS = CompleteOptions()
 #: The registered completion methods, as a choice type of the CLI.
-MethodChoice = Literal[tuple(sorted(available_methods()))]
+MethodChoice = Literal[method_names()]
 
 
 def _method_help() -> str:
-    return ("Completion method: " + "; ".join(f"'{n}': {m.description}"
-                                                         for n, m in sorted(available_methods().items())))
+    return "Completion method: " + "; ".join(f"'{name}': {METHODS[name].description}" for name in method_names())
 
 
 def complete_command(

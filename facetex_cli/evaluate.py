@@ -21,14 +21,14 @@ from facetex_cli.common import (
     batch_settings,
     build_or_exit,
 )
-from stages.completion import available_methods
+from stages.completion import method_names
 from stages.core.errors import MissingArtifactError
 
 
 def evaluate_command(
     results: list[str] = typer.Argument(..., help="Result folders of `facetex complete` (OUT/<stem>/), or roots."),
     out: Path = typer.Option(Path("facetex_eval"), "--out", "-o", help="Where metrics.json/.csv and report.html go."),
-    method: Literal[tuple(["none", *sorted(available_methods())])] = typer.Option(
+    method: Literal[("none", *method_names())] = typer.Option(
         None, "--method", "-m",
         help="Completion method of the hidden-texel benchmark: a name overrides the one each folder's "
              "complete.json records ('none' skips the benchmark).",
@@ -61,8 +61,8 @@ def evaluate_command(
     """
     from stages.evaluate.stage import run_settings, write_outputs
 
-    if method is not None and method != "none" and method not in available_methods():
-        choices = ", ".join(["none", *sorted(available_methods())])
+    if method is not None and method != "none" and method not in method_names():
+        choices = ", ".join(["none", *method_names()])
         raise typer.BadParameter(f"unknown method {method!r}; choose from {choices}", param_hint="--method")
     from stages.models.device import resolve_device
 

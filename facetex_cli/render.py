@@ -17,7 +17,6 @@ from facetex_cli.common import (
     ExecutorChoice,
     batch_settings,
     DEBUG_OPTION,
-    DEVICE_OPTION,
     FACE_MODEL_OPTION,
     OUT_OPTION,
     SKIP_OPTION,
@@ -31,7 +30,6 @@ from facetex_cli.common import (
 from stages.core.errors import BadInputError, FacetexError
 from stages.core.image_io import load_texture, save_png
 from stages.fit import FitResult
-from stages.models.device import resolve_device
 from stages.render import (
     compose_views,
     export_textured_mesh,
@@ -119,7 +117,6 @@ def render_command(
     glb: bool = typer.Option(True, "--glb/--no-glb", help="Also export textured.glb."),
     skip_existing: bool = SKIP_OPTION,
     face_model: FaceModelChoice = FACE_MODEL_OPTION,
-    device: str = DEVICE_OPTION,
     debug: bool = DEBUG_OPTION,
     workers: int = WORKERS_OPTION,
     shard: str = SHARD_OPTION,
@@ -141,13 +138,11 @@ def render_command(
     size = size if old_size is None else old_size
     angles = parse_angles(yaws)
     light = build_or_exit(lambda: load_sh(sh)) if sh is not None else None
-    build_or_exit(lambda: resolve_device(device))  # a bad --device: one line, before any work
     inputs = resolve_textures(textures)
     settings = batch_settings(workers, shard, executor, dask_scheduler)
     prepare_output_root(out, clean=not settings.shared_output)
     job = Job(render_job, {"fit": fit, "out": out, "angles": angles, "pitch": pitch, "size": size, "light": light,
-                           "turntable": turntable, "subdivide": subdivide, "glb": glb, "face_model": face_model,
-                           "device": device})
+                           "turntable": turntable, "subdivide": subdivide, "glb": glb, "face_model": face_model})
     results = run_batch(inputs.files, job, name_of=lambda p: str(p), shard_key=texture_stem, inputs=inputs,
                         skip=(lambda p: outputs_exist(out, texture_stem(p), "textured.obj")) if skip_existing else None,
                         description="render", debug=debug, settings=settings)
@@ -155,10 +150,9 @@ def render_command(
 
 
 def render_job(fit: Path, out: Path, angles: tuple[float, ...], pitch: float, size: int, light: np.ndarray | None,
-               turntable: bool, subdivide: int, glb: bool, face_model: str, device: str):
+               turntable: bool, subdivide: int, glb: bool, face_model: str):
     """The per-texture function of ``render`` (a :class:`~facetex_cli.batch.Job` factory)."""
     model, subdivide = face_model_for(face_model, subdivide)
-    torch_device = resolve_device(device)  # where the deferred shading runs
 
     def process(path: Path) -> Done:
         stem = texture_stem(path)
@@ -170,13 +164,12 @@ def render_job(fit: Path, out: Path, angles: tuple[float, ...], pitch: float, si
             # One texture on several faces (`fit --face all`): one folder per face, named by the fit.
             target = out / (result.stem if len(fit_paths) > 1 else stem)
             views = render_views(texture, result, model, yaws=angles, pitch=pitch, size=size, sh=light,
-                                 subdivide=subdivide, device=torch_device)
+                                 subdivide=subdivide)
             for yaw, view in zip(angles, views, strict=True):
                 save_png(target / f"render_yaw{yaw:+04.0f}.png", view)
             save_png(target / "views.png", compose_views(views))
             if turntable:
-                write_turntable(target / "turntable.gif", texture, result, model, sh=light, subdivide=subdivide,
-                                device=torch_device)
+                write_turntable(target / "turntable.gif", texture, result, model, sh=light, subdivide=subdivide)
             export_textured_mesh(target, texture, result.vertices, model, label=result.stem, subdivide=subdivide,
                                  glb=glb)
             try:
@@ -185,8 +178,7 @@ def render_job(fit: Path, out: Path, angles: tuple[float, ...], pitch: float, si
                 notes.append(f"no render_fitted.png: {exc}")
             else:
                 save_png(target / "render_fitted.png",
-                         render_on_photo(rgb, texture, result, model, sh=light, subdivide=subdivide,
-                                         device=torch_device))
+                         render_on_photo(rgb, texture, result, model, sh=light, subdivide=subdivide))
             folders.append(target)
         return Done("; ".join(notes), folders)
 

@@ -109,7 +109,7 @@ def generate_faces(model_dir: str | Path, out_dir: str | Path, face_model: FaceM
                              subdivide=opts.subdivide, texture_file="uv_albedo.png")
         # render_views reads only the shape (``.vertices``) of the fit it is given.
         views = render_views(albedo, SimpleNamespace(vertices=vertices), face_model, yaws=VIEW_YAWS,
-                             size=opts.view_size, sh=PREVIEW_SH, subdivide=opts.subdivide, device=device)
+                             size=opts.view_size, sh=PREVIEW_SH, subdivide=opts.subdivide)
         sheet = compose_views(views)
         save_png(folder / "views.png", sheet)
         import cv2

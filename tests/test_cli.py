@@ -23,12 +23,20 @@ from stages.core.uv import uv_layout
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_facetex(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The real ``facetex`` program of this checkout (not an installed copy) in a subprocess."""
+def run_facetex(*args: str, cwd: Path | None = None, modules_file: Path | None = None) -> subprocess.CompletedProcess:
+    """The real ``facetex`` program of this checkout (not an installed copy) in a subprocess.
+
+    ``modules_file``: run it as ``python -m facetex_cli.main`` does (runpy, as ``__main__``) from a wrapper
+    that writes the names of every module the process imported into this file when it exits."""
     env = dict(os.environ, COLUMNS="200",
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
-    return subprocess.run([sys.executable, "-m", "facetex_cli.main", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
+    command = [sys.executable, "-m", "facetex_cli.main", *args]
+    if modules_file is not None:
+        command = [sys.executable, "-c", "import atexit, runpy, sys\n"
+                   f"atexit.register(lambda: open({str(modules_file)!r}, 'w').write('\\n'.join(sorted(sys.modules))))\n"
+                   f"sys.argv = ['facetex', *{list(args)!r}]\n"
+                   "runpy.run_module('facetex_cli.main', run_name='__main__', alter_sys=True)"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
 @dataclass
@@ -54,9 +62,23 @@ def invoke(*args: str) -> Invocation:
 
 @pytest.fixture(scope="module")
 def astronaut_result(astronaut_path, tmp_path_factory):
+    """``facetex complete`` (default method) on the astronaut in a fresh process; the modules it imported are
+    listed in ``<out>/modules.txt`` (:func:`test_default_complete_does_not_import_torch`)."""
     out = tmp_path_factory.mktemp("complete")
-    proc = run_facetex("complete", str(astronaut_path), "-o", str(out), "--uv-size", "256")
+    proc = run_facetex("complete", str(astronaut_path), "-o", str(out), "--uv-size", "256",
+                       modules_file=out / "modules.txt")
     return proc, out / "astronaut"
+
+
+def test_default_complete_does_not_import_torch(astronaut_result):
+    """A cold `facetex complete` with the default method (mirror, previews and GLB on) never imports torch
+    (about 1 s of its start): commands, completion methods and the preview renderer load lazily."""
+    proc, folder = astronaut_result
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = set((folder.parent / "modules.txt").read_text().split())
+    assert {"facetex_cli.complete", "stages.complete", "stages.render", "stages.completion.mirror"} <= modules
+    assert not {m for m in modules if m == "torch" or m.startswith("torch.")}, "torch was imported"
+    assert "facetex_cli.train" not in modules and "stages.completion.unet" not in modules
 
 
 def check_render_fitted(folder: Path, photo: np.ndarray, model, sh: np.ndarray | None = None) -> None:
@@ -119,12 +141,16 @@ def test_complete_astronaut_end_to_end(astronaut_result, astronaut_path, model):
     # Kept texels are seen ones (a weakly seen texel with a better-seen mirror partner takes the partner's).
     assert not (kept & ~seen).any() and kept.sum() > 0.9 * seen.sum()
     photo = np.asarray(Image.open(astronaut_path).convert("RGB")).astype(int)
-    # fit_overlay.png: the photo (512 px, not downscaled) with the mesh drawn over the face only.
+    # fit_overlay.png: the face's window of the photo (512 px, not downscaled) with the mesh drawn over the face only.
+    from stages.fit import FitResult, overlay_window
+
     overlay = np.asarray(Image.open(folder / "fit_overlay.png").convert("RGB")).astype(int)
-    assert overlay.shape == photo.shape
-    x0, y0, x1, y1 = (round(v) for v in fit["face_box"])
-    assert np.abs(overlay[-40:, :40] - photo[-40:, :40]).max() <= 1
-    assert (np.abs(overlay[y0:y1, x0:x1] - photo[y0:y1, x0:x1]).max(axis=2) > 20).mean() > 0.1
+    wx0, wy0, wx1, wy1 = overlay_window(FitResult.load(folder / "fit.json"), *photo.shape[:2])
+    window = photo[wy0:wy1, wx0:wx1]
+    assert overlay.shape == window.shape and window.size < photo.size
+    x0, y0, x1, y1 = (round(v) for v in np.asarray(fit["face_box"]) - [wx0, wy0, wx0, wy0])
+    assert np.abs(overlay[-20:, :20] - window[-20:, :20]).max() <= 1
+    assert (np.abs(overlay[y0:y1, x0:x1] - window[y0:y1, x0:x1]).max(axis=2) > 20).mean() > 0.1
     check_render_fitted(folder, photo.astype(np.uint8), model)
     # views.png: the default five yaws side by side, the face over the flat grey background.
     views = np.asarray(Image.open(folder / "views.png").convert("RGB")).astype(int)

@@ -13,8 +13,10 @@ from facetex_cli.main import app
 
 def _commands(command: click.Command, path: tuple[str, ...] = ()):
     yield path, command
-    for name, sub in getattr(command, "commands", {}).items():
-        yield from _commands(sub, (*path, name))
+    if hasattr(command, "list_commands"):  # a group; facetex's builds its commands when asked (lazily)
+        ctx = typer.Context(command)
+        for name in command.list_commands(ctx):
+            yield from _commands(command.get_command(ctx, name), (*path, name))
 
 
 COMMANDS = list(_commands(typer.main.get_command(app)))

@@ -32,6 +32,22 @@ def test_registry_lists_mirror():
         get_method("does-not-exist")
 
 
+def test_method_table_names_each_class_where_it_lives():
+    """METHODS (what the CLI lists without importing) and the registered classes agree: each name's module
+    registers a class of that name, and a class cannot register a name the table does not list."""
+    from stages.completion import METHODS, CompletionMethod, method_names, register_method
+
+    assert method_names() == tuple(sorted(METHODS)) and {"mirror", "telea", "unet", "uvapm"} <= set(METHODS)
+    for name, cls in available_methods().items():
+        assert cls.name == name and cls.__module__ == METHODS[name].module and METHODS[name].description
+
+    class Stray(CompletionMethod):
+        name = "stray"
+
+    with pytest.raises(ValueError, match="METHODS does not list"):
+        register_method(Stray)
+
+
 @pytest.mark.parametrize("solve_size", [None, 64])
 def test_mirror_fill_is_exact_on_symmetric_texture(model, solve_size):
     """With the left half hidden and the right half visible, a symmetric texture comes back.

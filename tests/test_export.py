@@ -218,21 +218,3 @@ def test_render_with_one_path_says_what_is_missing(render_inputs, which):
     missing = "the fit.json is missing" if which == "texture" else "the UV texture is missing"
     assert missing in text, result.output
     assert "facetex render out/photo/uv_complete.png out/photo/fit.json" in text
-
-
-def test_render_device_option(render_inputs, tmp_path):
-    """`render --device cpu` gives the default render; a device this machine lacks is one line, exit 2,
-    before anything is written."""
-    import torch
-
-    texture, fit = render_inputs
-    args = ("--view-size", "64", "--yaws", "0", "--no-turntable", "--no-glb")
-    for device, folder in (("auto", "auto"), ("cpu", "cpu")):
-        result, _ = invoke("render", texture, fit, "-o", tmp_path / folder, "--device", device, *args)
-        assert result.exit_code == 0, result.output
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "auto" / "tex" / "render_yaw+000.png")),
-                          np.asarray(Image.open(tmp_path / "cpu" / "tex" / "render_yaw+000.png")))
-    missing = "cuda:7" if torch.cuda.is_available() else "cuda"
-    result, text = invoke("render", texture, fit, "-o", tmp_path / "bad", "--device", missing, *args)
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"--device {missing}:" in text and not (tmp_path / "bad").exists()

@@ -134,6 +134,40 @@ def test_relighting_with_sh(model):
     assert right > left + 0.1
 
 
+@pytest.mark.parametrize("lit", [False, True])
+def test_render_mesh_matches_the_torch_deferred_shader(model, lit):
+    """The torch-free renderer (numba texture lookup, numpy SH) gives the picture of the differentiable torch
+    shader training uses (stages.core.shading.render) on the same visibility, texel for texel."""
+    import torch
+
+    from stages.core import shading
+    from stages.core.lighting import _C0, _C1
+    from stages.render import normalised_light
+
+    size = 200
+    fit = synthetic_fit(model, 25.0, size, pitch=10.0)
+    texture = smooth_random_texture(128, seed=4) * np.linspace(0.3, 1.0, 128, dtype=np.float32)[:, None, None]
+    screen = fit.screen_vertices()
+    normals = fit.pose.rotate_normals(model.vertex_normals())
+    light = np.zeros((9, 3), np.float32)
+    light[0], light[3], light[1] = 0.7 / _C0, 0.3 / _C1, -0.2 / _C1
+    sh = light if lit else None
+    rgb, mask = render_mesh(texture, screen, model, size, size, normals_cam=normals if lit else None, sh=sh)
+
+    def tensor(a, dtype=np.float32):
+        return torch.from_numpy(np.array(a, dtype=dtype))
+
+    ids = tensor(rasterize(screen, model.triangles, size, size).triangle_id, np.int64)
+    extra = {"vert_normals": tensor(normals), "sh_coeffs": tensor(normalised_light(light))} if lit else {}
+    with torch.no_grad():
+        image, covered = shading.render(tensor(screen), tensor(model.triangles, np.int64), tensor(model.uv),
+                                        tensor(texture).permute(2, 0, 1)[None], ids, **extra)
+    assert np.array_equal(mask, covered[0, 0].numpy() > 0.5) and mask.mean() > 0.2
+    reference = image[0].permute(1, 2, 0).clamp(0, 1).numpy()
+    assert np.abs(rgb - reference).max() < 1e-4
+    assert (rgb[~mask] == 0).all()
+
+
 def test_delight_removes_known_directional_shading(model):
     """A flat-albedo face rendered under a known directional SH light unwraps to ~flat with --delight."""
     from stages.core.lighting import _C0, _C1

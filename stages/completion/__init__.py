@@ -1,16 +1,20 @@
 """Completion methods: turn a partial UV texture (an ``unwrap``) into a complete one.
 
-Every method is a class registered under a name with :func:`register_method`; ``complete
---method NAME`` looks it up here. A method is built once per run (:meth:`CompletionMethod.load`,
-where a learned method loads its weights) and then called per texture, so a batch never reloads a
-model. Later methods (``pca``, ``blend``, ``unet``, ``diffusion``) plug in the same way.
+Every method is a class in its own module, listed by name in :data:`METHODS` (module and one-line
+description) and registered there with :func:`register_method`; ``complete --method NAME`` looks it
+up here. The registry is lazy: a method's module is imported only when the method is chosen
+(:func:`get_method`), so ``complete`` with the default ``mirror`` never imports torch, which the
+learned methods need (about 1 s of a cold start). A method is built once per run
+(:meth:`CompletionMethod.load`, where a learned method loads its weights) and then called per texture,
+so a batch never reloads a model. A new method adds its module and one line to :data:`METHODS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from importlib import import_module
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -55,10 +59,9 @@ class Completion:
 
 
 class CompletionMethod:
-    """Base class: subclasses set ``name`` and ``description`` and implement :meth:`complete`."""
+    """Base class: subclasses set ``name`` (their key in :data:`METHODS`) and implement :meth:`complete`."""
 
     name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
 
     @classmethod
     def load(cls, model: FaceModel, **options) -> CompletionMethod:
@@ -106,29 +109,72 @@ class CompletionMethod:
         return [self.complete(unwrap) for unwrap in unwraps]
 
 
+class MethodEntry(NamedTuple):
+    """Where a method lives and what it does, known without importing it."""
+
+    module: str
+    description: str
+
+
+#: Every built-in method: ``complete --method NAME`` and its help read this table; the module is
+#: imported (and registers its class) only when the method is used.
+METHODS: dict[str, MethodEntry] = {
+    "mirror": MethodEntry("stages.completion.mirror",
+                          "mirror from the symmetric side, smooth-fill the rest, seams blended (no model)"),
+    "telea": MethodEntry("stages.completion.inpaint",
+                         "OpenCV fast-marching inpainting (Telea); a face-agnostic baseline"),
+    "pca": MethodEntry("stages.completion.pca",
+                       "per-channel PCA albedo model fitted to the visible texels (smooth, complete)"),
+    "blend": MethodEntry("stages.completion.pca",
+                         "PCA fit + Poisson blending of the photo's texels + symmetric fill "
+                         "(the pseudo ground truth of Yin et al.)"),
+    "unet": MethodEntry("stages.completion.unet",
+                        "weakly supervised UV generator (Yin et al.); built-in London model or --model DIR"),
+    "gan": MethodEntry("stages.completion.gan",
+                       "texture GAN inversion (Slossberg et al.): optimise w + noise so the render matches "
+                       "the photo"),
+    "diffusion": MethodEntry("stages.completion.diffusion",
+                             "FreeUV cross-assembled diffusion from `facetex train diffusion-*` "
+                             "(needs --model and --structure-model)"),
+    "uvapm": MethodEntry("stages.completion.uvapm",
+                         "PCA albedo + SH light fitted by differentiable rendering (UVAPM, Dai et al.): "
+                         "writes uv_albedo.png and lighting.json too"),
+}
+
 _REGISTRY: dict[str, type[CompletionMethod]] = {}
 
 
 def register_method(cls: type[CompletionMethod]) -> type[CompletionMethod]:
-    """Class decorator: make ``cls`` available as ``complete --method cls.name``."""
+    """Class decorator: make ``cls`` the class of ``complete --method cls.name`` (listed in :data:`METHODS`)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
+    if cls.name not in METHODS or METHODS[cls.name].module != cls.__module__:
+        raise ValueError(f"{cls.__name__} registers {cls.name!r}, which METHODS does not list in {cls.__module__}")
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def available_methods() -> dict[str, type[CompletionMethod]]:
-    """Registered methods by name (importing the built-in ones first)."""
-    from stages.completion import diffusion, gan, inpaint, mirror, pca, unet, uvapm  # noqa: F401  (they register themselves)
+def method_names() -> tuple[str, ...]:
+    """The methods' names, sorted, without importing any of them."""
+    return tuple(sorted(METHODS))
 
-    return dict(_REGISTRY)
+
+def available_methods() -> dict[str, type[CompletionMethod]]:
+    """Every method's class by name (imports them all, torch included; the CLI uses :func:`method_names`)."""
+    return {name: get_method(name) for name in method_names()}
 
 
 def get_method(name: str) -> type[CompletionMethod]:
-    methods = available_methods()
-    if name not in methods:
-        raise KeyError(f"unknown completion method {name!r}; available: {', '.join(sorted(methods))}")
-    return methods[name]
+    """The class of method ``name``, importing its module on first use.
+
+    Raises:
+        KeyError: ``name`` is not in :data:`METHODS`.
+    """
+    if name not in METHODS:
+        raise KeyError(f"unknown completion method {name!r}; available: {', '.join(method_names())}")
+    if name not in _REGISTRY:
+        import_module(METHODS[name].module)  # its @register_method fills _REGISTRY
+    return _REGISTRY[name]
 
 
 Factory = Callable[..., CompletionMethod]

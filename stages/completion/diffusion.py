@@ -58,8 +58,6 @@ class DiffusionFill(CompletionMethod):
     """
 
     name = "diffusion"
-    description = ("FreeUV cross-assembled diffusion from `facetex train diffusion-*` "
-                   "(needs --model and --structure-model)")
 
     def __init__(self, model, model_path: str | None = None, structure_path: str | None = None,
                  steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, seed: int = 0,

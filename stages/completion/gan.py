@@ -122,7 +122,6 @@ class GANFill(CompletionMethod):
     render is compared in, default 96), ``seed``, ``device``. Needs the photo and its fit."""
 
     name = "gan"
-    description = "texture GAN inversion (Slossberg et al.): optimise w + noise so the render matches the photo"
 
     def __init__(self, model, model_path: str | None = None, iterations: int | None = None,
                  render_size: int | None = None, seed: int = 0, device: str | None = None):

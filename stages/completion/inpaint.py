@@ -25,7 +25,6 @@ class TeleaInpaint(CompletionMethod):
     """
 
     name = "telea"
-    description = "OpenCV fast-marching inpainting (Telea); a face-agnostic baseline"
 
     def __init__(self, model, radius: int = 5):
         super().__init__(model)

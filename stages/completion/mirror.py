@@ -34,6 +34,7 @@ from stages.completion import (
     CompletionMethod,
     register_method,
 )
+from stages.core.lighting import albedo_space_mirror, fit_shading
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
 from stages.core.provenance import KEEP_CONFIDENCE, seen_or_mirrored
 from stages.core.uv import UVLayout, uv_layout
@@ -50,14 +51,13 @@ class MirrorFill(CompletionMethod):
         solve_size: coarse grid side for the Poisson solve (None = exact at full size).
         albedo_space: (default on) :meth:`complete_fitted` mirrors in albedo space: each texel is
             divided by the fit's shading at its normal, mirrored, and multiplied by the shading of the
-            side it lands on (:func:`stages.albedo_fit.albedo_space_mirror`), so the lit half's light
+            side it lands on (:func:`stages.core.lighting.albedo_space_mirror`), so the lit half's light
             is not copied onto the shadowed half (hidden-texel PSNR +0.7 dB London hold-out, +0.7 dB
             wild; README). :meth:`complete` has no fit, hence no light: it mirrors plainly, and its
             ``info["albedo_space"]`` says so. False: the plain mirror in both.
     """
 
     name = "mirror"
-    description = "mirror from the symmetric side, smooth-fill the rest, seams blended (no model)"
 
     def __init__(self, model, keep_confidence: float = KEEP_CONFIDENCE, solve_size: int | None = 128,
                  albedo_space: bool = True):
@@ -69,8 +69,6 @@ class MirrorFill(CompletionMethod):
     def complete_fitted(self, unwrap: UnwrapResult, fit, photo=None) -> Completion:
         if not self.albedo_space:
             return self.complete(unwrap)
-        from stages.albedo_fit import albedo_space_mirror, fit_shading
-
         shading = fit_shading(self.model, fit, unwrap.size)
         return self.complete(unwrap, albedo_space_mirror(unwrap.texture, shading, uv_layout(self.model, unwrap.size)))
 

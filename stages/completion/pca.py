@@ -34,7 +34,6 @@ class PCAFill(CompletionMethod):
     """
 
     name = "pca"
-    description = "per-channel PCA albedo model fitted to the visible texels (smooth, complete)"
 
     def __init__(self, model, pca_path: str | None = None, lam: float = DEFAULT_LAMBDA):
         super().__init__(model)
@@ -56,8 +55,6 @@ class BlendFill(PCAFill):
     """Seed 001's pseudo ground truth: PCA fit + Poisson blending (Eq. 9) + symmetric fill."""
 
     name = "blend"
-    description = ("PCA fit + Poisson blending of the photo's texels + symmetric fill "
-                   "(the pseudo ground truth of Yin et al.)")
 
     def complete(self, unwrap: UnwrapResult) -> Completion:
         result = pseudo_ground_truth(unwrap, self.pca, lam=self.lam)

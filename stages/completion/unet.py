@@ -94,7 +94,6 @@ class UNetFill(CompletionMethod):
     pseudo-GT: the photo's gradients are blended into the prediction, whose colour level wins)."""
 
     name = "unet"
-    description = "weakly supervised UV generator (Yin et al.); built-in London model or --model DIR"
 
     def __init__(self, model, model_path: str | None = None, device: str | None = None, mirror: bool = False,
                  compose: str = "keep-photo"):

@@ -114,8 +114,6 @@ class UVAPMFill(CompletionMethod):
     detail). Needs the photo and its fit (:meth:`complete_fitted`)."""
 
     name = "uvapm"
-    description = ("PCA albedo + SH light fitted by differentiable rendering (UVAPM, Dai et al.): "
-                   "writes uv_albedo.png and lighting.json too")
 
     def __init__(self, model, pca_path: str | None = None, iterations: int | None = None, seed: int = 0,
                  render_size: int | None = None, model_path: str | None = None):

@@ -10,8 +10,13 @@ see :func:`shading_normalised`.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stages.core.face_model import FaceModel
+    from stages.fit import FitResult
 
 # The one real 2nd-order SH basis of facetex (numpy here, torch in stages.core.shading.sh_basis;
 # both evaluate sh_terms), orthonormal over the unit sphere, constants at full double precision.
@@ -82,3 +87,47 @@ def shading_normalised(normals: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
     shade = sh_basis_np(normals) @ coeffs
     ambient = coeffs[0] * SH_C0
     return shade / np.maximum(ambient, 1e-6)
+
+
+#: Shading never goes below this fraction of the ambient level when dividing by it (grazing or
+#: back-facing texels would otherwise blow up).
+MIN_SHADING = 0.15
+
+
+def texel_normals(model: FaceModel, vertices: np.ndarray, rotation: np.ndarray, size: int) -> np.ndarray:
+    """``(S, S, 3)`` float32 unit camera-space normal of every layout texel (zeros outside it)."""
+    from stages.core.uv import uv_layout
+
+    normals = np.asarray(model.vertex_normals(vertices), dtype=np.float64) @ np.asarray(rotation).T
+    out = uv_layout(model, size).interpolate(normals)
+    return out / (np.linalg.norm(out, axis=2, keepdims=True) + 1e-12)
+
+
+def texel_shading(normals: np.ndarray, lighting: np.ndarray, *, normalise: bool = False) -> np.ndarray:
+    """``(S, S, 3)`` SH shading ``sh_basis(n) @ L`` of a normal map, floored at :data:`MIN_SHADING`
+    times the ambient level (``L[0] * Y00``) so it can be divided by.
+
+    ``normalise``: divide by the ambient level (mean shading ~1: for ``fit.json``'s lighting, whose
+    albedo is folded in, as ``--delight`` does)."""
+    lighting = np.asarray(lighting, dtype=np.float64)
+    shade = (sh_basis_np(normals.reshape(-1, 3).astype(np.float64)) @ lighting).reshape(normals.shape)
+    ambient = np.maximum(lighting[0] * SH_C0, 1e-6)
+    if normalise:
+        shade, ambient = shade / ambient, np.ones(3)
+    return np.maximum(shade, MIN_SHADING * ambient).astype(np.float32)
+
+
+def fit_shading(model: FaceModel, fit: FitResult, size: int) -> np.ndarray:
+    """``(S, S, 3)`` the shading of ``fit.json``'s light at every texel, normalised to its ambient level
+    (that light has the mean albedo folded in; as ``--delight``), floored as :func:`texel_shading`."""
+    return texel_shading(texel_normals(model, fit.vertices, fit.pose.rotation, size), fit.lighting, normalise=True)
+
+
+def albedo_space_mirror(texture: np.ndarray, shading: np.ndarray, layout) -> np.ndarray:
+    """``(S, S, 3)`` what each texel takes from its mirror partner, in albedo space: the partner's colour
+    divided by the partner's shading, times this texel's shading (``layout.mirror(texture / shading) *
+    shading``; ``layout``: the :class:`stages.core.uv.UVLayout`, whose ``mirror`` pairs texels through
+    the 3D mirror on a layout that is not left-right symmetric). Under uniform light this is the plain
+    mirror ``layout.mirror(texture)``."""
+    albedo = np.asarray(texture, dtype=np.float32) / shading
+    return np.clip(layout.mirror(albedo) * shading, 0.0, 1.0).astype(np.float32)

@@ -39,9 +39,10 @@ def _neighbour(arr: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
 
 def _floating_islands(unknown: np.ndarray, fixed: np.ndarray, domain: np.ndarray) -> np.ndarray:
     """``(H, W)`` bool: unknown pixels whose 4-connected island has no fixed 4-neighbour."""
-    from scipy import ndimage
+    import cv2  # its 4-connected labelling: the same islands as scipy.ndimage.label, without its ~0.1 s import
 
-    labels, count = ndimage.label(unknown)
+    count, labels = cv2.connectedComponents(unknown.astype(np.uint8), connectivity=4)
+    count -= 1  # label 0 is the background
     if count == 0:
         return np.zeros_like(unknown)
     touching = np.zeros(count + 1, dtype=bool)

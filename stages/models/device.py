@@ -1,12 +1,18 @@
-"""``--device auto|cpu|cuda|cuda:N``: the one way a command picks where its networks run."""
+"""``--device auto|cpu|cuda|cuda:N``: the one way a command picks where its networks run.
+
+torch is imported when a device is resolved, not with this module: the CLI and the completion methods
+import it while building their options, and ``complete --method mirror`` never needs torch.
+"""
 
 from __future__ import annotations
 
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from stages.core.errors import FacetexError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DeviceError(FacetexError):
@@ -19,6 +25,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     Raises:
         DeviceError: an unknown spelling, or CUDA / GPU ``N`` not available here.
     """
+    import torch
+
     if isinstance(spec, torch.device):
         spec = str(spec)
     spec = (spec or "auto").strip().lower()
