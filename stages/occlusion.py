@@ -315,8 +315,14 @@ def _edge_cut(lab: np.ndarray, prob: np.ndarray, seed: np.ndarray, features: np.
     # Per pixel of a WORK_SIDE crop (a small face's crop is not upsampled; its edges span fewer pixels).
     scale = max(lab.shape[:2]) / WORK_SIDE
     edge = np.sqrt((gx * gx + gy * gy).sum(axis=2)) * scale > 8.0 * EDGE_GRADIENT  # (Sobel = 8 x gradient)
+    # Grown by a pixel: an outline with a one- or two-pixel gap (a fingertip's weaker edge) still closes.
+    edge = cv2.dilate(edge.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))).astype(bool)
     skinish = prob >= REJECT_BELOW
-    count, labels = cv2.connectedComponents((skinish & ~edge).astype(np.uint8), connectivity=4)
+    # Barriers: skin connects to the face inside the oval only, and around the brows, eyes, lips and
+    # nostrils, not through them (a hand over the chin would otherwise join the face through the neck
+    # below it, fingers over the mouth through the lips). The features are kept or not by their ring.
+    barrier = features | (oval & ~cv2.erode(oval.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
+    count, labels = cv2.connectedComponents((skinish & ~edge & ~barrier).astype(np.uint8), connectivity=4)
     on_seed = np.bincount(labels[seed], minlength=count)
     on_seed[0] = 0
     face = int(np.argmax(on_seed))
@@ -325,7 +331,8 @@ def _edge_cut(lab: np.ndarray, prob: np.ndarray, seed: np.ndarray, features: np.
     explained = _grow(features, EXPLAINED_PX) | band
     # Each region's outline: the pixels just outside it (the highest neighbouring label wins).
     outline_label = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-    outline = (labels == 0) & (outline_label > 0)
+    # (a barrier is an outline only where it is an image edge: elsewhere it is a cut, not an edge)
+    outline = (labels == 0) & (outline_label > 0) & ~(barrier & ~edge)
     length = np.bincount(outline_label[outline], minlength=count)
     along = np.bincount(outline_label[outline & explained], minlength=count)
     keep = along >= 0.5 * np.maximum(length, 1)
@@ -334,8 +341,22 @@ def _edge_cut(lab: np.ndarray, prob: np.ndarray, seed: np.ndarray, features: np.
     means /= np.maximum(area, 1)[:, None]
     keep |= _mahalanobis2(means, means[face], cov) < ISLAND_SIMILAR ** 2
     keep[face], keep[0] = True, False
-    kept = keep[labels]
-    return skinish & ~edge & ~kept, skinish & edge & ~_grow(kept, EDGE_KEEP_PX)
+    kept = keep[labels] | barrier  # (barrier pixels are never cut off: they belong to no region)
+    # Outside the oval its border is no barrier: skin there (neck, temples) joined to the face stays.
+    around = cv2.connectedComponents((skinish & ~edge & ~features).astype(np.uint8), connectivity=4)[1]
+    on_seed = np.bincount(around[seed], minlength=around.max() + 1)
+    on_seed[0] = 0
+    kept |= ~oval & (around == np.argmax(on_seed))
+    return (labels > 0) & ~kept, skinish & edge & ~_grow(kept, EDGE_KEEP_PX)
+
+
+def _locally_covered(ring: np.ndarray, rejected: np.ndarray, radius: int) -> np.ndarray:
+    """``(h, w)`` bool: pixels for which more than :data:`RING_REJECTED_MAX` of the ``ring`` pixels within
+    ``2 * radius`` (a square window) are ``rejected``."""
+    side = (4 * radius + 1,) * 2
+    near = cv2.boxFilter(ring.astype(np.float32), -1, side, normalize=False)
+    near_rejected = cv2.boxFilter((ring & rejected).astype(np.float32), -1, side, normalize=False)
+    return near_rejected > RING_REJECTED_MAX * np.maximum(near, 1.0)
 
 
 def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -434,6 +455,9 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
         ring = cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~features & oval
         if ring.sum() == 0 or (ring_prob[ring] < REJECT_BELOW).mean() <= RING_REJECTED_MAX:
             prob[region] = np.maximum(prob[region], 1.0)
+            # ... except where the ring next to it is covered: an occluder reaching into the region
+            # (fingers over the lower lip, a microphone at a mouth corner) covers the part next to it.
+            prob[region & _locally_covered(ring, ring_prob < REJECT_BELOW, grow)] = 0.0
             kept.append(name)
         else:
             covered.append(name)
