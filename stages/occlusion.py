@@ -276,8 +276,10 @@ def _subsample(index: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
 
 
 def _mahalanobis2(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    diff = x - mean
-    return np.einsum("...i,ij,...j->...", diff, np.linalg.inv(cov), diff)
+    """Squared Mahalanobis distance of ``(..., 3)`` points, in ``x``'s float precision."""
+    diff = (x - mean).astype(x.dtype, copy=False).reshape(-1, 3)
+    inverse = np.linalg.inv(cov).astype(diff.dtype)
+    return np.einsum("ij,ij->i", diff @ inverse, diff).reshape(x.shape[:-1])
 
 
 def _hand_area(hand: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -354,8 +356,9 @@ def _locally_covered(ring: np.ndarray, rejected: np.ndarray, radius: int) -> np.
     """``(h, w)`` bool: pixels for which more than :data:`RING_REJECTED_MAX` of the ``ring`` pixels within
     ``2 * radius`` (a square window) are ``rejected``."""
     side = (4 * radius + 1,) * 2
-    near = cv2.boxFilter(ring.astype(np.float32), -1, side, normalize=False)
-    near_rejected = cv2.boxFilter((ring & rejected).astype(np.float32), -1, side, normalize=False)
+    near = cv2.boxFilter(ring.astype(np.float32), -1, side, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    near_rejected = cv2.boxFilter((ring & rejected).astype(np.float32), -1, side, normalize=False,
+                                  borderType=cv2.BORDER_CONSTANT)
     return near_rejected > RING_REJECTED_MAX * np.maximum(near, 1.0)
 
 
@@ -422,12 +425,11 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     seed = central & ~cv2.dilate(features.astype(np.uint8), kernel).astype(bool)
     if seed.sum() < 30:
         seed = oval & ~features
-    mean, cov = robust_skin_model(lab[_subsample(np.nonzero(seed))])
-    diff = lab - mean
-    darker = diff[..., 0] < 0
-    diff[..., 0] *= np.where(darker, DARKER_WEIGHT, BRIGHTER_WEIGHT)
-    d = np.sqrt(_mahalanobis2(diff, np.zeros(3), cov))
-    prob = 1.0 / (1.0 + np.exp(2.0 * (d - SKIN_DISTANCE)))
+    mean, cov = robust_skin_model(lab[_subsample(np.nonzero(seed))].astype(np.float64))
+    diff = lab - mean.astype(np.float32)
+    diff[..., 0] *= np.where(diff[..., 0] < 0, np.float32(DARKER_WEIGHT), np.float32(BRIGHTER_WEIGHT))
+    d = np.sqrt(_mahalanobis2(diff, np.zeros(3, np.float32), cov))
+    prob = np.float32(1.0) / (np.float32(1.0) + np.exp(np.float32(2.0) * (d - np.float32(SKIN_DISTANCE))))
 
     # 2. Background.
     person = person_job.result()
@@ -452,12 +454,18 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     prob[edges] = 0.0
     kept, covered = [], []
     for name, region in regions.items():
-        ring = cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~features & oval
-        if ring.sum() == 0 or (ring_prob[ring] < REJECT_BELOW).mean() <= RING_REJECTED_MAX:
-            prob[region] = np.maximum(prob[region], 1.0)
+        # (on the region's box plus the ring and the local window: the same result, a fraction of the cost)
+        lo = np.maximum(np.floor(pts[list(KEEP_REGIONS[name])].min(axis=0)).astype(int) - 3 * grow, 0)
+        hi = np.ceil(pts[list(KEEP_REGIONS[name])].max(axis=0)).astype(int) + 3 * grow + 1
+        box = (slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+        region, box_prob = region[box], prob[box]
+        ring = cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~features[box] & oval[box]
+        ring_rejected = ring_prob[box] < REJECT_BELOW
+        if ring.sum() == 0 or ring_rejected[ring].mean() <= RING_REJECTED_MAX:
+            box_prob[region] = 1.0
             # ... except where the ring next to it is covered: an occluder reaching into the region
             # (fingers over the lower lip, a microphone at a mouth corner) covers the part next to it.
-            prob[region & _locally_covered(ring, ring_prob < REJECT_BELOW, grow)] = 0.0
+            box_prob[region & _locally_covered(ring, ring_rejected, grow)] = 0.0
             kept.append(name)
         else:
             covered.append(name)
