@@ -8,8 +8,9 @@ and are recorded in ``uv_occluded.png``. Every completion method treats ``confid
 unseen, and the mirror fills a texel only from a partner with a larger confidence, so a rejected
 texel is never kept and never mirrored.
 
-The segmentation, on the face window downscaled to :data:`WORK_SIDE` pixels (~10-15 ms a photo on 2
-cores: the two MediaPipe graphs run in worker threads while the colour model is computed):
+The segmentation, on the face window downscaled to :data:`WORK_SIDE` pixels (~12-15 ms a photo on 2
+cores, about 8 ms of it the two MediaPipe graphs, which run in worker threads while the colour model
+is computed):
 
 1. a per-photo skin colour model: a robust Gaussian in CIE Lab fitted to the central face (cheeks,
    nose, forehead, chin; eyes, brows and mouth left out), iteratively trimmed so strands, a hand or
@@ -23,12 +24,13 @@ cores: the two MediaPipe graphs run in worker threads while the colour model is 
 4. occluder outlines (:func:`_edge_cut`): a skin-toned occluder (a hand of a skin tone, a
    blonde strand) passes the colour model, but its outline is a strong image edge across the face
    interior, where the face predicts smooth skin; skin-coloured regions such edges cut off from
-   the central face are rejected unless their outline runs along the features' own edges or their
-   colour matches the face's;
+   the central face (inside the oval, around the features, not through them) are rejected unless
+   their outline runs along the features' own edges or their colour matches the face's;
 5. semantic regions from the 478 face landmarks: brows, eyes (with iris), lips (with the mouth)
    and nostrils belong in a face texture, so each is kept whole unless most of a ring of skin
    around it was rejected (then something covers it: sunglasses over the eyes, a scarf over the
-   mouth), in which case its pixels follow the colour model like any other.
+   mouth), in which case its pixels follow the colour model like any other; a kept region still
+   loses the part next to a covered stretch of its ring (fingers over the lower lip).
 
 Facial hair is *not* kept: a beard or moustache fails the skin model like other hair and is filled
 like an occluder. Colour cannot tell a dark beard from a dark scarf or a hand's shadow over the
@@ -309,8 +311,10 @@ def _edge_cut(lab: np.ndarray, prob: np.ndarray, seed: np.ndarray, features: np.
 
     A skin-toned occluder (a hand of the face's tone, a blonde strand) passes the colour model, but
     its outline is a strong image edge crossing the face interior, where the fitted face predicts
-    smooth skin. The skin-coloured, edge-free pixels (Lab gradient below :data:`EDGE_GRADIENT`) are
-    split into 4-connected regions; the region holding most of the seed is the face. Another
+    smooth skin. The skin-coloured, edge-free pixels (Lab gradient below :data:`EDGE_GRADIENT`, edges
+    grown by a pixel so a one-pixel gap does not join two regions) are split into 4-connected
+    regions, with the oval's border and the kept features as barriers (outside the oval, skin joined
+    to the face around the border stays); the region holding most of the seed is the face. Another
     region is still skin when its outline runs mostly along edges the face explains (within
     :data:`EXPLAINED_PX` of a brow, eye, lip or nostril, or of the face oval's border: skin between
     an eye and a brow, beside a nostril) or its mean colour is within :data:`ISLAND_SIMILAR` of the
