@@ -475,7 +475,7 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
 
     # 4. Keep brows, eyes, lips and nostrils unless the skin around them is covered. The ring test
     # counts dropped edge pixels only away from the features' own edges.
-    ring_prob = np.where(edges & ~_grow(features, EXPLAINED_PX), 0.0, prob)
+    ring_prob = np.where(edges & ~_grow(features, EXPLAINED_PX + 1), 0.0, prob)
     prob[edges] = 0.0
     kept, covered = [], []
     for name, region in regions.items():
