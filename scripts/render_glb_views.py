@@ -86,7 +86,7 @@ def render_view(meshes, yaw: float, size: int, metres_per_px: float, centre: np.
     frags = rasterize(np.concatenate(screens), np.concatenate(triangles), size, size)
     out = np.zeros((size, size, 4), np.float32)
     first = 0
-    for vertices, tris, uv, normals, texture in meshes:
+    for _vertices, tris, uv, normals, texture in meshes:
         ids = frags.triangle_id - first
         hit = (ids >= 0) & (ids < len(tris))
         first += len(tris)

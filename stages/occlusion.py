@@ -8,8 +8,9 @@ and are recorded in ``uv_occluded.png``. Every completion method treats ``confid
 unseen, and the mirror fills a texel only from a partner with a larger confidence, so a rejected
 texel is never kept and never mirrored.
 
-The segmentation, on the face window downscaled to :data:`WORK_SIDE` pixels (~10-15 ms a photo on 2
-cores: the two MediaPipe graphs run in worker threads while the colour model is computed):
+The segmentation, on the face window downscaled to :data:`WORK_SIDE` pixels (~12-15 ms a photo on 2
+cores, about 8 ms of it the two MediaPipe graphs, which run in worker threads while the colour model
+is computed):
 
 1. a per-photo skin colour model: a robust Gaussian in CIE Lab fitted to the central face (cheeks,
    nose, forehead, chin; eyes, brows and mouth left out), iteratively trimmed so strands, a hand or
@@ -23,12 +24,13 @@ cores: the two MediaPipe graphs run in worker threads while the colour model is 
 4. occluder outlines (:func:`_edge_cut`): a skin-toned occluder (a hand of a skin tone, a
    blonde strand) passes the colour model, but its outline is a strong image edge across the face
    interior, where the face predicts smooth skin; skin-coloured regions such edges cut off from
-   the central face are rejected unless their outline runs along the features' own edges or their
-   colour matches the face's;
+   the central face (inside the oval, around the features, not through them) are rejected unless
+   their outline runs along the features' own edges or their colour matches the face's;
 5. semantic regions from the 478 face landmarks: brows, eyes (with iris), lips (with the mouth)
    and nostrils belong in a face texture, so each is kept whole unless most of a ring of skin
    around it was rejected (then something covers it: sunglasses over the eyes, a scarf over the
-   mouth), in which case its pixels follow the colour model like any other.
+   mouth), in which case its pixels follow the colour model like any other; a kept region still
+   loses the part next to a covered stretch of its ring (fingers over the lower lip).
 
 Facial hair is *not* kept: a beard or moustache fails the skin model like other hair and is filled
 like an occluder. Colour cannot tell a dark beard from a dark scarf or a hand's shadow over the
@@ -267,14 +269,28 @@ def robust_skin_model(lab: np.ndarray, iterations: int = 4, keep: float = 0.6) -
     :data:`SPREAD_FLOOR`. Returns ``(mean (3,), covariance (3, 3))``."""
     floor = np.diag(np.square(SPREAD_FLOOR))  # also keeps grey photos (a = b = 0) invertible
     mean = np.median(lab, axis=0)
-    cov = np.cov((lab - mean).T) + floor
+    cov = _covariance(lab) + floor
     for _ in range(iterations):
         d = _mahalanobis2(lab, mean, cov)
-        inliers = lab[d <= np.quantile(d, keep)]
+        inliers = lab[d <= _quantile(d, keep)]
         mean = inliers.mean(axis=0)
-        cov = np.cov((inliers - mean).T) + 1e-3 * floor
-        cov = cov * np.median(_mahalanobis2(lab, mean, cov)) / CHI2_3_MEDIAN + floor
+        cov = _covariance(inliers) + 1e-3 * floor
+        cov = cov * _quantile(_mahalanobis2(lab, mean, cov), 0.5) / CHI2_3_MEDIAN + floor
     return mean, cov
+
+
+def _covariance(x: np.ndarray) -> np.ndarray:
+    """``(3, 3)`` sample covariance of ``(N, 3)`` points (``np.cov`` of the columns, without its overhead)."""
+    centred = x - x.mean(axis=0)
+    return centred.T @ centred / max(len(x) - 1, 1)
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    """``np.quantile(values, q)`` (linear interpolation) of a 1-D array, by partial sorting."""
+    position = q * (len(values) - 1)
+    lo, hi = int(np.floor(position)), int(np.ceil(position))
+    part = np.partition(values, (lo, hi))
+    return float(part[lo] + (part[hi] - part[lo]) * (position - lo))
 
 
 #: The seed fit uses at most this many pixels (an even stride over the seed; keeps the cost flat).
@@ -287,8 +303,10 @@ def _subsample(index: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
 
 
 def _mahalanobis2(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    diff = x - mean
-    return np.einsum("...i,ij,...j->...", diff, np.linalg.inv(cov), diff)
+    """Squared Mahalanobis distance of ``(..., 3)`` points, in ``x``'s float precision."""
+    diff = (x - mean).astype(x.dtype, copy=False).reshape(-1, 3)
+    inverse = np.linalg.inv(cov).astype(diff.dtype)
+    return np.einsum("ij,ij->i", diff @ inverse, diff).reshape(x.shape[:-1])
 
 
 def _hand_area(hand: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -304,8 +322,10 @@ def _edge_cut(lab: np.ndarray, prob: np.ndarray, seed: np.ndarray, features: np.
 
     A skin-toned occluder (a hand of the face's tone, a blonde strand) passes the colour model, but
     its outline is a strong image edge crossing the face interior, where the fitted face predicts
-    smooth skin. The skin-coloured, edge-free pixels (Lab gradient below :data:`EDGE_GRADIENT`) are
-    split into 4-connected regions; the region holding most of the seed is the face. Another
+    smooth skin. The skin-coloured, edge-free pixels (Lab gradient below :data:`EDGE_GRADIENT`, edges
+    grown by a pixel so a one-pixel gap does not join two regions) are split into 4-connected
+    regions, with the oval's border and the kept features as barriers (outside the oval, skin joined
+    to the face around the border stays); the region holding most of the seed is the face. Another
     region is still skin when its outline runs mostly along edges the face explains (within
     :data:`EXPLAINED_PX` of a brow, eye, lip or nostril, or of the face oval's border: skin between
     an eye and a brow, beside a nostril) or its mean colour is within :data:`ISLAND_SIMILAR` of the
@@ -326,8 +346,14 @@ def _edge_cut(lab: np.ndarray, prob: np.ndarray, seed: np.ndarray, features: np.
     # Per pixel of a WORK_SIDE crop (a small face's crop is not upsampled; its edges span fewer pixels).
     scale = max(lab.shape[:2]) / WORK_SIDE
     edge = np.sqrt((gx * gx + gy * gy).sum(axis=2)) * scale > 8.0 * EDGE_GRADIENT  # (Sobel = 8 x gradient)
+    # Grown by a pixel: an outline with a one- or two-pixel gap (a fingertip's weaker edge) still closes.
+    edge = cv2.dilate(edge.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))).astype(bool)
     skinish = prob >= REJECT_BELOW
-    count, labels = cv2.connectedComponents((skinish & ~edge).astype(np.uint8), connectivity=4)
+    # Barriers: skin connects to the face inside the oval only, and around the brows, eyes, lips and
+    # nostrils, not through them (a hand over the chin would otherwise join the face through the neck
+    # below it, fingers over the mouth through the lips). The features are kept or not by their ring.
+    barrier = features | (oval & ~cv2.erode(oval.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool))
+    count, labels = cv2.connectedComponents((skinish & ~edge & ~barrier).astype(np.uint8), connectivity=4)
     on_seed = np.bincount(labels[seed], minlength=count)
     on_seed[0] = 0
     face = int(np.argmax(on_seed))
@@ -336,7 +362,8 @@ def _edge_cut(lab: np.ndarray, prob: np.ndarray, seed: np.ndarray, features: np.
     explained = _grow(features, EXPLAINED_PX) | band
     # Each region's outline: the pixels just outside it (the highest neighbouring label wins).
     outline_label = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-    outline = (labels == 0) & (outline_label > 0)
+    # (a barrier is an outline only where it is an image edge: elsewhere it is a cut, not an edge)
+    outline = (labels == 0) & (outline_label > 0) & ~(barrier & ~edge)
     length = np.bincount(outline_label[outline], minlength=count)
     along = np.bincount(outline_label[outline & explained], minlength=count)
     keep = along >= 0.5 * np.maximum(length, 1)
@@ -345,8 +372,23 @@ def _edge_cut(lab: np.ndarray, prob: np.ndarray, seed: np.ndarray, features: np.
     means /= np.maximum(area, 1)[:, None]
     keep |= _mahalanobis2(means, means[face], cov) < ISLAND_SIMILAR ** 2
     keep[face], keep[0] = True, False
-    kept = keep[labels]
-    return skinish & ~edge & ~kept, skinish & edge & ~_grow(kept, EDGE_KEEP_PX)
+    kept = keep[labels] | barrier  # (barrier pixels are never cut off: they belong to no region)
+    # Outside the oval its border is no barrier: skin there (neck, temples) joined to the face stays.
+    around = cv2.connectedComponents((skinish & ~edge & ~features).astype(np.uint8), connectivity=4)[1]
+    on_seed = np.bincount(around[seed], minlength=around.max() + 1)
+    on_seed[0] = 0
+    kept |= ~oval & (around == np.argmax(on_seed))
+    return (labels > 0) & ~kept, skinish & edge & ~_grow(kept, EDGE_KEEP_PX)
+
+
+def _locally_covered(ring: np.ndarray, rejected: np.ndarray, radius: int) -> np.ndarray:
+    """``(h, w)`` bool: pixels for which more than :data:`RING_REJECTED_MAX` of the ``ring`` pixels within
+    ``2 * radius`` (a square window) are ``rejected``."""
+    side = (4 * radius + 1,) * 2
+    near = cv2.boxFilter(ring.astype(np.float32), -1, side, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    near_rejected = cv2.boxFilter((ring & rejected).astype(np.float32), -1, side, normalize=False,
+                                  borderType=cv2.BORDER_CONSTANT)
+    return near_rejected > RING_REJECTED_MAX * np.maximum(near, 1.0)
 
 
 def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -392,9 +434,16 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     prob_full = np.zeros((height, width), np.float32)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return SkinMask(prob=prob_full, info={"skipped": "face window outside the photo"})
+    # Downscaled in two area-averaging steps: first by the whole factor f (OpenCV's fast path; the
+    # window is trimmed by under f pixels to a multiple of it), then by the rest (3-4x less work).
+    f = max(1, int(max(x1 - x0, y1 - y0) / WORK_SIDE))
+    x1, y1 = x0 + (x1 - x0) // f * f, y0 + (y1 - y0) // f * f
     k = min(1.0, WORK_SIDE / max(x1 - x0, y1 - y0))
     w, h = max(2, round((x1 - x0) * k)), max(2, round((y1 - y0) * k))
-    crop = cv2.resize(rgb[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_AREA)
+    crop = rgb[y0:y1, x0:x1]
+    if f > 1:
+        crop = cv2.resize(crop, ((x1 - x0) // f, (y1 - y0) // f), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
     pts = (landmarks[:, :2] - [x0, y0]) * [w / (x1 - x0), h / (y1 - y0)]
     person_job, hands_job = segmenter.start(crop)  # steps 2 and 3 run while step 1 is computed
 
@@ -412,12 +461,11 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
     seed = central & ~cv2.dilate(features.astype(np.uint8), kernel).astype(bool)
     if seed.sum() < 30:
         seed = oval & ~features
-    mean, cov = robust_skin_model(lab[_subsample(np.nonzero(seed))])
-    diff = lab - mean
-    darker = diff[..., 0] < 0
-    diff[..., 0] *= np.where(darker, DARKER_WEIGHT, BRIGHTER_WEIGHT)
-    d = np.sqrt(_mahalanobis2(diff, np.zeros(3), cov))
-    prob = 1.0 / (1.0 + np.exp(2.0 * (d - SKIN_DISTANCE)))
+    mean, cov = robust_skin_model(lab[_subsample(np.nonzero(seed))].astype(np.float64))
+    diff = lab - mean.astype(np.float32)
+    diff[..., 0] *= np.where(diff[..., 0] < 0, np.float32(DARKER_WEIGHT), np.float32(BRIGHTER_WEIGHT))
+    d = np.sqrt(_mahalanobis2(diff, np.zeros(3, np.float32), cov))
+    prob = np.float32(1.0) / (np.float32(1.0) + np.exp(np.float32(2.0) * (d - np.float32(SKIN_DISTANCE))))
 
     # 2. Background.
     person = person_job.result()
@@ -438,13 +486,22 @@ def segment_skin(rgb: np.ndarray, landmarks: np.ndarray, segmenter: SkinSegmente
 
     # 4. Keep brows, eyes, lips and nostrils unless the skin around them is covered. The ring test
     # counts dropped edge pixels only away from the features' own edges.
-    ring_prob = np.where(edges & ~_grow(features, EXPLAINED_PX), 0.0, prob)
+    ring_prob = np.where(edges & ~_grow(features, EXPLAINED_PX + 1), 0.0, prob)
     prob[edges] = 0.0
     kept, covered = [], []
     for name, region in regions.items():
-        ring = cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~features & oval
-        if ring.sum() == 0 or (ring_prob[ring] < REJECT_BELOW).mean() <= RING_REJECTED_MAX:
-            prob[region] = np.maximum(prob[region], 1.0)
+        # (on the region's box plus the ring and the local window: the same result, a fraction of the cost)
+        lo = np.maximum(np.floor(pts[list(KEEP_REGIONS[name])].min(axis=0)).astype(int) - 3 * grow, 0)
+        hi = np.ceil(pts[list(KEEP_REGIONS[name])].max(axis=0)).astype(int) + 3 * grow + 1
+        box = (slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+        region, box_prob = region[box], prob[box]
+        ring = cv2.dilate(region.astype(np.uint8), kernel).astype(bool) & ~features[box] & oval[box]
+        ring_rejected = ring_prob[box] < REJECT_BELOW
+        if ring.sum() == 0 or ring_rejected[ring].mean() <= RING_REJECTED_MAX:
+            box_prob[region] = 1.0
+            # ... except where the ring next to it is covered: an occluder reaching into the region
+            # (fingers over the lower lip, a microphone at a mouth corner) covers the part next to it.
+            box_prob[region & _locally_covered(ring, ring_rejected, grow)] = 0.0
             kept.append(name)
         else:
             covered.append(name)
