@@ -21,10 +21,10 @@ from stages.albedo_fit import (
 )
 from stages.completion.mirror import MirrorFill
 from stages.completion.pca import load_pca
-from stages.completion.uvapm import fit_detail, hsv_compose
+from stages.completion.uvapm import detail_highpass, fit_detail, hsv_compose, match_detail_gain
 from stages.core.shading import SH_C0
 from stages.core.uv import uv_layout
-from stages.evaluate.detail import detail_ratio
+from stages.evaluate.detail import band_pass, detail_ratio, region_energy
 from stages.render import render_mesh
 from stages.unwrap import unwrap_photo
 from tests.test_unwrap_render import synthetic_fit
@@ -161,6 +161,48 @@ def test_stage3_keeps_a_prior_sample_where_the_photo_saw_nothing():
     sample = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     assert np.allclose(detail[:, size // 2:], decoder(sample)[0, 0, :, size // 2:].numpy(), atol=1e-5)
     assert detail[:, size // 2:].std() > 0.03                          # a prior sample's detail, not the mean
+
+
+def _noise(seed: int, size: int = 128, amplitude: float = 0.05) -> np.ndarray:
+    """``(size, size)`` float32 detail-like noise (blurred at 1 texel) around 0."""
+    noise = np.random.default_rng(seed).normal(0, amplitude, (size, size)).astype(np.float32)
+    return cv2.GaussianBlur(noise, (0, 0), 1.0)
+
+
+def test_detail_gain_matches_the_photos_band_energy():
+    """match_detail_gain: the filled half gets ``strength`` times the seen half's band energy, counting
+    the coarse albedo's own detail (a correlated coarse and residual too); 0 when the coarse is already
+    detailed enough; nan without a region to match."""
+    size = 128
+    seen = np.zeros((size, size), bool)
+    seen[:, : size // 2] = True
+    fill = ~seen
+    reference = 0.5 + _noise(0)
+    detail = _noise(1, amplitude=0.02)
+    for coarse in (np.full((size, size), 0.5, np.float32), 0.5 + _noise(2, amplitude=0.01),
+                   0.5 + 0.2 * detail + _noise(3, amplitude=0.005)):
+        for strength in (0.5, 1.0):
+            gain = match_detail_gain(coarse, detail, reference, seen, fill, strength)
+            achieved = region_energy(band_pass(coarse + gain * detail), fill)
+            wanted = strength * region_energy(band_pass(reference), seen)
+            assert gain > 0 and abs(achieved / wanted - 1) < 1e-3, (gain, achieved, wanted)
+    detailed_coarse = 0.5 + _noise(4, amplitude=0.1)
+    assert match_detail_gain(detailed_coarse, detail, reference, seen, fill, 0.5) == 0.0
+    assert np.isnan(match_detail_gain(reference, detail, reference, seen, np.zeros_like(fill), 1.0))
+    assert np.isnan(match_detail_gain(reference, np.zeros_like(detail), reference, seen, fill, 1.0))
+
+
+def test_detail_highpass_removes_the_low_frequencies_only():
+    """The high-pass keeps most of the band the detail ratio measures (the gain makes up the rest) and
+    drops a smooth offset."""
+    size = 128
+    fine = _noise(0)
+    smooth = 0.05 * np.sin(np.arange(size) / 20.0)[None, :].repeat(size, 0).astype(np.float32)
+    out = detail_highpass(fine + smooth, 8.0)
+    inner = (slice(16, -16),) * 2
+    assert np.abs(out - fine)[inner].mean() < 0.2 * np.abs(smooth)[inner].mean()
+    everywhere = np.ones((size, size), bool)
+    assert region_energy(band_pass(out), everywhere) > 0.8 * region_energy(band_pass(fine), everywhere)
 
 
 def _half_lit(model, fit, size, light):
@@ -321,5 +363,5 @@ def test_uvapm_detail_model_changes_v_only_where_the_photo_saw_nothing(model, sc
     ds = np.abs(hsv_detail[..., 1] - hsv_plain[..., 1])[hidden].mean()
     assert dv > 0.003 and ds < 0.25 * dv, (dv, ds)
     record = json.loads((tmp_path / "detail" / "complete.json").read_text())["completion"]
-    assert record["detail"].startswith("detail VAE")
+    assert record["detail"] is True and record["detail_gain"] > 0 and record["detail_matched"]
     assert record["model_files"]["model_path"]["path"].endswith("vae")
