@@ -339,29 +339,44 @@ def tiny_detail_vae(tmp_path_factory):
 
 def test_uvapm_detail_model_changes_v_only_where_the_photo_saw_nothing(model, scene, tmp_path, tiny_detail_vae):
     """``--model DETAIL_VAE``: stage 3 adds the decoder's V residual; the photo's seen texels stay as they
-    were, the hidden ones change in value (brightness) and hardly in hue/saturation; complete.json
-    records the model folder so evaluate can rebuild the method."""
+    were, the hidden ones change in value (brightness) and hardly in hue/saturation; the filled skin whose
+    mirror partner was seen gets ``detail_strength`` times the seen skin's band energy (de-lit, in
+    uv_albedo.png); complete.json records the model folder and the strength so evaluate can rebuild it."""
+    import dataclasses
+
     from stages.complete import Completer, CompleteOptions
     from stages.core.image_io import load_texture
+    from stages.evaluate.stage import skin_uv_mask
+
+    unwrap = scene["unwrap"]
+    # The synthetic render is smooth: give the seen texels skin-like detail to match.
+    noisy = np.clip(unwrap.texture + _noise(5, unwrap.size, 0.15)[..., None], 0, 1)
+    unwrap = dataclasses.replace(unwrap, texture=np.where(unwrap.confidence[..., None] > 0, noisy, unwrap.texture))
 
     def run(out, **extra):
         options = CompleteOptions(method="uvapm", previews=False, glb=False, occlusion_mask=False,
                                   method_options={"iterations": 8, **extra})
-        Completer(options, model=model, landmarker=object())._complete_face(
-            scene["photo"], scene["fit"], scene["unwrap"], out, {})
+        Completer(options, model=model, landmarker=object())._complete_face(scene["photo"], scene["fit"], unwrap,
+                                                                            out, {})
         return load_texture(out / "uv_albedo.png")[..., :3]
 
     plain = run(tmp_path / "plain")
-    detailed = run(tmp_path / "detail", model_path=str(tiny_detail_vae))
-    unwrap = scene["unwrap"]
     seen = unwrap.confidence > 0
     hidden = unwrap.layout_mask & ~seen
-    assert hidden.sum() > 1000
-    assert np.abs(detailed - plain)[seen].max() < 2 / 255                  # the photo's texels kept
-    hsv_plain, hsv_detail = (cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2HSV) for x in (plain, detailed))
-    dv = np.abs(hsv_detail[..., 2] - hsv_plain[..., 2])[hidden].mean()
-    ds = np.abs(hsv_detail[..., 1] - hsv_plain[..., 1])[hidden].mean()
-    assert dv > 0.003 and ds < 0.25 * dv, (dv, ds)
-    record = json.loads((tmp_path / "detail" / "complete.json").read_text())["completion"]
-    assert record["detail"] is True and record["detail_gain"] > 0 and record["detail_matched"]
-    assert record["model_files"]["model_path"]["path"].endswith("vae")
+    skin = skin_uv_mask(model, unwrap.size)
+    fill = skin & hidden & seen[:, ::-1]
+    assert hidden.sum() > 1000 and fill.sum() > 1000
+    ratios = {}
+    for strength in (0.5, 1.0):
+        detailed = run(tmp_path / f"detail{strength}", model_path=str(tiny_detail_vae), detail_strength=strength)
+        assert np.abs(detailed - plain)[seen].max() < 2 / 255                  # the photo's texels kept
+        hsv_plain, hsv_detail = (cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2HSV) for x in (plain, detailed))
+        dv = np.abs(hsv_detail[..., 2] - hsv_plain[..., 2])[hidden].mean()
+        ds = np.abs(hsv_detail[..., 1] - hsv_plain[..., 1])[hidden].mean()
+        assert dv > 0.003 and ds < 0.25 * dv, (dv, ds)
+        band = band_pass(detailed)
+        ratios[strength] = region_energy(band, fill) / region_energy(band, skin & seen)
+        record = json.loads((tmp_path / f"detail{strength}" / "complete.json").read_text())["completion"]
+        assert record["detail"] is True and record["detail_strength"] == strength and record["detail_matched"]
+        assert record["model_files"]["model_path"]["path"].endswith("vae")
+    assert abs(ratios[0.5] - 0.5) < 0.15 and abs(ratios[1.0] - 1.0) < 0.25, ratios
