@@ -67,9 +67,9 @@ def complete_command(
                                            "--no-albedo-space mirrors the colours as they are).",
                                       show_default="on"),
     detail: bool = typer.Option(None, "--detail/--no-detail",
-                                help="--method uvapm: stage 3, skin detail from the detail VAE (--model) where "
-                                     "the photo saw nothing; --no-detail: the smooth albedo.",
-                                show_default="off; on with --model"),
+                                help="--method uvapm: stage 3, skin detail from the detail VAE (--model, default "
+                                     "the shipped one) where the photo saw nothing; --no-detail: the smooth albedo.",
+                                show_default="on"),
     detail_strength: float = typer.Option(None, "--detail-strength", min=0.0,
                                           help="--method uvapm: detail energy of the filled skin over the photo's "
                                                "own (band-matched per photo).", show_default="0.7"),

@@ -380,3 +380,58 @@ def test_uvapm_detail_model_changes_v_only_where_the_photo_saw_nothing(model, sc
         assert record["detail"] is True and record["detail_strength"] == strength and record["detail_matched"]
         assert record["model_files"]["model_path"]["path"].endswith("vae")
     assert abs(ratios[0.5] - 0.5) < 0.15 and abs(ratios[1.0] - 1.0) < 0.25, ratios
+
+
+def test_shipped_detail_vae_is_the_default_and_evaluate_rebuilds_it(model, scene, tmp_path, monkeypatch):
+    """The shipped detail VAE loads, its weights are the ones its card names, it was trained on London
+    training people only; ``uvapm`` uses it by default and records it (and ``detail=False`` records that)
+    so ``evaluate`` rebuilds the same method; a missing one is a one-line error."""
+    import hashlib
+    from pathlib import Path
+
+    from stages.complete import Completer, CompleteOptions
+    from stages.completion import uvapm
+    from stages.core.errors import MissingArtifactError
+    from stages.core.splits import london_split
+    from stages.evaluate.stage import MethodResolver
+
+    folder = uvapm.SHIPPED_DETAIL_VAE
+    card = (folder / "README.md").read_text()
+    assert f"sha256: `{hashlib.sha256((folder / 'weights.safetensors').read_bytes()).hexdigest()}`" in card
+    config = json.loads((folder / "config.json").read_text())
+    assert len(config["data"]) == 172 and all(london_split(Path(d).name + ".jpg") == "train" for d in config["data"])
+    assert not any(d.startswith("/") for d in config["data"])        # no local paths shipped
+    resolver = MethodResolver(model)
+    for name, extra in (("default", {}), ("off", {"detail": False})):
+        options = CompleteOptions(method="uvapm", previews=False, glb=False, occlusion_mask=False,
+                                  method_options={"iterations": 2, **extra})
+        Completer(options, model=model, landmarker=object())._complete_face(
+            scene["photo"], scene["fit"], scene["unwrap"], tmp_path / name, {})
+        rebuilt = resolver.resolve(tmp_path / name)
+        if name == "default":
+            assert rebuilt.description["model_files"]["model_path"]["path"] == str(folder.resolve())
+            assert rebuilt.method.detail_decoder is not None and rebuilt.method.detail_decoder.latent_shape == (4, 32, 32)
+        else:
+            assert "model_path" not in rebuilt.description["model_files"]
+            assert rebuilt.method.detail_decoder is None and rebuilt.description["options"]["detail"] is False
+    with pytest.raises(ValueError, match="detail off"):
+        uvapm.UVAPMFill(model, model_path=str(folder), detail=False)
+    monkeypatch.setattr(uvapm, "SHIPPED_DETAIL_VAE", tmp_path / "absent")
+    with pytest.raises(MissingArtifactError, match="shipped detail VAE is missing") as info:
+        uvapm.UVAPMFill(model)
+    assert "\n" not in str(info.value)
+
+
+def test_complete_detail_flags_go_with_uvapm_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from facetex_cli.main import app
+
+    def error(*args: str) -> str:
+        result = CliRunner().invoke(app, ["complete", str(tmp_path), "-o", str(tmp_path / "o"), *args])
+        assert result.exit_code == 2
+        return " ".join(result.output.replace("│", " ").split())        # the error box, unwrapped
+
+    assert "--detail-strength goes with --method uvapm" in error("--method", "mirror", "--detail-strength", "0.5")
+    assert "--detail goes with --method uvapm" in error("--method", "pca", "--no-detail")
+    assert "goes with --detail, not --no-detail" in error("--method", "uvapm", "--no-detail", "--model", str(tmp_path))

@@ -5,9 +5,11 @@
    (the unwrap's confidence says which texels may be fitted to, so a hidden-texel test stays honest).
 2. Detail (§3.4-3.5, stage 3): ``A = HSV(H_c, S_c, V_c + D(z))`` with ``D`` a decoder's residual on
    the V channel and ``z`` optimised with the coarse fit held (:func:`fit_detail`). ``D`` is the
-   decoder of a detail VAE (``facetex train detail-vae``, :mod:`stages.models.detail_vae`) given as
-   ``model_path`` (``complete --method uvapm --model DIR``); none ships (a London-trained one lost
-   hidden-texel PSNR, README), so without one the residual is zero and the albedo is the coarse one.
+   decoder of a detail VAE (``facetex train detail-vae``, :mod:`stages.models.detail_vae`): the shipped
+   London-trained one (:data:`SHIPPED_DETAIL_VAE`) or ``model_path`` (``--model DIR``); its residual is
+   high-passed and scaled per photo so the filled skin is ``detail_strength`` times as detailed as the
+   photo's own (:meth:`UVAPMFill.synthesize_detail`). ``detail=False`` (``--no-detail``): no residual,
+   the coarse albedo.
 3. Outputs: ``uv_albedo.png`` (de-lit: the photo divided by the fitted shading where it was seen, the
    albedo elsewhere, composed seamlessly), ``lighting.json`` (the SH light, camera frame) and
    ``uv_complete.png``: the photo's texels where it saw them and the albedo under the fitted light
@@ -31,7 +33,7 @@ from stages.completion.pca import BUILTIN_PCA, load_pca
 from stages.completion.unet import keep_photo_fill_prediction
 from stages.core.errors import MissingArtifactError
 from stages.core.provenance import provenance_fractions
-from stages.evaluate.detail import REFERENCE_SIZE, band_pass, region_energy, region_pixels
+from stages.evaluate.detail import REFERENCE_SIZE, SIGMA_HI, band_pass, region_energy, region_pixels
 from stages.models.inputs import SEEN_COVERAGE, resize_area, resize_masked
 from stages.unwrap import UnwrapResult
 
@@ -155,7 +157,7 @@ SHIPPED_DETAIL_VAE = Path(__file__).resolve().parents[1] / "assets" / "detail_va
 #: sample's temperature, the high-pass of the decoded residual (texels at UV 512) and the strength the
 #: filled texels' detail is matched to (:func:`match_detail_gain`).
 DETAIL_TEMPERATURE = 0.5
-DETAIL_HIGHPASS_SIGMA = 8.0
+DETAIL_HIGHPASS_SIGMA = SIGMA_HI
 DETAIL_STRENGTH = 0.7
 
 
@@ -184,12 +186,13 @@ class UVAPMFill(CompletionMethod):
                    "from a VAE where the photo saw nothing: writes uv_albedo.png and lighting.json too")
 
     def __init__(self, model, pca_path: str | None = None, iterations: int | None = None, seed: int = 0,
-                 render_size: int | None = None, model_path: str | None = None, detail: bool = False,
+                 render_size: int | None = None, model_path: str | None = None, detail: bool = True,
                  detail_strength: float = DETAIL_STRENGTH):
         super().__init__(model)
         if not isinstance(detail, bool):
             raise ValueError(f"detail must be true or false, got {detail!r}")
-        detail = detail or model_path is not None    # a detail model given: stage 3 on
+        if not detail and model_path is not None:
+            raise ValueError("a detail model (model_path) was given with detail off")
         if not (np.isfinite(detail_strength) and detail_strength >= 0):
             raise ValueError(f"detail_strength must be a number >= 0, got {detail_strength!r}")
         self.pca = load_pca(pca_path)
