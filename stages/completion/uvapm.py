@@ -65,7 +65,7 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
     """Stage 3: the latent ``z`` whose decoded V residual makes ``hsv_compose(coarse, D(z))`` match the
     de-lit photo's V on the seen texels, the coarse fit held.
 
-    ``z`` starts from a seeded sample of the VAE's prior N(0, I) (``init_scale`` 1) and only the data
+    ``z`` starts from a seeded sample of the VAE's prior N(0, I) times ``init_scale`` (its temperature) and only the data
     term moves it: the latents under texels the photo saw are fitted, the rest keep their prior sample,
     which is what puts plausible detail where the photo saw nothing. A prior term ``w_prior ||z||^2``
     (default off) would, under Adam (its steps do not shrink with the gradient), pull every
