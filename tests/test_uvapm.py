@@ -410,7 +410,7 @@ def test_shipped_detail_vae_is_the_default_and_evaluate_rebuilds_it(model, scene
         rebuilt = resolver.resolve(tmp_path / name)
         if name == "default":
             assert rebuilt.description["model_files"]["model_path"]["path"] == str(folder.resolve())
-            assert rebuilt.method.detail_decoder is not None and rebuilt.method.detail_decoder.latent_shape == (4, 32, 32)
+            assert rebuilt.method.detail_decoder.latent_shape == (4, 32, 32)
         else:
             assert "model_path" not in rebuilt.description["model_files"]
             assert rebuilt.method.detail_decoder is None and rebuilt.description["options"]["detail"] is False

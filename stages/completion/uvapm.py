@@ -65,10 +65,10 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
     """Stage 3: the latent ``z`` whose decoded V residual makes ``hsv_compose(coarse, D(z))`` match the
     de-lit photo's V on the seen texels, the coarse fit held.
 
-    ``z`` starts from a seeded sample of the VAE's prior N(0, I) times ``init_scale`` (its temperature) and only the data
-    term moves it: the latents under texels the photo saw are fitted, the rest keep their prior sample,
-    which is what puts plausible detail where the photo saw nothing. A prior term ``w_prior ||z||^2``
-    (default off) would, under Adam (its steps do not shrink with the gradient), pull every
+    ``z`` starts from a seeded sample of the VAE's prior N(0, I) times ``init_scale`` (its temperature)
+    and only the data term moves it: the latents under texels the photo saw are fitted, the rest keep
+    their prior sample, which is what puts plausible detail where the photo saw nothing. A prior term
+    ``w_prior ||z||^2`` (default off) would, under Adam (its steps do not shrink with the gradient), pull every
     unconstrained latent to the mean in a few dozen steps: a smooth fill (on 3 London hold-out photos,
     with an early checkpoint: detail ratio 0.21-0.47 from the mean, 0.28-0.83 from a sample).
 
@@ -212,7 +212,8 @@ class UVAPMFill(CompletionMethod):
             self.detail_decoder, self.detail_latent_shape = decoder, decoder.latent_shape
             self.record_model_file("model_path", model_path)
 
-    def synthesize_detail(self, coarse: np.ndarray, delit: np.ndarray, confidence: np.ndarray) -> tuple[np.ndarray, dict]:
+    def synthesize_detail(self, coarse: np.ndarray, delit: np.ndarray,
+                          confidence: np.ndarray) -> tuple[np.ndarray, dict]:
         """Stage 3: the V residual ``D`` to add to ``coarse`` (:func:`hsv_compose`) and what was done.
 
         The decoder's residual (:func:`fit_detail`, from a prior sample at :data:`DETAIL_TEMPERATURE`),
