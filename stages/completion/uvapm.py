@@ -218,8 +218,9 @@ class UVAPMFill(CompletionMethod):
 
         The decoder's residual (:func:`fit_detail`, from a prior sample at :data:`DETAIL_TEMPERATURE`),
         high-passed (:func:`detail_highpass`), times the gain that makes the filled skin whose mirror
-        partner the photo saw ``detail_strength`` times as detailed as the photo's seen skin, both de-lit
-        (:func:`match_detail_gain`). Without a seen reference (no such texels) the gain is 1.
+        partner the photo saw (all the filled skin when that part is too thin to measure)
+        ``detail_strength`` times as detailed as the photo's seen skin, both de-lit
+        (:func:`match_detail_gain`). Without either region the gain is 1 (``info["detail_matched"]`` says which).
 
         Args:
             coarse, delit: ``(S, S, 3)`` coarse albedo and de-lit photo texture.
@@ -237,12 +238,17 @@ class UVAPMFill(CompletionMethod):
                               init_scale=DETAIL_TEMPERATURE, seed=self.fit_options.seed)
         residual = detail_highpass(residual, DETAIL_HIGHPASS_SIGMA)
         skin = skin_uv_mask(self.model, size)
-        seen = skin & (confidence > 0)
-        fill = skin & (confidence <= 0) & (confidence[:, ::-1] > 0)
-        gain = match_detail_gain(np.clip(coarse, 0, 1).max(axis=2), residual, np.clip(delit, 0, 1).max(axis=2),
-                                 seen, fill, self.detail_strength)
-        matched = bool(np.isfinite(gain))
-        gain = gain if matched else 1.0
+        seen, unseen = skin & (confidence > 0), skin & (confidence <= 0)
+        gain, matched = float("nan"), "none (no seen skin or nothing to fill: gain 1)"
+        # The filled skin whose mirror partner was seen (tuned on); when that is too thin to measure (a
+        # frontal photo: only slivers, or a view from below: the chin, whose partner is hidden too), all of it.
+        for region, fill in (("mirror-seen", unseen & seen[:, ::-1]), ("all unseen", unseen)):
+            gain = match_detail_gain(np.clip(coarse, 0, 1).max(axis=2), residual,
+                                     np.clip(delit, 0, 1).max(axis=2), seen, fill, self.detail_strength)
+            if np.isfinite(gain):
+                matched = region
+                break
+        gain = gain if np.isfinite(gain) else 1.0
         return (gain * residual).astype(np.float32), {
             "detail": True, "detail_strength": self.detail_strength, "detail_gain": round(gain, 4),
             "detail_matched": matched}
