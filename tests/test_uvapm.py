@@ -436,3 +436,23 @@ def test_complete_detail_flags_go_with_uvapm_only(tmp_path):
     assert "--detail-strength goes with --method uvapm" in error("--method", "mirror", "--detail-strength", "0.5")
     assert "--detail goes with --method uvapm" in error("--method", "pca", "--no-detail")
     assert "goes with --detail, not --no-detail" in error("--method", "uvapm", "--no-detail", "--model", str(tmp_path))
+
+
+def test_detail_gain_falls_back_to_all_unseen_skin(model, tiny_detail_vae):
+    """When the hidden skin's mirror partners are hidden too (a view from below), the gain is matched
+    over all the unseen skin (not left at 1): its band energy is ``detail_strength`` times the seen skin's."""
+    from stages.completion.uvapm import UVAPMFill
+    from stages.evaluate.stage import skin_uv_mask
+
+    size = 256
+    fill = UVAPMFill(model, model_path=str(tiny_detail_vae), detail_strength=0.8)
+    skin = skin_uv_mask(model, size)
+    confidence = np.ones((size, size), np.float32)
+    confidence[size // 2:] = 0.0                                    # the lower half, on both sides
+    coarse = np.full((size, size, 3), 0.5, np.float32)
+    delit = np.clip(coarse + _noise(6, size, 0.15)[..., None], 0, 1)
+    residual, info = fill.synthesize_detail(coarse, delit, confidence)
+    assert info["detail_matched"] == "all unseen" and info["detail_gain"] > 0
+    band = band_pass(0.5 + residual)
+    ratio = region_energy(band, skin & (confidence <= 0)) / region_energy(band_pass(delit), skin & (confidence > 0))
+    assert abs(ratio - 0.8) < 0.01, ratio
