@@ -19,7 +19,8 @@ Per-photo results are cached under ``--work/results_uvapm/<set>/<method tag>/`` 
 holds its weights' checksum), so an interrupted run resumes.
 
     python benchmarks/bench_uvapm.py [--sets wild london-holdout] [--limit N] [--iterations 40]
-        [--methods mirror mirror-albedo pca unet uvapm] [--detail-model DIR] [--no-lighting]
+        [--methods mirror mirror-albedo pca unet uvapm] [--detail-model DIR [--detail-strength S]]
+        [--no-lighting]
 """
 
 from __future__ import annotations
@@ -92,21 +93,27 @@ def hidden_scores(method, unwrap, fit, model, photo, skin: np.ndarray) -> dict:
     result["detail_ratio"] = detail_ratio(completed, case.kept, case.hidden, skin)
     return result
 
-def load_methods(names: list[str], model, iterations: int | None, detail_model: Path | None) -> dict:
-    """``tag -> (name, CompletionMethod)``; ``uvapm+vae`` (with ``detail_model``) is uvapm with stage 3."""
+def load_methods(names: list[str], model, iterations: int | None, detail_model: Path | None,
+                 detail_strength: float | None = None) -> dict:
+    """``tag -> (name, CompletionMethod)``: ``uvapm`` without stage 3; ``uvapm+vae`` (with ``detail_model``)
+    is uvapm with it (its tag holds the weights' checksum and the stage-3 settings, so cached results never mix)."""
     from stages.completion import get_method
     from stages.core.checksums import file_sha256
 
     options = {"mirror": ("mirror", {"albedo_space": False}), "mirror-albedo": ("mirror", {"albedo_space": True}),
-               "uvapm": ("uvapm", {"iterations": iterations})}
+               "uvapm": ("uvapm", {"iterations": iterations, "detail": False})}
     methods = {}
     for name in names:
         base, kwargs = options.get(name, (name, {}))
         methods[name] = (name, get_method(base).load(model, **kwargs))
     if detail_model is not None:
-        tag = f"uvapm+vae-{file_sha256(detail_model / 'weights.safetensors')[:12]}"
+        from stages.completion.uvapm import DETAIL_HIGHPASS_SIGMA, DETAIL_STRENGTH, DETAIL_TEMPERATURE
+
+        strength = DETAIL_STRENGTH if detail_strength is None else detail_strength
+        tag = (f"uvapm+vae-{file_sha256(detail_model / 'weights.safetensors')[:12]}-s{strength:g}"
+               f"-t{DETAIL_TEMPERATURE:g}-hp{DETAIL_HIGHPASS_SIGMA:g}")
         methods[tag] = ("uvapm+vae", get_method("uvapm").load(model, iterations=iterations,
-                                                            model_path=str(detail_model)))
+                                                            model_path=str(detail_model), detail_strength=strength))
     return methods
 
 
@@ -117,6 +124,7 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=["mirror", "mirror-albedo", "pca", "unet", "uvapm"])
     parser.add_argument("--detail-model", type=Path, help="a detail VAE folder: also score uvapm with it (uvapm+vae)")
+    parser.add_argument("--detail-strength", type=float, help="uvapm+vae's detail strength (default: uvapm's)")
     parser.add_argument("--no-lighting", action="store_true",
                         help="hidden-texel scores only (no uvapm lighting/reprojection/fit-time record per photo)")
     parser.add_argument("--side-lit", type=float, default=0.08, help="|L_x| / L_0 at or above: side-lit")
@@ -139,7 +147,7 @@ def main() -> int:
     if not args.no_lighting and ("uvapm" not in args.methods or "mirror" not in args.methods):
         parser.error("--methods must include mirror and uvapm (the lighting numbers compare them), "
                      "or pass --no-lighting")
-    methods = load_methods(args.methods, model, args.iterations, args.detail_model)
+    methods = load_methods(args.methods, model, args.iterations, args.detail_model, args.detail_strength)
     summary = {}
     for set_name, photos in photo_sets(args.sets).items():
         photos = photos[: args.limit] if args.limit else photos

@@ -65,12 +65,19 @@ def complete_command(
                                            "shading, mirror, multiply by the target side's shading; "
                                            "--no-albedo-space mirrors the colours as they are).",
                                       show_default="on"),
+    detail: bool = typer.Option(None, "--detail/--no-detail",
+                                help="--method uvapm: stage 3, skin detail from the detail VAE (--model, default "
+                                     "the shipped one) where the photo saw nothing; --no-detail: the smooth albedo.",
+                                show_default="on"),
+    detail_strength: float = typer.Option(None, "--detail-strength", min=0.0,
+                                          help="--method uvapm: detail energy of the filled skin over the photo's "
+                                               "own (band-matched per photo).", show_default="0.7"),
     model_dir: Path = typer.Option(None, "--model", help="Trained model folder for --method unet (`facetex train "
                                                          "unet`) or the appearance model for --method diffusion "
                                                          "(`facetex train diffusion-appearance`) or the detail VAE "
                                                          "for --method uvapm (`facetex train detail-vae`) or the "
                                                          "texture GAN for --method gan (`facetex train texture-gan`).",
-                                   show_default="the shipped model of the method; uvapm: none (no detail)"),
+                                   show_default="the shipped model of the method"),
     structure_dir: Path = typer.Option(None, "--structure-model",
                                        help="--method diffusion: the structure model (`facetex train "
                                             "diffusion-structure`) cross-assembled with --model.",
@@ -120,6 +127,8 @@ def complete_command(
     if pca is not None and method not in ("pca", "blend", "uvapm"):
         raise typer.BadParameter("--pca goes with --method pca, blend or uvapm", param_hint="--pca")
     for flag, value, key, owner in (("--iterations", iterations, "iterations", "uvapm"),
+                                    ("--detail", detail, "detail", "uvapm"),
+                                    ("--detail-strength", detail_strength, "detail_strength", "uvapm"),
                                     ("--albedo-space", albedo_space, "albedo_space", "mirror")):
         if value is not None:
             if method != owner:
@@ -128,6 +137,8 @@ def complete_command(
     if model_dir is not None:
         if method not in ("unet", "diffusion", "uvapm", "gan"):
             raise typer.BadParameter("--model goes with --method unet, diffusion, uvapm or gan", param_hint="--model")
+        if detail is False:
+            raise typer.BadParameter("--model (a detail VAE) goes with --detail, not --no-detail", param_hint="--model")
         method_options["model_path"] = str(model_dir)
     diffusion_options = {"structure_path": None if structure_dir is None else str(structure_dir), "steps": steps,
                          "guidance": guidance, "seed": seed, "scheduler": scheduler, "colour_match": colour_match}

@@ -21,10 +21,10 @@ from stages.albedo_fit import (
 )
 from stages.completion.mirror import MirrorFill
 from stages.completion.pca import load_pca
-from stages.completion.uvapm import fit_detail, hsv_compose
+from stages.completion.uvapm import detail_highpass, fit_detail, hsv_compose, match_detail_gain
 from stages.core.shading import SH_C0
 from stages.core.uv import uv_layout
-from stages.evaluate.detail import detail_ratio
+from stages.evaluate.detail import band_pass, detail_ratio, region_energy
 from stages.render import render_mesh
 from stages.unwrap import unwrap_photo
 from tests.test_unwrap_render import synthetic_fit
@@ -163,6 +163,48 @@ def test_stage3_keeps_a_prior_sample_where_the_photo_saw_nothing():
     assert detail[:, size // 2:].std() > 0.03                          # a prior sample's detail, not the mean
 
 
+def _noise(seed: int, size: int = 128, amplitude: float = 0.05) -> np.ndarray:
+    """``(size, size)`` float32 detail-like noise (blurred at 1 texel) around 0."""
+    noise = np.random.default_rng(seed).normal(0, amplitude, (size, size)).astype(np.float32)
+    return cv2.GaussianBlur(noise, (0, 0), 1.0)
+
+
+def test_detail_gain_matches_the_photos_band_energy():
+    """match_detail_gain: the filled half gets ``strength`` times the seen half's band energy, counting
+    the coarse albedo's own detail (a correlated coarse and residual too); 0 when the coarse is already
+    detailed enough; nan without a region to match."""
+    size = 128
+    seen = np.zeros((size, size), bool)
+    seen[:, : size // 2] = True
+    fill = ~seen
+    reference = 0.5 + _noise(0)
+    detail = _noise(1, amplitude=0.02)
+    for coarse in (np.full((size, size), 0.5, np.float32), 0.5 + _noise(2, amplitude=0.01),
+                   0.5 + 0.2 * detail + _noise(3, amplitude=0.005)):
+        for strength in (0.5, 1.0):
+            gain = match_detail_gain(coarse, detail, reference, seen, fill, strength)
+            achieved = region_energy(band_pass(coarse + gain * detail), fill)
+            wanted = strength * region_energy(band_pass(reference), seen)
+            assert gain > 0 and abs(achieved / wanted - 1) < 1e-3, (gain, achieved, wanted)
+    detailed_coarse = 0.5 + _noise(4, amplitude=0.1)
+    assert match_detail_gain(detailed_coarse, detail, reference, seen, fill, 0.5) == 0.0
+    assert np.isnan(match_detail_gain(reference, detail, reference, seen, np.zeros_like(fill), 1.0))
+    assert np.isnan(match_detail_gain(reference, np.zeros_like(detail), reference, seen, fill, 1.0))
+
+
+def test_detail_highpass_removes_the_low_frequencies_only():
+    """The high-pass keeps most of the band the detail ratio measures (the gain makes up the rest) and
+    drops a smooth offset."""
+    size = 128
+    fine = _noise(0)
+    smooth = 0.05 * np.sin(np.arange(size) / 20.0)[None, :].repeat(size, 0).astype(np.float32)
+    out = detail_highpass(fine + smooth, 8.0)
+    inner = (slice(16, -16),) * 2
+    assert np.abs(out - fine)[inner].mean() < 0.2 * np.abs(smooth)[inner].mean()
+    everywhere = np.ones((size, size), bool)
+    assert region_energy(band_pass(out), everywhere) > 0.8 * region_energy(band_pass(fine), everywhere)
+
+
 def _half_lit(model, fit, size, light):
     """A texture of a uniform albedo 0.5 shaded by ``light`` (normalised) at the fit's normals."""
     return np.clip(0.5 * fit_shading(model, fit, size) if light is not None else np.full((size, size, 3), 0.5), 0, 1)
@@ -297,29 +339,120 @@ def tiny_detail_vae(tmp_path_factory):
 
 def test_uvapm_detail_model_changes_v_only_where_the_photo_saw_nothing(model, scene, tmp_path, tiny_detail_vae):
     """``--model DETAIL_VAE``: stage 3 adds the decoder's V residual; the photo's seen texels stay as they
-    were, the hidden ones change in value (brightness) and hardly in hue/saturation; complete.json
-    records the model folder so evaluate can rebuild the method."""
+    were, the hidden ones change in value (brightness) and hardly in hue/saturation; the filled skin whose
+    mirror partner was seen gets ``detail_strength`` times the seen skin's band energy (de-lit, in
+    uv_albedo.png); complete.json records the model folder and the strength so evaluate can rebuild it."""
+    import dataclasses
+
     from stages.complete import Completer, CompleteOptions
     from stages.core.image_io import load_texture
+    from stages.evaluate.stage import skin_uv_mask
+
+    unwrap = scene["unwrap"]
+    # The synthetic render is smooth: give the seen texels skin-like detail to match.
+    noisy = np.clip(unwrap.texture + _noise(5, unwrap.size, 0.15)[..., None], 0, 1)
+    unwrap = dataclasses.replace(unwrap, texture=np.where(unwrap.confidence[..., None] > 0, noisy, unwrap.texture))
 
     def run(out, **extra):
         options = CompleteOptions(method="uvapm", previews=False, glb=False, occlusion_mask=False,
                                   method_options={"iterations": 8, **extra})
-        Completer(options, model=model, landmarker=object())._complete_face(
-            scene["photo"], scene["fit"], scene["unwrap"], out, {})
+        Completer(options, model=model, landmarker=object())._complete_face(scene["photo"], scene["fit"], unwrap,
+                                                                            out, {})
         return load_texture(out / "uv_albedo.png")[..., :3]
 
     plain = run(tmp_path / "plain")
-    detailed = run(tmp_path / "detail", model_path=str(tiny_detail_vae))
-    unwrap = scene["unwrap"]
     seen = unwrap.confidence > 0
     hidden = unwrap.layout_mask & ~seen
-    assert hidden.sum() > 1000
-    assert np.abs(detailed - plain)[seen].max() < 2 / 255                  # the photo's texels kept
-    hsv_plain, hsv_detail = (cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2HSV) for x in (plain, detailed))
-    dv = np.abs(hsv_detail[..., 2] - hsv_plain[..., 2])[hidden].mean()
-    ds = np.abs(hsv_detail[..., 1] - hsv_plain[..., 1])[hidden].mean()
-    assert dv > 0.003 and ds < 0.25 * dv, (dv, ds)
-    record = json.loads((tmp_path / "detail" / "complete.json").read_text())["completion"]
-    assert record["detail"].startswith("detail VAE")
-    assert record["model_files"]["model_path"]["path"].endswith("vae")
+    skin = skin_uv_mask(model, unwrap.size)
+    fill = skin & hidden & seen[:, ::-1]
+    assert hidden.sum() > 1000 and fill.sum() > 1000
+    ratios = {}
+    for strength in (0.5, 1.0):
+        detailed = run(tmp_path / f"detail{strength}", model_path=str(tiny_detail_vae), detail_strength=strength)
+        assert np.abs(detailed - plain)[seen].max() < 2 / 255                  # the photo's texels kept
+        hsv_plain, hsv_detail = (cv2.cvtColor(x.astype(np.float32), cv2.COLOR_RGB2HSV) for x in (plain, detailed))
+        dv = np.abs(hsv_detail[..., 2] - hsv_plain[..., 2])[hidden].mean()
+        ds = np.abs(hsv_detail[..., 1] - hsv_plain[..., 1])[hidden].mean()
+        assert dv > 0.003 and ds < 0.25 * dv, (dv, ds)
+        band = band_pass(detailed)
+        ratios[strength] = region_energy(band, fill) / region_energy(band, skin & seen)
+        record = json.loads((tmp_path / f"detail{strength}" / "complete.json").read_text())["completion"]
+        assert record["detail"] is True and record["detail_strength"] == strength
+        assert record["detail_matched"] == "mirror-seen"
+        assert record["model_files"]["model_path"]["path"].endswith("vae")
+    assert abs(ratios[0.5] - 0.5) < 0.15 and abs(ratios[1.0] - 1.0) < 0.25, ratios
+
+
+def test_shipped_detail_vae_is_the_default_and_evaluate_rebuilds_it(model, scene, tmp_path, monkeypatch):
+    """The shipped detail VAE loads, its weights are the ones its card names, it was trained on London
+    training people only; ``uvapm`` uses it by default and records it (and ``detail=False`` records that)
+    so ``evaluate`` rebuilds the same method; a missing one is a one-line error."""
+    import hashlib
+    from pathlib import Path
+
+    from stages.complete import Completer, CompleteOptions
+    from stages.completion import uvapm
+    from stages.core.errors import MissingArtifactError
+    from stages.core.splits import london_split
+    from stages.evaluate.stage import MethodResolver
+
+    folder = uvapm.SHIPPED_DETAIL_VAE
+    card = (folder / "README.md").read_text()
+    assert f"sha256: `{hashlib.sha256((folder / 'weights.safetensors').read_bytes()).hexdigest()}`" in card
+    config = json.loads((folder / "config.json").read_text())
+    assert len(config["data"]) == 172 and all(london_split(Path(d).name + ".jpg") == "train" for d in config["data"])
+    assert not any(d.startswith("/") for d in config["data"])        # no local paths shipped
+    resolver = MethodResolver(model)
+    for name, extra in (("default", {}), ("off", {"detail": False})):
+        options = CompleteOptions(method="uvapm", previews=False, glb=False, occlusion_mask=False,
+                                  method_options={"iterations": 2, **extra})
+        Completer(options, model=model, landmarker=object())._complete_face(
+            scene["photo"], scene["fit"], scene["unwrap"], tmp_path / name, {})
+        rebuilt = resolver.resolve(tmp_path / name)
+        if name == "default":
+            assert rebuilt.description["model_files"]["model_path"]["path"] == str(folder.resolve())
+            assert rebuilt.method.detail_decoder.latent_shape == (4, 32, 32)
+        else:
+            assert "model_path" not in rebuilt.description["model_files"]
+            assert rebuilt.method.detail_decoder is None and rebuilt.description["options"]["detail"] is False
+    with pytest.raises(ValueError, match="detail off"):
+        uvapm.UVAPMFill(model, model_path=str(folder), detail=False)
+    monkeypatch.setattr(uvapm, "SHIPPED_DETAIL_VAE", tmp_path / "absent")
+    with pytest.raises(MissingArtifactError, match="shipped detail VAE is missing") as info:
+        uvapm.UVAPMFill(model)
+    assert "\n" not in str(info.value)
+
+
+def test_complete_detail_flags_go_with_uvapm_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from facetex_cli.main import app
+
+    def error(*args: str) -> str:
+        result = CliRunner().invoke(app, ["complete", str(tmp_path), "-o", str(tmp_path / "o"), *args])
+        assert result.exit_code == 2
+        return " ".join(result.output.replace("│", " ").split())        # the error box, unwrapped
+
+    assert "--detail-strength goes with --method uvapm" in error("--method", "mirror", "--detail-strength", "0.5")
+    assert "--detail goes with --method uvapm" in error("--method", "pca", "--no-detail")
+    assert "goes with --detail, not --no-detail" in error("--method", "uvapm", "--no-detail", "--model", str(tmp_path))
+
+
+def test_detail_gain_falls_back_to_all_unseen_skin(model, tiny_detail_vae):
+    """When the hidden skin's mirror partners are hidden too (a view from below), the gain is matched
+    over all the unseen skin (not left at 1): its band energy is ``detail_strength`` times the seen skin's."""
+    from stages.completion.uvapm import UVAPMFill
+    from stages.evaluate.stage import skin_uv_mask
+
+    size = 256
+    fill = UVAPMFill(model, model_path=str(tiny_detail_vae), detail_strength=0.8)
+    skin = skin_uv_mask(model, size)
+    confidence = np.ones((size, size), np.float32)
+    confidence[size // 2:] = 0.0                                    # the lower half, on both sides
+    coarse = np.full((size, size, 3), 0.5, np.float32)
+    delit = np.clip(coarse + _noise(6, size, 0.15)[..., None], 0, 1)
+    residual, info = fill.synthesize_detail(coarse, delit, confidence)
+    assert info["detail_matched"] == "all unseen" and info["detail_gain"] > 0
+    band = band_pass(0.5 + residual)
+    ratio = region_energy(band, skin & (confidence <= 0)) / region_energy(band_pass(delit), skin & (confidence > 0))
+    assert abs(ratio - 0.8) < 0.01, ratio

@@ -137,8 +137,8 @@ METHODS: dict[str, MethodEntry] = {
                              "FreeUV cross-assembled diffusion from `facetex train diffusion-*` "
                              "(needs --model and --structure-model)"),
     "uvapm": MethodEntry("stages.completion.uvapm",
-                         "PCA albedo + SH light fitted by differentiable rendering (UVAPM, Dai et al.): "
-                         "writes uv_albedo.png and lighting.json too"),
+                         "PCA albedo + SH light fitted by differentiable rendering (UVAPM, Dai et al.), skin "
+                         "detail from a VAE where the photo saw nothing: writes uv_albedo.png and lighting.json too"),
 }
 
 _REGISTRY: dict[str, type[CompletionMethod]] = {}

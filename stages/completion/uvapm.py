@@ -5,9 +5,11 @@
    (the unwrap's confidence says which texels may be fitted to, so a hidden-texel test stays honest).
 2. Detail (§3.4-3.5, stage 3): ``A = HSV(H_c, S_c, V_c + D(z))`` with ``D`` a decoder's residual on
    the V channel and ``z`` optimised with the coarse fit held (:func:`fit_detail`). ``D`` is the
-   decoder of a detail VAE (``facetex train detail-vae``, :mod:`stages.models.detail_vae`) given as
-   ``model_path`` (``complete --method uvapm --model DIR``); none ships (a London-trained one lost
-   hidden-texel PSNR, README), so without one the residual is zero and the albedo is the coarse one.
+   decoder of a detail VAE (``facetex train detail-vae``, :mod:`stages.models.detail_vae`): the shipped
+   London-trained one (:data:`SHIPPED_DETAIL_VAE`) or ``model_path`` (``--model DIR``); its residual is
+   high-passed and scaled per photo so the filled skin is ``detail_strength`` times as detailed as the
+   photo's own (:meth:`UVAPMFill.synthesize_detail`). ``detail=False`` (``--no-detail``): no residual,
+   the coarse albedo.
 3. Outputs: ``uv_albedo.png`` (de-lit: the photo divided by the fitted shading where it was seen, the
    albedo elsewhere, composed seamlessly), ``lighting.json`` (the SH light, camera frame) and
    ``uv_complete.png``: the photo's texels where it saw them and the albedo under the fitted light
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,6 +33,7 @@ from stages.completion.pca import BUILTIN_PCA, load_pca
 from stages.completion.unet import keep_photo_fill_prediction
 from stages.core.errors import MissingArtifactError
 from stages.core.provenance import provenance_fractions
+from stages.evaluate.detail import REFERENCE_SIZE, SIGMA_HI, band_pass, region_energy, region_pixels
 from stages.models.inputs import SEEN_COVERAGE, resize_area, resize_masked
 from stages.unwrap import UnwrapResult
 
@@ -61,10 +65,10 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
     """Stage 3: the latent ``z`` whose decoded V residual makes ``hsv_compose(coarse, D(z))`` match the
     de-lit photo's V on the seen texels, the coarse fit held.
 
-    ``z`` starts from a seeded sample of the VAE's prior N(0, I) (``init_scale`` 1) and only the data
-    term moves it: the latents under texels the photo saw are fitted, the rest keep their prior sample,
-    which is what puts plausible detail where the photo saw nothing. A prior term ``w_prior ||z||^2``
-    (default off) would, under Adam (its steps do not shrink with the gradient), pull every
+    ``z`` starts from a seeded sample of the VAE's prior N(0, I) times ``init_scale`` (its temperature)
+    and only the data term moves it: the latents under texels the photo saw are fitted, the rest keep
+    their prior sample, which is what puts plausible detail where the photo saw nothing. A prior term
+    ``w_prior ||z||^2`` (default off) would, under Adam (its steps do not shrink with the gradient), pull every
     unconstrained latent to the mean in a few dozen steps: a smooth fill (on 3 London hold-out photos,
     with an early checkpoint: detail ratio 0.21-0.47 from the mean, 0.28-0.83 from a sample).
 
@@ -106,32 +110,146 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
     return residual.numpy().astype(np.float32)
 
 
+def detail_highpass(detail: np.ndarray, sigma: float) -> np.ndarray:
+    """``detail`` minus its Gaussian blur of ``sigma`` texels at UV 512 (scaled with the size): the
+    sampled residual's low frequencies are a random mottle the coarse albedo already covers; they cost
+    hidden-texel PSNR and add no detail in the band :mod:`stages.evaluate.detail` measures."""
+    detail = np.asarray(detail, dtype=np.float32)
+    return detail - cv2.GaussianBlur(detail, (0, 0), sigma * detail.shape[0] / REFERENCE_SIZE)
+
+
+def match_detail_gain(coarse_v: np.ndarray, detail: np.ndarray, reference_v: np.ndarray, seen: np.ndarray,
+                      fill: np.ndarray, strength: float = 1.0) -> float:
+    """The gain ``g >= 0`` that gives the filled texels ``strength`` times the photo's own detail: the
+    band energy (:mod:`stages.evaluate.detail`) of ``V_c + g D`` over ``fill`` equals ``strength`` times
+    that of ``reference_v`` over ``seen``.
+
+    The band is linear, so with ``b_c``, ``b_d`` the band responses of ``V_c`` and ``D`` the energy over
+    ``fill`` is ``E(g) = mean((b_c + g b_d)^2)``, a quadratic in ``g``: its positive root (0 when the
+    coarse albedo alone already reaches the target).
+
+    Args:
+        coarse_v: ``(S, S)`` V of the coarse albedo.
+        detail: ``(S, S)`` the decoder's V residual ``D``.
+        reference_v: ``(S, S)`` V of the de-lit photo (meaningful on ``seen``).
+        seen, fill: ``(S, S)`` bool skin texels the photo saw / the method fills.
+        strength: target ratio of the two energies (1.0: as detailed as the photo).
+
+    Returns:
+        ``g``; nan when either region is empty after erosion or ``D`` has no energy there (no target).
+    """
+    target = strength * region_energy(band_pass(reference_v), seen)
+    pixels = region_pixels(fill)
+    if not np.isfinite(target) or not pixels.any():
+        return float("nan")
+    b_c, b_d = band_pass(coarse_v)[pixels].astype(np.float64), band_pass(detail)[pixels].astype(np.float64)
+    a, b, c = np.mean(b_d * b_d), np.mean(b_c * b_d), np.mean(b_c * b_c) - target
+    if a <= 1e-20:
+        return float("nan")
+    if c >= 0:
+        return 0.0
+    return float((-b + np.sqrt(b * b - a * c)) / a)      # a g^2 + 2 b g + c = 0 with c < 0: one positive root
+
+
+#: The detail VAE shipped with facetex (``small`` preset, London training people; its README is the card).
+SHIPPED_DETAIL_VAE = Path(__file__).resolve().parents[1] / "assets" / "detail_vae_london_v1"
+#: Stage-3 defaults, tuned on London training photos (README "UVAPM albedo and light"): the prior
+#: sample's temperature, the high-pass of the decoded residual (texels at UV 512) and the strength the
+#: filled texels' detail is matched to (:func:`match_detail_gain`).
+DETAIL_TEMPERATURE = 0.5
+DETAIL_HIGHPASS_SIGMA = SIGMA_HI
+DETAIL_STRENGTH = 0.7
+
+
+def shipped_detail_vae() -> Path:
+    """The shipped detail VAE's folder (the default of ``complete --method uvapm``).
+
+    Raises:
+        MissingArtifactError: the install lacks it (one line).
+    """
+    if not (SHIPPED_DETAIL_VAE / "weights.safetensors").is_file():
+        raise MissingArtifactError(SHIPPED_DETAIL_VAE, "the shipped detail VAE is missing from this install: "
+                                                       "reinstall facetex, pass --model DIR or --no-detail")
+    return SHIPPED_DETAIL_VAE
+
+
 @register_method
 class UVAPMFill(CompletionMethod):
     """Options: ``pca_path`` (an ``AlbedoPCA`` h5; default the built-in London model), ``iterations``
     (Adam steps of the coarse fit), ``seed``, ``render_size`` (side of the fit's image crop),
-    ``model_path`` (a detail VAE folder of ``facetex train detail-vae``: stage 3; default none, no
-    detail). Needs the photo and its fit (:meth:`complete_fitted`)."""
+    ``detail`` (stage 3 on or off), ``model_path`` (a detail VAE folder of ``facetex train detail-vae``;
+    default the shipped one, :data:`SHIPPED_DETAIL_VAE`), ``detail_strength`` (the filled texels' detail
+    energy over the photo's, :func:`match_detail_gain`). Needs the photo and its fit (:meth:`complete_fitted`)."""
 
     name = "uvapm"
 
     def __init__(self, model, pca_path: str | None = None, iterations: int | None = None, seed: int = 0,
-                 render_size: int | None = None, model_path: str | None = None):
+                 render_size: int | None = None, model_path: str | None = None, detail: bool = True,
+                 detail_strength: float = DETAIL_STRENGTH):
         super().__init__(model)
+        if not isinstance(detail, bool):
+            raise ValueError(f"detail must be true or false, got {detail!r}")
+        if not detail and model_path is not None:
+            raise ValueError("a detail model (model_path) was given with detail off")
+        if not (np.isfinite(detail_strength) and detail_strength >= 0):
+            raise ValueError(f"detail_strength must be a number >= 0, got {detail_strength!r}")
         self.pca = load_pca(pca_path)
         self.record_model_file("pca_path", pca_path or BUILTIN_PCA)
         defaults = AlbedoFitOptions()
         self.fit_options = AlbedoFitOptions(iterations=iterations or defaults.iterations, seed=seed,
                                             render_size=render_size or defaults.render_size)
-        #: The stage-3 detail decoder and its latent shape (None without ``model_path``: no detail).
+        self.detail_strength = float(detail_strength)
+        #: The stage-3 detail decoder and its latent shape (None with ``detail`` off: no detail).
         self.detail_decoder: DetailDecoder | None = None
         self.detail_latent_shape: tuple[int, ...] = (4, 32, 32)
-        if model_path is not None:
+        if detail:
             from stages.models.detail_vae import load_detail_decoder
 
+            model_path = shipped_detail_vae() if model_path is None else model_path
             decoder, _ = load_detail_decoder(model_path)
             self.detail_decoder, self.detail_latent_shape = decoder, decoder.latent_shape
             self.record_model_file("model_path", model_path)
+
+    def synthesize_detail(self, coarse: np.ndarray, delit: np.ndarray,
+                          confidence: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Stage 3: the V residual ``D`` to add to ``coarse`` (:func:`hsv_compose`) and what was done.
+
+        The decoder's residual (:func:`fit_detail`, from a prior sample at :data:`DETAIL_TEMPERATURE`),
+        high-passed (:func:`detail_highpass`), times the gain that makes the filled skin whose mirror
+        partner the photo saw (all the filled skin when that part is too thin to measure)
+        ``detail_strength`` times as detailed as the photo's seen skin, both de-lit
+        (:func:`match_detail_gain`). Without either region the gain is 1 (``info["detail_matched"]`` says which).
+
+        Args:
+            coarse, delit: ``(S, S, 3)`` coarse albedo and de-lit photo texture.
+            confidence: ``(S, S)`` the unwrap's confidence (seen where > 0).
+
+        Returns:
+            ``(D (S, S) float32, info)``.
+        """
+        size = coarse.shape[0]
+        if self.detail_decoder is None:
+            return np.zeros((size, size), dtype=np.float32), {"detail": False}
+        from stages.evaluate.stage import skin_uv_mask   # (evaluate imports the completion registry)
+
+        residual = fit_detail(coarse, delit, confidence, self.detail_decoder, self.detail_latent_shape,
+                              init_scale=DETAIL_TEMPERATURE, seed=self.fit_options.seed)
+        residual = detail_highpass(residual, DETAIL_HIGHPASS_SIGMA)
+        skin = skin_uv_mask(self.model, size)
+        seen, unseen = skin & (confidence > 0), skin & (confidence <= 0)
+        gain, matched = float("nan"), "none (no seen skin or nothing to fill: gain 1)"
+        # The filled skin whose mirror partner was seen (tuned on); when that is too thin to measure (a
+        # frontal photo: only slivers, or a view from below: the chin, whose partner is hidden too), all of it.
+        for region, fill in (("mirror-seen", unseen & seen[:, ::-1]), ("all unseen", unseen)):
+            gain = match_detail_gain(np.clip(coarse, 0, 1).max(axis=2), residual,
+                                     np.clip(delit, 0, 1).max(axis=2), seen, fill, self.detail_strength)
+            if np.isfinite(gain):
+                matched = region
+                break
+        gain = gain if np.isfinite(gain) else 1.0
+        return (gain * residual).astype(np.float32), {
+            "detail": True, "detail_strength": self.detail_strength, "detail_gain": round(gain, 4),
+            "detail_matched": matched}
 
     def complete(self, unwrap: UnwrapResult) -> Completion:
         raise MissingArtifactError(unwrap.stem, "--method uvapm needs the photo and its fit.json "
@@ -151,8 +269,7 @@ class UVAPMFill(CompletionMethod):
         shade = texel_shading(normals, coarse_fit.lighting)
         delit = np.clip(unwrap.texture / shade, 0.0, 1.0)
         coarse = coarse_fit.albedo(self.pca, size)
-        detail = fit_detail(coarse, delit, unwrap.confidence, self.detail_decoder, self.detail_latent_shape,
-                            seed=self.fit_options.seed)
+        detail, detail_info = self.synthesize_detail(coarse, delit, unwrap.confidence)
         albedo_model = hsv_compose(coarse, detail)
         # The photo where it was seen, the model elsewhere: in albedo space and under the fitted light.
         albedo, _ = keep_photo_fill_prediction(albedo_model, dataclasses.replace(unwrap, texture=delit))
@@ -169,7 +286,7 @@ class UVAPMFill(CompletionMethod):
                     "pose": coarse_fit.pose.to_dict()}
         info = {"method": self.name, **provenance_fractions(provenance, unwrap.layout_mask), "fit": coarse_fit.info,
                 "reprojection_psnr_256": reprojection,
-                "detail": "none (no detail decoder)" if self.detail_decoder is None else "detail VAE (model_path)",
+                **detail_info,
                 MODEL_FILES_KEY: self.model_files}
         return Completion(texture=texture, provenance=provenance, info=info,
                           extra_images={"uv_albedo.png": albedo}, extra_json={"lighting.json": lighting})

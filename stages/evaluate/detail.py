@@ -22,9 +22,11 @@ REFERENCE_SIZE = 512
 
 
 def band_pass(texture: np.ndarray) -> np.ndarray:
-    """``(S, S)`` float32 DoG response of the V channel of an ``(S, S, 3)`` texture in ``[0, 1]``."""
+    """``(S, S)`` float32 DoG response of the V channel of an ``(S, S, 3)`` texture in ``[0, 1]`` (or of
+    an ``(S, S)`` map taken as V itself)."""
     size = texture.shape[0]
-    v = np.asarray(texture, dtype=np.float32)[..., :3].max(axis=2)
+    v = np.asarray(texture, dtype=np.float32)
+    v = v[..., :3].max(axis=2) if v.ndim == 3 else v
     lo, hi = (s * size / REFERENCE_SIZE for s in (SIGMA_LO, SIGMA_HI))
     return cv2.GaussianBlur(v, (0, 0), lo) - cv2.GaussianBlur(v, (0, 0), hi)
 
@@ -32,6 +34,18 @@ def band_pass(texture: np.ndarray) -> np.ndarray:
 def _eroded(mask: np.ndarray, radius: int) -> np.ndarray:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     return cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def region_pixels(mask: np.ndarray) -> np.ndarray:
+    """``(S, S)`` bool: ``mask`` eroded by ``2 sigma_hi`` (the texels whose band response counts)."""
+    return _eroded(mask, max(1, int(np.ceil(2 * SIGMA_HI * mask.shape[0] / REFERENCE_SIZE))))
+
+
+def region_energy(band: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared ``band`` (a :func:`band_pass` response, ``(S, S)``) over :func:`region_pixels` of
+    ``mask``; nan when nothing is left."""
+    pixels = region_pixels(mask)
+    return float(np.mean(band[pixels] ** 2)) if pixels.any() else float("nan")
 
 
 def detail_ratio(texture: np.ndarray, seen: np.ndarray, filled: np.ndarray, region: np.ndarray) -> float:
@@ -43,10 +57,8 @@ def detail_ratio(texture: np.ndarray, seen: np.ndarray, filled: np.ndarray, regi
         filled: ``(S, S)`` bool texels the method filled (the photo did not see them).
         region: ``(S, S)`` bool texels that count (the skin of the layout).
     """
-    radius = max(1, int(np.ceil(2 * SIGMA_HI * texture.shape[0] / REFERENCE_SIZE)))
-    band = band_pass(texture) ** 2
-    seen_px = _eroded(seen & region, radius)
-    filled_px = _eroded(filled & region, radius)
-    if not seen_px.any() or not filled_px.any():
+    band = band_pass(texture)
+    seen_energy, filled_energy = region_energy(band, seen & region), region_energy(band, filled & region)
+    if seen_energy != seen_energy or filled_energy != filled_energy:
         return float("nan")
-    return float(band[filled_px].mean() / max(float(band[seen_px].mean()), 1e-12))
+    return filled_energy / max(seen_energy, 1e-12)
