@@ -107,11 +107,11 @@ def load_methods(names: list[str], model, iterations: int | None, detail_model: 
         base, kwargs = options.get(name, (name, {}))
         methods[name] = (name, get_method(base).load(model, **kwargs))
     if detail_model is not None:
-        from stages.completion.uvapm import DETAIL_HIGHPASS_SIGMA, DETAIL_STRENGTH, DETAIL_TEMPERATURE
+        from stages.completion.uvapm import DETAIL_ANCHOR, DETAIL_HIGHPASS_SIGMA, DETAIL_STRENGTH, DETAIL_TEMPERATURE
 
         strength = DETAIL_STRENGTH if detail_strength is None else detail_strength
         tag = (f"uvapm+vae-{file_sha256(detail_model / 'weights.safetensors')[:12]}-s{strength:g}"
-               f"-t{DETAIL_TEMPERATURE:g}-hp{DETAIL_HIGHPASS_SIGMA:g}")
+               f"-t{DETAIL_TEMPERATURE:g}-hp{DETAIL_HIGHPASS_SIGMA:g}-a{DETAIL_ANCHOR:g}")
         methods[tag] = ("uvapm+vae", get_method("uvapm").load(model, iterations=iterations,
                                                             model_path=str(detail_model), detail_strength=strength))
     return methods
