@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -249,9 +250,11 @@ class UVAPMFill(CompletionMethod):
             return np.zeros((size, size), dtype=np.float32), {"detail": False}
         from stages.evaluate.stage import skin_uv_mask   # (evaluate imports the completion registry)
 
+        start = time.perf_counter()
         residual = fit_detail(coarse, delit, confidence, self.detail_decoder, self.detail_latent_shape,
                               init_scale=DETAIL_TEMPERATURE, w_anchor=DETAIL_ANCHOR, seed=self.fit_options.seed,
                               device=self.device)
+        seconds = time.perf_counter() - start
         residual = detail_highpass(residual, DETAIL_HIGHPASS_SIGMA)
         skin = skin_uv_mask(self.model, size)
         seen, unseen = skin & (confidence > 0), skin & (confidence <= 0)
@@ -267,7 +270,7 @@ class UVAPMFill(CompletionMethod):
         gain = gain if np.isfinite(gain) else 1.0
         return (gain * residual).astype(np.float32), {
             "detail": True, "detail_strength": self.detail_strength, "detail_gain": round(gain, 4),
-            "detail_matched": matched}
+            "detail_matched": matched, "detail_seconds": round(seconds, 3)}
 
     def complete(self, unwrap: UnwrapResult) -> Completion:
         raise MissingArtifactError(unwrap.stem, "--method uvapm needs the photo and its fit.json "
