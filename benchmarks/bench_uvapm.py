@@ -21,6 +21,11 @@ holds its weights' checksum), so an interrupted run resumes.
     python benchmarks/bench_uvapm.py [--sets wild london-holdout] [--limit N] [--iterations 40]
         [--methods mirror mirror-albedo pca unet uvapm] [--detail-model DIR [--detail-strength S]]
         [--no-lighting]
+
+``--time-fit [--device auto|cpu|cuda]``: timing only (no scores, nothing cached): ``uvapm`` as ``complete
+--method uvapm`` runs it (shipped detail VAE, default settings) on each cached photo after one untimed
+warm-up call; prints the medians per photo of the coarse fit, stage 3, both (issue 13's "uvapm fit":
+<= 3 s on 2 CPU cores, <= 0.3 s with CUDA) and the whole method call (plus reprojection and composition).
 """
 
 from __future__ import annotations
@@ -117,6 +122,53 @@ def load_methods(names: list[str], model, iterations: int | None, detail_model: 
     return methods
 
 
+def cached_inputs(work: Path, set_name: str, path: Path, model):
+    """``(fit, unwrap, photo)`` of one photo from ``bench_completion.py``'s cache, or None (said on stderr)."""
+    from stages.core.errors import FacetexError
+    from stages.fit import FitResult
+    from stages.unwrap import UnwrapResult
+
+    cache = work / "cache" / set_name / path.stem
+    try:
+        fit = FitResult.load(cache / "fit.json")
+        return fit, UnwrapResult.load(cache, model), fit.load_fitted_photo(cache / "fit.json")
+    except FacetexError as exc:
+        print(f"skipped {path.name}: {exc} (run bench_completion.py first to fill the cache)", file=sys.stderr)
+        return None
+
+
+def time_fit(photo_sets: dict, model, args) -> dict:
+    """Median seconds per photo of uvapm on ``args.device`` (see the module docstring's ``--time-fit``)."""
+    from stages.completion import get_method
+
+    from stages.core.errors import FacetexError
+
+    try:
+        method = get_method("uvapm").load(model, iterations=args.iterations, device=args.device)
+    except FacetexError as exc:         # e.g. --device cuda without CUDA: one line
+        raise SystemExit(f"error {exc}") from None
+    inputs = [(path, found) for set_name, photos in photo_sets.items()
+              for path in (photos[: args.limit] if args.limit else photos)
+              if (found := cached_inputs(args.work, set_name, path, model)) is not None]
+    if not inputs:
+        raise SystemExit("no cached photos to time (run bench_completion.py first)")
+    fit, unwrap, photo = inputs[0][1]
+    method.complete_fitted(unwrap, fit, photo)      # warm-up: CUDA context and kernels, numba, caches
+    rows = []
+    for path, (fit, unwrap, photo) in inputs:
+        start = time.perf_counter()
+        info = method.complete_fitted(unwrap, fit, photo).info      # numpy out: the device has finished
+        total = time.perf_counter() - start
+        rows.append({"photo": path.name, "fit": info["fit"]["seconds"], "detail": info["detail_seconds"],
+                     "method": total})
+        print(f"{path.name}: {rows[-1]}", file=sys.stderr, flush=True)
+    med = {key: statistics.median(r[key] for r in rows) for key in ("fit", "detail", "method")}
+    print(f"uvapm on {method.device} ({len(rows)} photos, warm, median s per photo): coarse fit {med['fit']:.3f}, "
+          f"stage 3 {med['detail']:.3f}, fit + stage 3 {med['fit'] + med['detail']:.3f}, "
+          f"whole method call {med['method']:.3f}")
+    return {"device": str(method.device), "photos": len(rows), "median_seconds": med, "per_photo": rows}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["london-holdout", "wild"])
@@ -130,20 +182,27 @@ def main() -> int:
     parser.add_argument("--side-lit", type=float, default=0.08, help="|L_x| / L_0 at or above: side-lit")
     parser.add_argument("--work", type=Path, default=REPO / "bench_out" / "completion")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--time-fit", action="store_true",
+                        help="only time uvapm (shipped detail VAE) per photo on --device; no scores")
+    parser.add_argument("--device", default="cpu", help="--time-fit: auto, cpu, cuda or cuda:N")
     args = parser.parse_args()
+    if args.device != "cpu" and not args.time_fit:
+        parser.error("--device goes with --time-fit (the scores are CPU numbers)")
 
     import torch
 
     from benchmarks.bench_completion import photo_sets
-    from stages.core.errors import FacetexError
     from stages.core.face_model import load_builtin_face_model
     from stages.evaluate.protocol import is_near_frontal
     from stages.evaluate.stage import skin_uv_mask
-    from stages.fit import FitResult
-    from stages.unwrap import UnwrapResult
 
     torch.set_num_threads(2)
     model = load_builtin_face_model()
+    if args.time_fit:
+        timing = time_fit(photo_sets(args.sets), model, args)
+        if args.json:
+            args.json.write_text(json.dumps(timing, indent=2))
+        return 0
     if not args.no_lighting and ("uvapm" not in args.methods or "mirror" not in args.methods):
         parser.error("--methods must include mirror and uvapm (the lighting numbers compare them), "
                      "or pass --no-lighting")
@@ -154,14 +213,10 @@ def main() -> int:
         rows = {tag: [] for tag in methods}
         lighting = []
         for path in photos:
-            cache = args.work / "cache" / set_name / path.stem
-            try:
-                fit = FitResult.load(cache / "fit.json")
-                unwrap = UnwrapResult.load(cache, model)
-                photo = fit.load_fitted_photo(cache / "fit.json")
-            except FacetexError as exc:
-                print(f"skipped {path.name}: {exc} (run bench_completion.py first to fill the cache)", file=sys.stderr)
+            found = cached_inputs(args.work, set_name, path, model)
+            if found is None:
                 continue
+            fit, unwrap, photo = found
             skin = skin_uv_mask(model, unwrap.size)
 
             results = args.work / "results_uvapm" / set_name

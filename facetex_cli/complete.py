@@ -152,10 +152,10 @@ def complete_command(
                 continue
             raise typer.BadParameter(f"{flag} goes with --method diffusion", param_hint=flag)
         method_options[key] = value
-    if method in ("unet", "diffusion", "gan"):
+    if method in ("unet", "diffusion", "gan", "uvapm"):
         method_options["device"] = device
     elif device != "auto":
-        raise typer.BadParameter("--device goes with --method unet, diffusion or gan", param_hint="--device")
+        raise typer.BadParameter("--device goes with --method unet, diffusion, gan or uvapm", param_hint="--device")
     options = CompleteOptions(method=method, uv_size=uv_size, face=face, landmarks=landmarks, subdivide=subdivide,
                               glb=glb, previews=previews, max_side=max_side, method_options=method_options,
                               delight=delight, occlusion_mask=occlusion_mask)

@@ -28,6 +28,10 @@ Losses (each a mean, so the weights do not depend on the crop size):
 Multi-stage as §3.2: stage 1 fits light, pose/shape and the leading :data:`COARSE_COMPONENTS`
 components; stage 2 fits everything. Adam, seeded, deterministic on CPU.
 
+``device``: the optimisation runs where its tensors are created (CPU or CUDA). The visibility (the numba
+rasterizer's triangle ids) and the per-pixel weights are computed on the CPU once and moved once; the
+loop makes no host-device copies (the photometric start value is read after it).
+
 The light is initialised in closed form (least squares under the mean albedo), which is what makes
 a few dozen iterations enough.
 """
@@ -35,6 +39,7 @@ a few dozen iterations enough.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Iterator
@@ -120,16 +125,22 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@functools.lru_cache(maxsize=None)
+def _skew_index(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns of the off-diagonal entries of a 3x3 skew matrix, made once per device (so the
+    fit's loop copies nothing from the host)."""
+    return (torch.tensor([0, 0, 1, 1, 2, 2], device=device), torch.tensor([1, 2, 0, 2, 0, 1], device=device))
+
+
 def _rodrigues(w: torch.Tensor) -> torch.Tensor:
-    """Axis-angle ``(3,)`` -> rotation ``(3, 3)`` (differentiable, exact at 0)."""
+    """Axis-angle ``(3,)`` -> rotation ``(3, 3)`` on ``w``'s device (differentiable, exact at 0)."""
     theta2 = (w * w).sum()
-    k = torch.zeros(3, 3, dtype=w.dtype)
-    k = k.index_put((torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([1, 2, 0, 2, 0, 1])),
-                    torch.stack([-w[2], w[1], w[2], -w[0], -w[1], w[0]]))
+    k = torch.zeros(3, 3, dtype=w.dtype, device=w.device)
+    k = k.index_put(_skew_index(w.device), torch.stack([-w[2], w[1], w[2], -w[0], -w[1], w[0]]))
     theta = torch.sqrt(theta2 + 1e-12)
     a = torch.sin(theta) / theta
     b = (1 - torch.cos(theta)) / (theta2 + 1e-12)
-    return torch.eye(3, dtype=w.dtype) + a * k + b * (k @ k)
+    return torch.eye(3, dtype=w.dtype, device=w.device) + a * k + b * (k @ k)
 
 
 def _padded_basis(pca: AlbedoPCA) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +187,8 @@ def _fitted_view(photo: np.ndarray, fit: FitResult, model: FaceModel, size: int,
 
 
 def reprojection_psnr(albedo: np.ndarray, rgb: np.ndarray, fit: FitResult, model: FaceModel, result: AlbedoFit, *,
-                      texel_weight: np.ndarray | None = None, size: int = 256) -> float:
+                      texel_weight: np.ndarray | None = None, size: int = 256,
+                      device: torch.device | str = "cpu") -> float:
     """PSNR (dB) of a UV albedo rendered under the fitted light at the refined pose against the photo, on
     the visible face (face mask x skin probability x seen texels, as the fit's photometric term).
 
@@ -187,25 +199,29 @@ def reprojection_psnr(albedo: np.ndarray, rgb: np.ndarray, fit: FitResult, model
         result: the :class:`AlbedoFit` (pose, shape, light).
         texel_weight: ``(S', S')`` which texels were seen (None: all).
         size: side of the image crop rendered into.
+        device: where the render runs (a resolved device, :func:`stages.models.device.resolve_device`).
     """
     photo = np.asarray(rgb, dtype=np.float32) / (255.0 if rgb.dtype == np.uint8 else 1.0)
     refined = dataclasses.replace(fit, pose=result.pose, vertices=np.asarray(result.vertices, dtype=np.float64))
     view, weight, _, _ = _fitted_view(photo, refined, model, size, texel_weight)
     normals = np.asarray(model.vertex_normals(refined.vertices), dtype=np.float64) @ result.pose.rotation.T
     texture = torch.from_numpy(np.ascontiguousarray(np.clip(albedo, 0, 1), dtype=np.float32)).permute(2, 0, 1)[None]
+
+    def dev(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(device)
+
     with torch.no_grad(), torch_threads(1):
-        image, _ = render(torch.from_numpy(view.screen), torch.from_numpy(model.triangles.astype(np.int64)),
-                          torch.from_numpy(model.uv.astype(np.float32)), texture,
-                          torch.from_numpy(view.triangle_id), vert_normals=torch.from_numpy(normals.astype(np.float32)),
-                          sh_coeffs=torch.from_numpy(np.asarray(result.lighting, dtype=np.float32)))
-    error = ((image[0].permute(1, 2, 0).numpy() - view.image) ** 2).mean(axis=2)
+        image, _ = render(dev(view.screen), dev(model.triangles.astype(np.int64)), dev(model.uv.astype(np.float32)),
+                          texture.to(device), dev(view.triangle_id), vert_normals=dev(normals.astype(np.float32)),
+                          sh_coeffs=dev(np.asarray(result.lighting, dtype=np.float32)))
+    error = ((image[0].permute(1, 2, 0).cpu().numpy() - view.image) ** 2).mean(axis=2)
     mse = float((error * weight).sum() / max(float(weight.sum()), 1e-9))
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
 def fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPCA, *,
                texel_weight: np.ndarray | None = None,
-               options: AlbedoFitOptions | None = None) -> AlbedoFit:
+               options: AlbedoFitOptions | None = None, device: torch.device | str = "cpu") -> AlbedoFit:
     """Fit the PCA albedo, SH light and a pose/shape refinement to one photo (module docstring).
 
     Args:
@@ -216,16 +232,19 @@ def fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPCA
         texel_weight: ``(S, S)`` per-texel confidence of what may be fitted to (a partial unwrap's
             confidence); pixels whose texel is 0 there are left out. None: every skin pixel.
         options: settings.
+        device: where the optimisation runs (a resolved device, :func:`stages.models.device.resolve_device`;
+            CPU results are deterministic, CUDA's differ from them by float rounding, see tests/test_uvapm.py).
 
     Returns:
-        :class:`AlbedoFit`.
+        :class:`AlbedoFit` (numpy arrays; ``info["device"]`` says where it ran).
     """
+    # One thread matters on the CPU (see torch_threads); with CUDA it only covers the small host-side setup.
     with torch_threads(1):
-        return _fit_albedo(rgb, fit, model, pca, texel_weight, options or AlbedoFitOptions())
+        return _fit_albedo(rgb, fit, model, pca, texel_weight, options or AlbedoFitOptions(), torch.device(device))
 
 
 def _fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPCA, texel_weight: np.ndarray | None,
-                opts: AlbedoFitOptions) -> AlbedoFit:
+                opts: AlbedoFitOptions, device: torch.device) -> AlbedoFit:
     start = time.perf_counter()
     torch.manual_seed(opts.seed)
     photo = np.asarray(rgb, dtype=np.float32)
@@ -237,46 +256,50 @@ def _fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPC
     if n_fit < 50:
         raise ValueError(f"only {n_fit:.0f} skin pixels to fit the albedo to")
 
-    mean_img, basis_img = _padded_basis(pca)                         # (C, P), (C, K, P)
+    def dev(array: np.ndarray) -> torch.Tensor:      # numpy -> the fit's device, once (a no-op on the CPU)
+        return torch.from_numpy(array).to(device)
+
+    mean_img, basis_img = (t.to(device) for t in _padded_basis(pca))  # (C, P), (C, K, P)
     res = pca.resolution
     n_comp = pca.n_components
-    sigma = torch.from_numpy(np.sqrt(np.maximum(pca.variance, 1e-12)).astype(np.float32))  # (C, K)
-    tris = torch.from_numpy(model.triangles.astype(np.int64))
-    uv = torch.from_numpy(model.uv.astype(np.float32))
-    tid = torch.from_numpy(view.triangle_id)
-    target = torch.from_numpy(view.image).permute(2, 0, 1)[None]     # (1, 3, R, R)
-    w = torch.from_numpy(weight.astype(np.float32))[None, None]
+    sigma = dev(np.sqrt(np.maximum(pca.variance, 1e-12)).astype(np.float32))  # (C, K)
+    tris = dev(model.triangles.astype(np.int64))
+    uv = dev(model.uv.astype(np.float32))
+    tid = dev(view.triangle_id.astype(np.int64))                     # the rasterizer's ids (CPU), moved once
+    target = dev(view.image).permute(2, 0, 1)[None]                  # (1, 3, R, R)
+    w = dev(weight.astype(np.float32))[None, None]
 
     # Refinement about the face's centroid, in crop coordinates.
     vertices0 = np.asarray(fit.vertices, dtype=np.float64)
     centroid = vertices0.mean(axis=0)
-    rot0 = torch.from_numpy(fit.pose.rotation.astype(np.float32))
-    verts = torch.from_numpy((vertices0 - centroid).astype(np.float32))
-    centre_screen = torch.from_numpy((fit.pose.to_screen(centroid[None])[0, :2] * k + offset).astype(np.float32))
+    rot0 = dev(fit.pose.rotation.astype(np.float32))
+    verts = dev((vertices0 - centroid).astype(np.float32))
+    centre_screen = dev((fit.pose.to_screen(centroid[None])[0, :2] * k + offset).astype(np.float32))
     s0 = float(fit.pose.scale) * k
-    lm_idx = torch.from_numpy(np.asarray(model.landmarks68 if model.landmarks68 is not None
-                                         else np.arange(model.n_vertices), dtype=np.int64))
-    lm_target = torch.from_numpy(view.screen[:, :2].astype(np.float32))[lm_idx]
+    lm_idx = dev(np.asarray(model.landmarks68 if model.landmarks68 is not None
+                            else np.arange(model.n_vertices), dtype=np.int64))
+    lm_target = dev(view.screen[:, :2].astype(np.float32))[lm_idx]
     face_size = float(np.ptp(view.screen[:, 0]))
 
-    z = torch.zeros(3, n_comp, requires_grad=True)
-    rot_w = torch.zeros(3, requires_grad=True)
-    log_s = torch.zeros(1, requires_grad=True)
-    shift = torch.zeros(2, requires_grad=True)
-    log_depth = torch.zeros(1, requires_grad=True)
+    z = torch.zeros(3, n_comp, device=device, requires_grad=True)
+    rot_w = torch.zeros(3, device=device, requires_grad=True)
+    log_s = torch.zeros(1, device=device, requires_grad=True)
+    shift = torch.zeros(2, device=device, requires_grad=True)
+    log_depth = torch.zeros(1, device=device, requires_grad=True)
+    ones2 = torch.ones(2, device=device)
 
     def geometry():
         rotation = _rodrigues(rot_w) @ rot0
-        local = verts * torch.cat([torch.ones(2), torch.exp(log_depth)])
+        local = verts * torch.cat([ones2, torch.exp(log_depth)])
         cam = local @ rotation.T
         xy = torch.stack([cam[:, 0], -cam[:, 1]], dim=1) * (s0 * torch.exp(log_s)) + centre_screen + shift
         screen_v = torch.cat([xy, -cam[:, 2:3] * s0], dim=1)
         # Normals of the depth-scaled shape: scaling z by a scales normal z by 1/a (then rotate).
-        normals = normals_model * torch.cat([torch.ones(2), torch.exp(-log_depth)])
+        normals = normals_model * torch.cat([ones2, torch.exp(-log_depth)])
         normals = normals / normals.norm(dim=1, keepdim=True).clamp_min(1e-9)
         return screen_v, normals @ rotation.T, rotation
 
-    normals_model = torch.from_numpy(model.vertex_normals(vertices0).astype(np.float32))
+    normals_model = dev(model.vertex_normals(vertices0).astype(np.float32))
 
     def albedo_texture():
         coeffs = z * sigma                                              # (C, K)
@@ -293,24 +316,24 @@ def _fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPC
         n_px = n_px / n_px.norm(dim=-1, keepdim=True).clamp_min(1e-9)
         albedo_px, _ = render(screen_v, tris, uv, albedo_texture(), tid)
     sel = weight > 0.5
-    basis = sh_basis_np(n_px.numpy()[sel].astype(np.float64))              # (N, 9)
-    a_px = albedo_px[0].permute(1, 2, 0).numpy()[sel].astype(np.float64)   # (N, 3)
+    basis = sh_basis_np(n_px.cpu().numpy()[sel].astype(np.float64))              # (N, 9)
+    a_px = albedo_px[0].permute(1, 2, 0).cpu().numpy()[sel].astype(np.float64)   # (N, 3)
     t_px = view.image[sel].astype(np.float64)
     light0 = np.zeros((9, 3))
     reg = np.diag([0.0] + [1e-2 * len(basis)] * 8)
     for ch in range(3):
         design = basis * a_px[:, ch:ch + 1]
         light0[:, ch] = np.linalg.solve(design.T @ design + reg, design.T @ t_px[:, ch])
-    light = torch.tensor(light0, dtype=torch.float32, requires_grad=True)
-    ambient0 = torch.tensor(light0[0], dtype=torch.float32)
+    light = torch.tensor(light0, dtype=torch.float32, device=device, requires_grad=True)
+    ambient0 = torch.tensor(light0[0], dtype=torch.float32, device=device)
 
-    coarse_mask = torch.zeros(3, n_comp)
+    coarse_mask = torch.zeros(3, n_comp, device=device)
     coarse_mask[:, :min(COARSE_COMPONENTS, n_comp)] = 1.0
     pose_params = [rot_w, log_s, shift, log_depth] if opts.refine_pose else []
     optimiser = torch.optim.Adam([{"params": [z], "lr": opts.lr}, {"params": [light], "lr": opts.lr * 0.2},
                                   {"params": pose_params, "lr": opts.lr * 0.02}])
     n_stage1 = int(round(opts.iterations * opts.stage1_fraction))
-    history = []
+    photometric_start = None     # a tensor until the loop ends: reading it inside would sync every step
 
     def losses():
         screen_v, normals_cam, _ = geometry()
@@ -323,40 +346,42 @@ def _fit_albedo(rgb: np.ndarray, fit: FitResult, model: FaceModel, pca: AlbedoPC
         pose = (rot_w ** 2).sum() + log_s ** 2 + log_depth ** 2 + ((shift / face_size) ** 2).sum()
         total = (photometric + opts.w_landmark * landmark + opts.w_coeff * coeff + opts.w_sh * sh
                  + opts.w_pose * pose.sum())
-        return total, {"photometric": float(photometric.detach()), "landmark": float(landmark.detach())}
+        return total, photometric.detach()
 
     for it in range(opts.iterations):
         optimiser.zero_grad()
-        total, parts = losses()
+        total, photometric = losses()
         total.backward()
         if it < n_stage1:
             z.grad *= coarse_mask
         optimiser.step()
-        history.append(parts["photometric"])
+        if it == 0:
+            photometric_start = photometric
 
     with torch.no_grad():
         screen_v, normals_cam, rotation = geometry()
         image, _ = render(screen_v, tris, uv, albedo_texture(), tid, vert_normals=normals_cam, sh_coeffs=light)
         mse = float((((image - target) ** 2).mean(1) * w[0]).sum() / n_fit)
-        final_photo = float(losses()[1]["photometric"])
+        final_photo = float(losses()[1])
     scale = float(torch.exp(log_s.detach())) * fit.pose.scale
     depth = float(torch.exp(log_depth.detach()))
     # Back to the photo's frame: the centroid moved by `shift` (crop px) = shift / k photo px.
-    rot = rotation.numpy().astype(np.float64)
+    rot = rotation.cpu().numpy().astype(np.float64)
     refined_vertices = centroid + (vertices0 - centroid) * np.array([1.0, 1.0, depth])
-    centre_photo = (centre_screen.numpy() + shift.detach().numpy() - offset) / k
+    centre_photo = (centre_screen.cpu().numpy() + shift.detach().cpu().numpy() - offset) / k
     cam_centroid = rot @ centroid * scale
     tz = float(fit.pose.translation[2])
     translation = np.array([centre_photo[0] - cam_centroid[0], centre_photo[1] + cam_centroid[1], tz])
     pose = Pose(rotation=rot, scale=scale, translation=translation)
     angle = math.degrees(float(rot_w.detach().norm()))
     info = {"iterations": opts.iterations, "stage1_iterations": n_stage1, "render_size": size,
-            "fitted_pixels": int(n_fit), "photometric_start": round(history[0], 5) if history else None,
+            "fitted_pixels": int(n_fit),
+            "photometric_start": None if photometric_start is None else round(float(photometric_start), 5),
             "photometric_end": round(final_photo, 5),
             "reprojection_psnr": round(10 * math.log10(1.0 / max(mse, 1e-12)), 3),
             "rotation_refinement_deg": round(angle, 3), "scale_refinement": round(float(torch.exp(log_s.detach())), 5),
-            "depth_scale": round(depth, 5), "shift_px": np.round(shift.detach().numpy() / k, 3).tolist(),
-            "seconds": round(time.perf_counter() - start, 3), "seed": opts.seed}
-    return AlbedoFit(coeffs=(z * sigma).detach().numpy().astype(np.float32),
-                     lighting=light.detach().numpy().astype(np.float32), pose=pose,
+            "depth_scale": round(depth, 5), "shift_px": np.round(shift.detach().cpu().numpy() / k, 3).tolist(),
+            "seconds": round(time.perf_counter() - start, 3), "seed": opts.seed, "device": str(device)}
+    return AlbedoFit(coeffs=(z * sigma).detach().cpu().numpy().astype(np.float32),
+                     lighting=light.detach().cpu().numpy().astype(np.float32), pose=pose,
                      vertices=refined_vertices, info=info)

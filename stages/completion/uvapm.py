@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from stages.completion.unet import keep_photo_fill_prediction
 from stages.core.errors import MissingArtifactError
 from stages.core.provenance import provenance_fractions
 from stages.evaluate.detail import REFERENCE_SIZE, SIGMA_HI, band_pass, region_energy, region_pixels
+from stages.models.device import resolve_device
 from stages.models.inputs import SEEN_COVERAGE, resize_area, resize_masked
 from stages.unwrap import UnwrapResult
 
@@ -61,7 +63,8 @@ def hsv_compose(coarse: np.ndarray, detail: np.ndarray | None) -> np.ndarray:
 
 def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decoder: DetailDecoder | None,
                latent_shape: tuple[int, ...] = (4, 32, 32), *, iterations: int = 50, lr: float = 0.05,
-               w_prior: float = 0.0, w_anchor: float = 0.0, init_scale: float = 1.0, seed: int = 0) -> np.ndarray:
+               w_prior: float = 0.0, w_anchor: float = 0.0, init_scale: float = 1.0, seed: int = 0,
+               device: torch.device | str = "cpu") -> np.ndarray:
     """Stage 3: the latent ``z`` whose decoded V residual makes ``hsv_compose(coarse, D(z))`` match the
     de-lit photo's V on the seen texels, the coarse fit held.
 
@@ -79,8 +82,10 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
         coarse: ``(S, S, 3)`` coarse albedo.
         target: ``(S, S, 3)`` de-lit photo texture (meaningful where ``weight > 0``).
         weight: ``(S, S)`` texel weights (seen texels' confidence).
-        decoder: the detail decoder, or None (no detail model: the residual is zero).
+        decoder: the detail decoder, or None (no detail model: the residual is zero); on ``device``.
         latent_shape: shape of ``z`` without the batch.
+        device: where ``z`` is optimised (a resolved device). The prior sample is drawn on the CPU with
+            ``seed`` and moved, so every device starts from the same ``z_0``.
 
     Returns:
         ``(S, S)`` float32 V residual ``D(z)`` (zeros without a decoder).
@@ -88,19 +93,20 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
     size = coarse.shape[0]
     if decoder is None:
         return np.zeros((size, size), dtype=np.float32)
+    device = torch.device(device)
     with torch_threads(1):     # small convolutions: threads only add synchronisation (see fit_albedo)
         gen = torch.Generator().manual_seed(seed)
-        z0 = init_scale * torch.randn(1, *latent_shape, generator=gen)
+        z0 = (init_scale * torch.randn(1, *latent_shape, generator=gen)).to(device)
         z = z0.clone().requires_grad_(True)
         with torch.no_grad():
             out = int(decoder(z).shape[-1])
         # Fit at the decoder's resolution (the residual has no finer detail); upsample once at the end.
         seen = np.asarray(weight) > 0
-        v_coarse = torch.from_numpy(resize_area(np.clip(coarse, 0, 1).max(axis=2).astype(np.float32), out))
+        v_coarse = torch.from_numpy(resize_area(np.clip(coarse, 0, 1).max(axis=2).astype(np.float32), out)).to(device)
         v_target, coverage = resize_masked(np.clip(target, 0, 1).max(axis=2).astype(np.float32), seen, out)
         w_small, _ = resize_masked(np.asarray(weight, dtype=np.float32), seen, out)
-        v_target = torch.from_numpy(v_target)
-        w = torch.from_numpy(np.where(coverage >= SEEN_COVERAGE, w_small, 0.0).astype(np.float32))
+        v_target = torch.from_numpy(v_target).to(device)
+        w = torch.from_numpy(np.where(coverage >= SEEN_COVERAGE, w_small, 0.0).astype(np.float32)).to(device)
         optimiser = torch.optim.Adam([z], lr=lr)
         for _ in range(iterations):
             optimiser.zero_grad()
@@ -112,7 +118,7 @@ def fit_detail(coarse: np.ndarray, target: np.ndarray, weight: np.ndarray, decod
         with torch.no_grad():
             residual = torch.nn.functional.interpolate(decoder(z), size=(size, size), mode="bilinear",
                                                        align_corners=False)[0, 0]
-    return residual.numpy().astype(np.float32)
+    return residual.cpu().numpy().astype(np.float32)
 
 
 def detail_highpass(detail: np.ndarray, sigma: float) -> np.ndarray:
@@ -187,13 +193,16 @@ class UVAPMFill(CompletionMethod):
     (Adam steps of the coarse fit), ``seed``, ``render_size`` (side of the fit's image crop),
     ``detail`` (stage 3 on or off), ``model_path`` (a detail VAE folder of ``facetex train detail-vae``;
     default the shipped one, :data:`SHIPPED_DETAIL_VAE`), ``detail_strength`` (the filled texels' detail
-    energy over the photo's, :func:`match_detail_gain`). Needs the photo and its fit (:meth:`complete_fitted`)."""
+    energy over the photo's, :func:`match_detail_gain`), ``device`` (where the coarse fit, stage 3 and the
+    reprojection render run: ``auto``, the default, is CUDA when available, as for every method with a
+    ``--device``; ``cpu``; ``cuda``; ``cuda:N``; :func:`stages.models.device.resolve_device`). Needs the photo
+    and its fit (:meth:`complete_fitted`)."""
 
     name = "uvapm"
 
     def __init__(self, model, pca_path: str | None = None, iterations: int | None = None, seed: int = 0,
                  render_size: int | None = None, model_path: str | None = None, detail: bool = True,
-                 detail_strength: float = DETAIL_STRENGTH):
+                 detail_strength: float = DETAIL_STRENGTH, device: str | None = None):
         super().__init__(model)
         if not isinstance(detail, bool):
             raise ValueError(f"detail must be true or false, got {detail!r}")
@@ -201,6 +210,7 @@ class UVAPMFill(CompletionMethod):
             raise ValueError("a detail model (model_path) was given with detail off")
         if not (np.isfinite(detail_strength) and detail_strength >= 0):
             raise ValueError(f"detail_strength must be a number >= 0, got {detail_strength!r}")
+        self.device = resolve_device(device)
         self.pca = load_pca(pca_path)
         self.record_model_file("pca_path", pca_path or BUILTIN_PCA)
         defaults = AlbedoFitOptions()
@@ -214,7 +224,7 @@ class UVAPMFill(CompletionMethod):
             from stages.models.detail_vae import load_detail_decoder
 
             model_path = shipped_detail_vae() if model_path is None else model_path
-            decoder, _ = load_detail_decoder(model_path)
+            decoder, _ = load_detail_decoder(model_path, map_location=self.device)
             self.detail_decoder, self.detail_latent_shape = decoder, decoder.latent_shape
             self.record_model_file("model_path", model_path)
 
@@ -240,8 +250,11 @@ class UVAPMFill(CompletionMethod):
             return np.zeros((size, size), dtype=np.float32), {"detail": False}
         from stages.evaluate.stage import skin_uv_mask   # (evaluate imports the completion registry)
 
+        start = time.perf_counter()
         residual = fit_detail(coarse, delit, confidence, self.detail_decoder, self.detail_latent_shape,
-                              init_scale=DETAIL_TEMPERATURE, w_anchor=DETAIL_ANCHOR, seed=self.fit_options.seed)
+                              init_scale=DETAIL_TEMPERATURE, w_anchor=DETAIL_ANCHOR, seed=self.fit_options.seed,
+                              device=self.device)
+        seconds = time.perf_counter() - start
         residual = detail_highpass(residual, DETAIL_HIGHPASS_SIGMA)
         skin = skin_uv_mask(self.model, size)
         seen, unseen = skin & (confidence > 0), skin & (confidence <= 0)
@@ -257,7 +270,7 @@ class UVAPMFill(CompletionMethod):
         gain = gain if np.isfinite(gain) else 1.0
         return (gain * residual).astype(np.float32), {
             "detail": True, "detail_strength": self.detail_strength, "detail_gain": round(gain, 4),
-            "detail_matched": matched}
+            "detail_matched": matched, "detail_seconds": round(seconds, 3)}
 
     def complete(self, unwrap: UnwrapResult) -> Completion:
         raise MissingArtifactError(unwrap.stem, "--method uvapm needs the photo and its fit.json "
@@ -269,7 +282,7 @@ class UVAPMFill(CompletionMethod):
                                                                     "which was not found")
         try:
             coarse_fit = fit_albedo(photo, fit, self.model, self.pca, texel_weight=unwrap.confidence,
-                                    options=self.fit_options)
+                                    options=self.fit_options, device=self.device)
         except ValueError as exc:
             raise MissingArtifactError(fit.fit_path or unwrap.stem, f"uvapm fit failed: {exc}") from None
         size = unwrap.size
@@ -284,7 +297,7 @@ class UVAPMFill(CompletionMethod):
         texture, provenance = keep_photo_fill_prediction(np.clip(albedo_model * shade, 0, 1), unwrap)
         # The issue's check of the de-lit albedo: rendered back under the fitted light, does it give the photo?
         reprojection = {name: round(reprojection_psnr(image, photo, fit, self.model, coarse_fit,
-                                                      texel_weight=unwrap.confidence), 3)
+                                                      texel_weight=unwrap.confidence, device=self.device), 3)
                         for name, image in (("albedo", albedo), ("pca_albedo", coarse))}
 
         lighting = {"schema": "facetex.lighting", "schema_version": 1, "frame": "camera (x right, y up, z to camera)",
