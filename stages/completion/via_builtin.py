@@ -39,9 +39,9 @@ from stages.core.poisson import pull_push_fill
 from stages.core.provenance import provenance_fractions
 from stages.unwrap import UnwrapResult
 
-#: Width of the cross-fade from the method's face fill to the head, in model units (about the face's
-#: RMS radius per unit: 0.15 is ~1.5 cm on an adult face), inward from the face region's border.
-FEATHER = 0.15
+#: Width of the cross-fade from the method's face fill to the head, in model units, inward from the face
+#: region's border (ICT: 0.3 is about 1.6 cm, 6 face-tile texels at 256: the step per texel stays small).
+FEATHER = 0.3
 
 
 def builtin_fit(fit, builtin: FaceModel):
@@ -93,12 +93,14 @@ class ViaBuiltinLayout(CompletionMethod):
         raise BadInputError(None, f"completion method {self.name!r} on {self.model.name}'s layout needs the "
                                   f"fit (its landmarks place the built-in layout): give the unwrap's fit.json")
 
-    def complete_fitted(self, unwrap: UnwrapResult, fit, photo: np.ndarray | None = None) -> Completion:
+    def on_builtin(self, unwrap: UnwrapResult, fit, photo: np.ndarray | None = None):
+        """Step 1 of the module docstring and the wrapped method's run: ``(the unwrap moved into the
+        built-in layout, the built-in fit, the wrapped method's completion of it)``."""
         from stages.transfer import texel_map
 
         size = unwrap.size
         inner_fit = builtin_fit(fit, self.builtin)
-        # 1. The unwrap in the built-in layout: every built-in texel reads the model's texel at its point.
+        # Every built-in texel reads the model's texel at its surface point (seen or not).
         to_builtin = texel_map(fit, self.model, self.builtin, size)
         occluded = None if unwrap.occluded is None else to_builtin.apply(unwrap.occluded, False)
         confidence = to_builtin.apply(unwrap.confidence.astype(np.float32))
@@ -109,7 +111,13 @@ class ViaBuiltinLayout(CompletionMethod):
             info={**unwrap.info, "model_id": self.builtin.name,
                   "coverage": round(float((confidence[to_builtin.target_mask] > 0).mean()), 4)},
             occluded=occluded)
-        done = self.inner.complete_fitted(inner_unwrap, inner_fit, photo)
+        return inner_unwrap, inner_fit, self.inner.complete_fitted(inner_unwrap, inner_fit, photo)
+
+    def complete_fitted(self, unwrap: UnwrapResult, fit, photo: np.ndarray | None = None) -> Completion:
+        from stages.transfer import texel_map
+
+        size = unwrap.size
+        _, _, done = self.on_builtin(unwrap, fit, photo)
         # 2. Back into the model's layout: the face region.
         back = texel_map(fit, self.builtin, self.model, size, size)
         region = back.found
@@ -124,9 +132,9 @@ class ViaBuiltinLayout(CompletionMethod):
         texture = weight[..., None] * face + (1.0 - weight[..., None]) * head.texture
         texture = pull_push_fill(np.clip(texture, 0.0, 1.0), layout).astype(np.float32)
         provenance = np.where(weight >= 0.5, provenance, head.provenance).astype(np.uint8)
+        face_share = round(float(region.sum() / max(layout.sum(), 1)), 4)
         info = {"method": self.name, **provenance_fractions(provenance, layout),
-                "via_layout": {"layout": self.builtin.name, "face_share": round(float(region.sum() / max(layout.sum(), 1)), 4),
-                               "feather": FEATHER, "threshold_px": round(back.threshold, 3),
+                "via_layout": {"layout": self.builtin.name, "face_share": face_share, "feather": FEATHER, "threshold_px": round(back.threshold, 3),
                                "head": head.info, "method_info": done.info}}
         if MODEL_FILES_KEY in done.info:  # `evaluate` rebuilds the method from these
             info[MODEL_FILES_KEY] = done.info[MODEL_FILES_KEY]
