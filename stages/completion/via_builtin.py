@@ -134,7 +134,8 @@ class ViaBuiltinLayout(CompletionMethod):
         provenance = np.where(weight >= 0.5, provenance, head.provenance).astype(np.uint8)
         face_share = round(float(region.sum() / max(layout.sum(), 1)), 4)
         info = {"method": self.name, **provenance_fractions(provenance, layout),
-                "via_layout": {"layout": self.builtin.name, "face_share": face_share, "feather": FEATHER, "threshold_px": round(back.threshold, 3),
+                "via_layout": {"layout": self.builtin.name, "face_share": face_share, "feather": FEATHER,
+                               "threshold_px": round(back.threshold, 3),
                                "head": head.info, "method_info": done.info}}
         if MODEL_FILES_KEY in done.info:  # `evaluate` rebuilds the method from these
             info[MODEL_FILES_KEY] = done.info[MODEL_FILES_KEY]
