@@ -81,6 +81,61 @@ def distance_threshold(positions: np.ndarray, mask: np.ndarray, face_scale: floa
     return max(THRESHOLD_TEXELS * texel, THRESHOLD_FACE * float(face_scale))
 
 
+@dataclass
+class TexelMap:
+    """Where each texel of a target layout reads a source layout (one fit's surfaces).
+
+    Attributes:
+        index: ``(S_t, S_t)`` int64 flat index into the ``(S, S)`` source texture of each target
+            texel's source texel; -1 where none lies within ``threshold`` (or off the target layout).
+        target_mask: ``(S_t, S_t)`` bool, texels of the target layout.
+        threshold: 3D distance limit in screen pixels.
+    """
+
+    index: np.ndarray
+    target_mask: np.ndarray
+    threshold: float
+
+    @property
+    def found(self) -> np.ndarray:
+        """``(S_t, S_t)`` bool: target texels that have a source texel."""
+        return self.index >= 0
+
+    def apply(self, values: np.ndarray, fill=0) -> np.ndarray:
+        """``values`` (``(S, S, ...)`` in the source layout) read at every target texel: ``(S_t, S_t, ...)``,
+        ``fill`` where no source texel was found."""
+        flat = values.reshape(-1, *values.shape[2:])
+        out = np.full((*self.index.shape, *values.shape[2:]), fill, dtype=values.dtype)
+        found = self.found
+        out[found] = flat[self.index[found]]
+        return out
+
+
+def texel_map(fit, source: FaceModel, target: FaceModel, source_size: int, size: int | None = None,
+              usable: np.ndarray | None = None) -> TexelMap:
+    """The nearest-texel map from ``source``'s layout at ``source_size`` to ``target``'s at ``size``
+    (default ``source_size``) through the surfaces fitted to ``fit`` (module docstring).
+
+    ``usable``: ``(S, S)`` bool, the source texels that may be read (default: the whole source layout).
+    """
+    size = int(size or source_size)
+    src_layout = uv_layout(source, source_size)
+    src_pos = src_layout.interpolate(fitted_surface(source, fit))             # (S, S, 3)
+    usable = src_layout.mask if usable is None else usable & src_layout.mask
+    threshold = distance_threshold(src_pos, src_layout.mask, fit.pose.scale)
+    tgt_layout = uv_layout(target, size)
+    index = np.full((size, size), -1, dtype=np.int64)
+    src_idx = np.flatnonzero(usable.ravel())
+    if src_idx.size:
+        tgt_pos = tgt_layout.interpolate(fitted_surface(target, fit))         # (S_t, S_t, 3)
+        tree = cKDTree(src_pos.reshape(-1, 3)[src_idx])
+        tgt_idx = np.flatnonzero(tgt_layout.mask.ravel())
+        dist, nearest = tree.query(tgt_pos.reshape(-1, 3)[tgt_idx], distance_upper_bound=threshold)
+        hit = np.isfinite(dist)
+        index.ravel()[tgt_idx[hit]] = src_idx[nearest[hit]]
+    return TexelMap(index=index, target_mask=tgt_layout.mask, threshold=threshold)
+
+
 def transfer_texture(texture: np.ndarray, fit, source: FaceModel, target: FaceModel,
                      size: int | None = None) -> TransferResult:
     """Move ``texture`` from ``source``'s UV layout to ``target``'s through the surfaces fitted to ``fit``.
@@ -95,31 +150,13 @@ def transfer_texture(texture: np.ndarray, fit, source: FaceModel, target: FaceMo
     Returns:
         A :class:`TransferResult`.
     """
-    s_src = texture.shape[0]
-    size = int(size or s_src)
-    src_layout = uv_layout(source, s_src)
-    src_pos = src_layout.interpolate(fitted_surface(source, fit))             # (S, S, 3)
-    usable = src_layout.mask.copy()
-    if texture.shape[2] == 4:
-        usable &= texture[..., 3] >= 0.5
-    threshold = distance_threshold(src_pos, src_layout.mask, fit.pose.scale)
-    tgt_layout = uv_layout(target, size)
-    tgt_pos = tgt_layout.interpolate(fitted_surface(target, fit))             # (S_t, S_t, 3)
-    out = np.zeros((size, size, 4), dtype=np.float32)
-    found = np.zeros((size, size), dtype=bool)
-    src_idx = np.flatnonzero(usable.ravel())
-    if src_idx.size:
-        tree = cKDTree(src_pos.reshape(-1, 3)[src_idx])
-        tgt_idx = np.flatnonzero(tgt_layout.mask.ravel())
-        dist, nearest = tree.query(tgt_pos.reshape(-1, 3)[tgt_idx], distance_upper_bound=threshold)
-        hit = np.isfinite(dist)
-        rgb = texture[..., :3].reshape(-1, 3)[src_idx[nearest[hit]]]
-        flat = out.reshape(-1, 4)
-        flat[tgt_idx[hit], :3] = rgb
-        flat[tgt_idx[hit], 3] = 1.0
-        found.ravel()[tgt_idx[hit]] = True
-    share = float(found.sum() / max(tgt_layout.mask.sum(), 1))
-    return TransferResult(texture=out, found=found, target_mask=tgt_layout.mask, threshold=threshold,
+    usable = texture[..., 3] >= 0.5 if texture.shape[2] == 4 else None
+    mapped = texel_map(fit, source, target, texture.shape[0], size, usable)
+    found = mapped.found
+    out = np.concatenate([mapped.apply(texture[..., :3].astype(np.float32)),
+                          found[..., None].astype(np.float32)], axis=2)
+    share = float(found.sum() / max(mapped.target_mask.sum(), 1))
+    return TransferResult(texture=out, found=found, target_mask=mapped.target_mask, threshold=mapped.threshold,
                           found_share=share)
 
 

@@ -151,15 +151,17 @@ def test_mirror_completion_fills_head_without_seams(ict):
     assert np.median(diff) < 0.03
 
 
-def test_layout_bound_methods_refuse_ict(ict):
+def test_layout_bound_methods_load_on_ict_via_the_builtin_layout(ict):
+    """Layout-bound methods are built on the built-in model and wrapped (tests/test_ict_methods.py);
+    the layout-free ones complete ICT's layout directly."""
     from stages.completion import get_method
-    from stages.core.errors import FacetexError
+    from stages.completion.via_builtin import ViaBuiltinLayout
 
-    for name in ("pca", "blend", "unet", "diffusion"):
-        with pytest.raises(FacetexError, match="built on the mediapipe471-v2 UV layout") as exc:
-            get_method(name).load(ict)
-        assert "\n" not in str(exc.value)
-    get_method("telea").load(ict)
+    for name in ("pca", "blend", "unet"):
+        method = get_method(name).load(ict)
+        assert isinstance(method, ViaBuiltinLayout) and method.name == name
+        assert method.inner.model.name == "mediapipe471-v2" and method.model is ict
+    assert not isinstance(get_method("telea").load(ict), ViaBuiltinLayout)
 
 
 def test_morphable_fields_roundtrip(ict, tmp_path):

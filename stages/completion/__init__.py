@@ -29,7 +29,8 @@ from stages.core.provenance import (  # noqa: F401
 #: Key of a completion's ``info`` listing the model files its method loaded (see
 #: :meth:`CompletionMethod.record_model_file`).
 MODEL_FILES_KEY = "model_files"
-#: Methods with no learned or layout-bound data: they work on any face model's UV layout.
+#: Methods with no learned or layout-bound data: they work on any face model's UV layout (the others
+#: run on the built-in layout and are moved: :mod:`stages.completion.via_builtin`).
 ANY_LAYOUT_METHODS = ("mirror", "telea")
 
 
@@ -67,17 +68,18 @@ class CompletionMethod:
     def load(cls, model: FaceModel, **options) -> CompletionMethod:
         """Build the method once per run (load weights here). Options are method-specific.
 
-        Raises:
-            BadInputError: the method's model files hold the built-in layout only (every method but
-                :data:`ANY_LAYOUT_METHODS`) and ``model`` is another face model (one line).
+        A method whose model files hold the built-in layout only (every method but
+        :data:`ANY_LAYOUT_METHODS`) is built on the built-in model and, for another ``model``, wrapped
+        in :class:`stages.completion.via_builtin.ViaBuiltinLayout` (run there, moved back by the UV
+        transfer, the rest of the head from ``mirror``'s head prior).
         """
-        from stages.core.errors import BadInputError
         from stages.core.face_model import load_builtin_face_model
 
-        builtin = load_builtin_face_model().name
-        if cls.name not in ANY_LAYOUT_METHODS and model.name != builtin:
-            raise BadInputError(None, f"completion method {cls.name!r} was built on the {builtin} UV layout, not "
-                                      f"{model.name}'s; use {' or '.join(ANY_LAYOUT_METHODS)} with this face model")
+        builtin = load_builtin_face_model()
+        if cls.name not in ANY_LAYOUT_METHODS and model.name != builtin.name:
+            from stages.completion.via_builtin import ViaBuiltinLayout
+
+            return ViaBuiltinLayout(model, cls.load(builtin, **options))
         return cls(model, **options)
 
     def __init__(self, model: FaceModel, **options):
