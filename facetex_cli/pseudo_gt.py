@@ -51,7 +51,8 @@ def pseudo_gt_command(
     """
     if face_model != "mediapipe":  # before any work: every PCA albedo model is built in that layout
         raise typer.BadParameter(f"pseudo-gt fits a PCA albedo model, and PCA models exist only for the mediapipe "
-                                 f"UV layout; complete the {face_model} head with --method mirror or telea",
+                                 f"UV layout (its output trains the models of that layout); `complete --method blend "
+                                 f"--face-model {face_model}` gives the same fill on the {face_model} head",
                                  param_hint="--face-model")
     folders, missing = artifact_folders(unwraps, "unwrap.json")
     settings = batch_settings(workers, shard, executor, dask_scheduler)
