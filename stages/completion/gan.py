@@ -30,6 +30,7 @@ from torch import Tensor
 from stages.completion import MODEL_FILES_KEY, Completion, CompletionMethod, register_method
 from stages.completion.unet import keep_photo_fill_prediction
 from stages.core.errors import MissingArtifactError
+from stages.models.folder import SHIPPED_MODELS, shipped_model
 from stages.core.provenance import provenance_fractions
 from stages.core.pyramid import laplacian_pyramid_l1
 from stages.core.shading import render
@@ -99,19 +100,13 @@ def invert_texture(generator, target: Tensor, weight: Tensor, geometry: dict, *,
 
 
 #: The texture GAN shipped with facetex (``small`` preset, London training people; its README is the card).
-SHIPPED_TEXTURE_GAN = Path(__file__).resolve().parents[1] / "assets" / "texture_gan_london_v1"
+SHIPPED_TEXTURE_GAN = SHIPPED_MODELS / "texture_gan_london_v1"
 
 
 def shipped_texture_gan() -> Path:
-    """The shipped texture GAN's folder (the default of ``complete --method gan`` and ``generate``).
-
-    Raises:
-        MissingArtifactError: the install lacks it (one line).
-    """
-    if not (SHIPPED_TEXTURE_GAN / "weights.safetensors").is_file():
-        raise MissingArtifactError(SHIPPED_TEXTURE_GAN, "the shipped texture GAN is missing from this install: "
-                                                        "reinstall facetex, or pass --model DIR")
-    return SHIPPED_TEXTURE_GAN
+    """The shipped texture GAN's folder (the default of ``complete --method gan`` and ``generate``); a
+    one-line :class:`MissingArtifactError` when the install lacks it."""
+    return shipped_model(SHIPPED_TEXTURE_GAN, "texture GAN", "or pass --model DIR")
 
 
 @register_method

@@ -22,27 +22,24 @@ from stages.completion import (
     MODEL_FILES_KEY, Completion, CompletionMethod, provenance_map, register_method,
 )
 from stages.core.poisson import poisson_fill_fast, pull_push_fill
-from stages.core.errors import MissingArtifactError
 from stages.core.provenance import KEEP_CONFIDENCE, provenance_fractions, seen_or_mirrored
 from stages.models import uv_generator
 from stages.models.device import resolve_device
+from stages.models.folder import SHIPPED_MODELS, shipped_model
 from stages.models.inputs import POSITION_SCALE, resize_unwrap
 from stages.pseudo_gt import blend_into
 from stages.unwrap import UnwrapResult
 
 #: The default generator (a model folder with its model card), used when no ``--model`` is given.
-SHIPPED_GENERATOR = Path(__file__).resolve().parents[1] / "assets" / "uv_generator_london_v1"
+SHIPPED_GENERATOR = SHIPPED_MODELS / "uv_generator_london_v1"
 
 
 def load_generator(path: str | Path | None):
     """Load a trained UV generator folder (default: the shipped one); one clear error when none is
     installed or it is unusable. Returns ``(generator, training uv_size)``."""
     if path is None:
-        if not (SHIPPED_GENERATOR / "weights.safetensors").is_file():
-            raise MissingArtifactError(SHIPPED_GENERATOR, "the shipped UV generator is missing from this install: "
-                                                          "train one with `facetex train unet --data DIR -o "
-                                                          "MODEL_DIR` and pass --model MODEL_DIR")
-        path = SHIPPED_GENERATOR
+        path = shipped_model(SHIPPED_GENERATOR, "UV generator", "or train one with `facetex train unet --data "
+                                                                    "DIR -o MODEL_DIR` and pass --model MODEL_DIR")
     generator, config = uv_generator.load_generator(path)
     return generator, int(config.get("uv_size", 256))
 

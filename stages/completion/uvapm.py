@@ -33,6 +33,7 @@ from stages.completion import MODEL_FILES_KEY, Completion, CompletionMethod, reg
 from stages.completion.pca import BUILTIN_PCA, load_pca
 from stages.completion.unet import keep_photo_fill_prediction
 from stages.core.errors import MissingArtifactError
+from stages.models.folder import SHIPPED_MODELS, shipped_model
 from stages.core.provenance import provenance_fractions
 from stages.evaluate.detail import REFERENCE_SIZE, SIGMA_HI, band_pass, region_energy, region_pixels
 from stages.models.device import resolve_device
@@ -163,7 +164,7 @@ def match_detail_gain(coarse_v: np.ndarray, detail: np.ndarray, reference_v: np.
 
 
 #: The detail VAE shipped with facetex (``small`` preset, London training people; its README is the card).
-SHIPPED_DETAIL_VAE = Path(__file__).resolve().parents[1] / "assets" / "detail_vae_london_v1"
+SHIPPED_DETAIL_VAE = SHIPPED_MODELS / "detail_vae_london_v1"
 #: Stage-3 defaults, tuned on London training photos (README "UVAPM albedo and light"): the prior
 #: sample's temperature, the high-pass of the decoded residual (texels at UV 512) and the strength the
 #: filled texels' detail is matched to (:func:`match_detail_gain`).
@@ -176,15 +177,9 @@ DETAIL_STRENGTH = 0.7
 
 
 def shipped_detail_vae() -> Path:
-    """The shipped detail VAE's folder (the default of ``complete --method uvapm``).
-
-    Raises:
-        MissingArtifactError: the install lacks it (one line).
-    """
-    if not (SHIPPED_DETAIL_VAE / "weights.safetensors").is_file():
-        raise MissingArtifactError(SHIPPED_DETAIL_VAE, "the shipped detail VAE is missing from this install: "
-                                                       "reinstall facetex, pass --model DIR or --no-detail")
-    return SHIPPED_DETAIL_VAE
+    """The shipped detail VAE's folder (the default of ``complete --method uvapm``); a one-line
+    :class:`MissingArtifactError` when the install lacks it."""
+    return shipped_model(SHIPPED_DETAIL_VAE, "detail VAE", "pass --model DIR or --no-detail")
 
 
 @register_method

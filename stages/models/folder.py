@@ -45,6 +45,25 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 #: Keys of ``config.json`` the format itself sets (``extra`` must not reuse them).
 RESERVED_KEYS = ("schema", "format_version", "model_type", "configs", "parts", "facetex_version")
+#: Where the model folders that ship with facetex live (each with its model card as README.md).
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def shipped_model(folder: Path, what: str, instead: str) -> Path:
+    """``folder``, a model folder shipped under :data:`SHIPPED_MODELS`, checked to hold its weights.
+
+    Args:
+        folder: the folder (e.g. ``SHIPPED_MODELS / "texture_gan_london_v1"``).
+        what: what it is, for the message (e.g. ``texture GAN``).
+        instead: what the user can do instead, for the message (e.g. ``or pass --model DIR``).
+
+    Raises:
+        MissingArtifactError: the install lacks it (one line).
+    """
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise MissingArtifactError(folder, f"the shipped {what} is missing from this install: reinstall facetex, "
+                                           f"{instead}")
+    return folder
 
 
 def _one_line(e: BaseException) -> str:
